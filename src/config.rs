@@ -1,0 +1,280 @@
+//! Configuration and workspace folders.
+//!
+//! Settings are layered: the built-in defaults (`configs/default.toml`, embedded in the
+//! binary) < the user's config file (`<config dir>/config.toml`, or `--config FILE`) < CLI
+//! flags. Folders come from [`directories::ProjectDirs`], or all sit under one folder when
+//! `BIOINSTRUCT_HOME` is set.
+
+use crate::data::{save_atomic, StoreError};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The built-in defaults, documented key by key.
+pub const DEFAULT_TOML: &str = include_str!("../configs/default.toml");
+
+/// The 80 seed tasks shipped with the program, copied into a new workspace.
+pub const BUNDLED_SEEDS: &str = include_str!("../assets/seeds/seeds.jsonl");
+
+/// The environment variable that puts config, data and cache under one folder.
+pub const HOME_ENV: &str = "BIOINSTRUCT_HOME";
+
+/// Everything in a config file. Every table and key is optional in a user file; missing
+/// ones keep their defaults. Unknown keys are errors (they are usually typos).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the workspace keeps its files.
+    pub workspace: WorkspaceConfig,
+    /// The terminal interface.
+    pub tui: TuiConfig,
+}
+
+/// The `[workspace]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkspaceConfig {
+    /// The seed file; a relative path is taken from the data folder.
+    pub seeds_file: PathBuf,
+}
+
+impl Default for WorkspaceConfig {
+    fn default() -> Self {
+        WorkspaceConfig {
+            seeds_file: PathBuf::from("seeds.jsonl"),
+        }
+    }
+}
+
+/// The `[tui]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TuiConfig {
+    /// Capture the mouse (wheel scrolls, click selects). Off lets the terminal select text.
+    pub mouse: bool,
+    /// The command that edits a record as JSON; empty means `$VISUAL`, then `$EDITOR`, then `vi`.
+    pub editor: String,
+}
+
+impl Default for TuiConfig {
+    fn default() -> Self {
+        TuiConfig {
+            mouse: true,
+            editor: String::new(),
+        }
+    }
+}
+
+/// A configuration or workspace problem, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has a wrong key or value.
+    #[error("config {}:{line}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// No home folder could be found and `BIOINSTRUCT_HOME` is unset.
+    #[error("cannot find a home folder for the workspace: set {HOME_ENV}")]
+    NoHome,
+    /// Creating the workspace's seed file failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Config {
+    /// Parses a config file's text over the defaults; `path` names it in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] with the line and key at fault.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: e
+                .span()
+                .map(|s| 1 + text[..s.start.min(text.len())].matches('\n').count())
+                .unwrap_or(1),
+            message: e.message().trim().to_string(),
+        })
+    }
+}
+
+/// The workspace's folders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    /// Holds `config.toml`.
+    pub config_dir: PathBuf,
+    /// Holds the seed file and, later, generated tasks and training runs.
+    pub data_dir: PathBuf,
+    /// Holds downloaded models.
+    pub cache_dir: PathBuf,
+}
+
+impl Workspace {
+    /// The folders `BIOINSTRUCT_HOME` names when set (`config/`, `data/`, `cache/` under it),
+    /// else the platform's (`~/.config/bioinstruct`, `~/.local/share/bioinstruct`,
+    /// `~/.cache/bioinstruct` on Linux).
+    ///
+    /// # Errors
+    /// [`ConfigError::NoHome`] when neither is available.
+    pub fn locate() -> Result<Workspace, ConfigError> {
+        if let Some(home) = std::env::var_os(HOME_ENV).filter(|h| !h.is_empty()) {
+            return Ok(Workspace::under(Path::new(&home)));
+        }
+        let dirs = directories::ProjectDirs::from("org", "bioinstruct", "bioinstruct")
+            .ok_or(ConfigError::NoHome)?;
+        Ok(Workspace {
+            config_dir: dirs.config_dir().to_path_buf(),
+            data_dir: dirs.data_dir().to_path_buf(),
+            cache_dir: dirs.cache_dir().to_path_buf(),
+        })
+    }
+
+    /// All folders under `home`.
+    pub fn under(home: &Path) -> Workspace {
+        Workspace {
+            config_dir: home.join("config"),
+            data_dir: home.join("data"),
+            cache_dir: home.join("cache"),
+        }
+    }
+
+    /// The user's config file.
+    pub fn user_config_path(&self) -> PathBuf {
+        self.config_dir.join("config.toml")
+    }
+}
+
+/// What CLI flags may override.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config FILE`: read this instead of the workspace's config file (it must exist).
+    pub config_file: Option<PathBuf>,
+    /// `--seeds FILE`: work on this seed file instead of the workspace's.
+    pub seeds_file: Option<PathBuf>,
+    /// `--no-mouse`.
+    pub no_mouse: bool,
+}
+
+/// The resolved settings of one invocation.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The workspace folders.
+    pub workspace: Workspace,
+    /// Defaults < user file < flags.
+    pub config: Config,
+    /// The seed file to work on (absolute or relative to the current folder).
+    pub seeds_path: PathBuf,
+    /// Whether `seeds_path` is the workspace's own (created from the bundled seeds when missing).
+    pub seeds_in_workspace: bool,
+}
+
+impl Settings {
+    /// Resolves folders and layers the configuration.
+    ///
+    /// # Errors
+    /// A missing `--config` file, an unreadable or invalid config file, or no home folder.
+    pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
+        let workspace = Workspace::locate()?;
+        let (path, required) = match &overrides.config_file {
+            Some(p) => (p.clone(), true),
+            None => (workspace.user_config_path(), false),
+        };
+        let mut config = match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&path, &text)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Config::default(),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        if overrides.no_mouse {
+            config.tui.mouse = false;
+        }
+        let (seeds_path, seeds_in_workspace) = match &overrides.seeds_file {
+            Some(p) => (p.clone(), false),
+            None => (workspace.data_dir.join(&config.workspace.seeds_file), true),
+        };
+        Ok(Settings {
+            workspace,
+            config,
+            seeds_path,
+            seeds_in_workspace,
+        })
+    }
+
+    /// Copies the bundled seeds into the workspace on first use. Returns whether it did.
+    /// A seed file given with `--seeds` is never created.
+    ///
+    /// # Errors
+    /// [`ConfigError::Store`] when the file cannot be written.
+    pub fn ensure_seeds(&self) -> Result<bool, ConfigError> {
+        if !self.seeds_in_workspace || self.seeds_path.exists() {
+            return Ok(false);
+        }
+        save_atomic(&self.seeds_path, BUNDLED_SEEDS.as_bytes())?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_is_the_default_config() {
+        let parsed = Config::parse(Path::new("default.toml"), DEFAULT_TOML).expect("parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn default_toml_documents_every_setting() {
+        fn keys(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    keys(&format!("{prefix}{k}."), v, out);
+                }
+            } else {
+                out.push(prefix.trim_end_matches('.').to_string());
+            }
+        }
+        let mut all = Vec::new();
+        keys(
+            "",
+            &toml::Value::try_from(Config::default()).expect("serializes"),
+            &mut all,
+        );
+        let documented: toml::Value = toml::from_str(DEFAULT_TOML).expect("parses");
+        let mut present = Vec::new();
+        keys("", &documented, &mut present);
+        assert_eq!(all, present);
+    }
+
+    #[test]
+    fn a_user_file_overrides_only_what_it_names() {
+        let c = Config::parse(Path::new("u.toml"), "[tui]\nmouse = false\n").expect("parses");
+        assert!(!c.tui.mouse);
+        assert_eq!(c.workspace, WorkspaceConfig::default());
+    }
+
+    #[test]
+    fn a_typo_names_file_line_and_key() {
+        let e = Config::parse(Path::new("u.toml"), "[workspace]\n\n[tui]\nmose = false\n")
+            .expect_err("unknown key");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("config u.toml:4: unknown field `mose`"),
+            "{msg}"
+        );
+        let e = Config::parse(Path::new("u.toml"), "[tui]\nmouse = \"yes\"\n").expect_err("type");
+        assert!(e.to_string().starts_with("config u.toml:2:"), "{e}");
+    }
+}

@@ -1,0 +1,170 @@
+//! Instruction records and the files that hold them.
+//!
+//! The workspace keeps seeds (and, later, generated tasks) as JSONL, one
+//! [`Instruction`] a line; Alpaca JSON is read and written for exchange with other tools.
+
+mod record;
+mod store;
+
+pub use record::{id_problem, task_problem, Category, Instruction, UnknownCategory, KNOWN_FIELDS};
+pub use store::{
+    backup_path, parse_alpaca, parse_jsonl, read_alpaca, read_jsonl, save_atomic, to_alpaca,
+    to_jsonl, InvalidLine, LineError, Loaded, StoreError,
+};
+
+use std::path::{Path, PathBuf};
+
+/// The file formats bioinstruct reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object a line with id, category, task, instruction, input, output.
+    Jsonl,
+    /// One JSON array of {instruction, input, output}, as Stanford Alpaca's data.
+    Alpaca,
+}
+
+impl Format {
+    /// Guesses the format of a file's text: an Alpaca file starts with `[`.
+    pub fn sniff(text: &str) -> Format {
+        if text.trim_start().starts_with('[') {
+            Format::Alpaca
+        } else {
+            Format::Jsonl
+        }
+    }
+}
+
+/// Reads an instruction file in `format`, or the sniffed one when `None`.
+///
+/// # Errors
+/// As [`read_jsonl`] and [`read_alpaca`].
+pub fn read_any(path: &Path, format: Option<Format>) -> Result<Loaded, StoreError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StoreError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    match format.unwrap_or_else(|| Format::sniff(&text)) {
+        Format::Jsonl => Ok(parse_jsonl(path, &text)),
+        Format::Alpaca => parse_alpaca(path, &text),
+    }
+}
+
+/// An instruction file held in memory: the records, the lines that did not parse (kept so
+/// that saving loses nothing), and where it lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstructionFile {
+    /// Where [`InstructionFile::save`] writes.
+    pub path: PathBuf,
+    /// The valid records, in file order.
+    pub records: Vec<Instruction>,
+    /// Lines that failed validation, written back verbatim after the records.
+    pub invalid: Vec<InvalidLine>,
+}
+
+impl InstructionFile {
+    /// Reads the JSONL file at `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Read`] when it cannot be read. Bad lines land in `invalid`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let loaded = read_jsonl(path)?;
+        Ok(InstructionFile {
+            path: path.to_path_buf(),
+            records: loaded.records,
+            invalid: loaded.invalid,
+        })
+    }
+
+    /// Writes the records, then the invalid lines verbatim, atomically (see [`save_atomic`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Write`]; the file on disk is then unchanged.
+    pub fn save(&self) -> Result<(), StoreError> {
+        save_atomic(
+            &self.path,
+            to_jsonl(&self.records, &self.invalid).as_bytes(),
+        )
+    }
+
+    /// The index of the record with `id`.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.records.iter().position(|r| r.id == id)
+    }
+
+    /// The record with `id`.
+    pub fn get(&self, id: &str) -> Option<&Instruction> {
+        self.records.iter().find(|r| r.id == id)
+    }
+
+    /// A fresh id `<prefix>-NNN`, one above the highest number in use with that prefix
+    /// (at least three digits, as `seed-081`).
+    pub fn next_id(&self, prefix: &str) -> String {
+        let stem = format!("{prefix}-");
+        let highest = self
+            .records
+            .iter()
+            .filter_map(|r| r.id.strip_prefix(&stem)?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        format!("{stem}{:03}", highest + 1)
+    }
+
+    /// How many records each category has, in [`Category::ALL`] order.
+    pub fn counts(&self) -> [usize; 4] {
+        category_counts(&self.records)
+    }
+
+    /// Appends `records`, giving a fresh `prefix-NNN` id to each whose id is empty or already
+    /// taken. Returns how many were renamed.
+    pub fn append_with_fresh_ids(&mut self, records: Vec<Instruction>, prefix: &str) -> usize {
+        let mut renamed = 0;
+        for mut r in records {
+            if r.id.is_empty() || self.position(&r.id).is_some() {
+                if !r.id.is_empty() {
+                    renamed += 1;
+                }
+                r.id = self.next_id(prefix);
+            }
+            self.records.push(r);
+        }
+        renamed
+    }
+}
+
+/// How many of `records` fall in each category, in [`Category::ALL`] order.
+pub fn category_counts(records: &[Instruction]) -> [usize; 4] {
+    let mut counts = [0; 4];
+    for r in records {
+        counts[r.category as usize] += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_id_continues_the_highest_number() {
+        let f = InstructionFile {
+            path: PathBuf::from("x"),
+            records: parse_jsonl(
+                Path::new("x"),
+                r#"{"id":"seed-009","category":"qa","task":"t","instruction":"i","output":"o"}
+{"id":"seed-080","category":"qa","task":"t","instruction":"i","output":"o"}
+{"id":"other-999","category":"qa","task":"t","instruction":"i","output":"o"}"#,
+            )
+            .records,
+            invalid: vec![],
+        };
+        assert_eq!(f.next_id("seed"), "seed-081");
+        assert_eq!(f.next_id("imp"), "imp-001");
+        assert_eq!(f.counts(), [3, 0, 0, 0]);
+    }
+
+    #[test]
+    fn sniff_tells_alpaca_from_jsonl() {
+        assert_eq!(Format::sniff("  \n[{}]"), Format::Alpaca);
+        assert_eq!(Format::sniff("{\"id\":1}"), Format::Jsonl);
+    }
+}

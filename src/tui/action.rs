@@ -1,0 +1,104 @@
+//! Everything that can change the workbench's state. Key and mouse events become an
+//! [`Action`]; [`crate::tui::App::update`] is the only place state changes.
+
+use crate::data::Instruction;
+use ratatui_textarea::Input;
+use serde::{Deserialize, Serialize};
+
+/// One change request. The unit variants are what keys map to (and what a keymap in a
+/// config file would name, hence `snake_case`); the others carry event data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Quit, asking first when there are unsaved changes.
+    Quit,
+    /// Save, then quit (from the unsaved-changes prompt).
+    SaveAndQuit,
+    /// Quit without saving (from the unsaved-changes prompt).
+    DiscardAndQuit,
+    /// Write the seed file (atomically, keeping `<file>.bak`).
+    Save,
+    /// Show or hide the key help overlay.
+    ToggleHelp,
+    /// Show the invalid lines of the file that was opened.
+    ShowErrors,
+    /// Close the overlay, leave the detail view or form, or clear the search.
+    Cancel,
+    /// Answer yes to a confirmation.
+    Confirm,
+    /// Move the selection (or scroll the detail view) up one row.
+    Up,
+    /// Move the selection (or scroll the detail view) down one row.
+    Down,
+    /// Up one page.
+    PageUp,
+    /// Down one page.
+    PageDown,
+    /// To the first row.
+    Top,
+    /// To the last row.
+    Bottom,
+    /// Open the selected record in the detail view.
+    Open,
+    /// Next pane.
+    NextTab,
+    /// Previous pane.
+    PrevTab,
+    /// Cycle the category filter: all, qa, ie, gen, other.
+    CycleCategory,
+    /// Start typing a search.
+    StartSearch,
+    /// A character typed into the search.
+    SearchChar(char),
+    /// Delete the last search character.
+    SearchBackspace,
+    /// Stop typing the search and keep it.
+    SearchSubmit,
+    /// Add a record (opens the form).
+    Add,
+    /// Duplicate the selected record, with a fresh id, below it.
+    Duplicate,
+    /// Delete the selected record (asks first).
+    Delete,
+    /// Undo the last add, duplicate, edit or delete.
+    Undo,
+    /// Edit the selected record in the form.
+    Edit,
+    /// Edit the selected record as JSON in `$EDITOR`.
+    EditExternal,
+    /// The outcome of an external edit of the record at `index`.
+    #[serde(skip)]
+    ExternalEdited {
+        /// Index of the record in the file.
+        index: usize,
+        /// The edited record, or why the edit failed.
+        result: Result<Instruction, String>,
+    },
+    /// Next field of the form.
+    FormNextField,
+    /// Previous field of the form.
+    FormPrevField,
+    /// Apply the form.
+    FormSubmit,
+    /// A key typed into the focused form field.
+    #[serde(skip)]
+    FormInput(Input),
+    /// Mouse wheel up.
+    ScrollUp,
+    /// Mouse wheel down.
+    ScrollDown,
+    /// Left click at a terminal cell.
+    Click {
+        /// Column, from 0.
+        column: u16,
+        /// Row, from 0.
+        row: u16,
+    },
+    /// The terminal was resized.
+    Resize {
+        /// Columns.
+        width: u16,
+        /// Rows.
+        height: u16,
+    },
+}

@@ -1,0 +1,417 @@
+//! The workbench's state and its one mutator, [`App::update`].
+
+use super::action::Action;
+use super::form::{EditForm, FormTarget};
+use super::panes::seeds::{SeedsPane, SeedsView};
+use super::ui::{self, AppLayout};
+use crate::data::InstructionFile;
+use ratatui::layout::{Position, Rect};
+
+/// The panes that exist, in tab order.
+pub const TABS: [&str; 1] = ["Seeds"];
+
+/// A window over the pane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlay {
+    /// The key help; `scroll` in lines.
+    Help {
+        /// First line shown.
+        scroll: u16,
+    },
+    /// The invalid lines of the opened file.
+    Errors {
+        /// First line shown.
+        scroll: u16,
+    },
+    /// "Delete this record?"
+    ConfirmDelete {
+        /// Index of the record in the file.
+        index: usize,
+    },
+    /// "Unsaved changes: save, discard or cancel?"
+    ConfirmQuit,
+}
+
+/// Where keys go, which decides what they mean (see [`super::keymap`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The seed list.
+    List,
+    /// The detail view.
+    Detail,
+    /// Typing a search.
+    Search,
+    /// The edit form.
+    Form,
+    /// Help or errors overlay.
+    Overlay,
+    /// A yes/no prompt.
+    Prompt,
+}
+
+/// How a status message is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    /// Neutral information.
+    Info,
+    /// Something failed.
+    Error,
+}
+
+/// All state of the workbench.
+#[derive(Debug)]
+pub struct App {
+    /// The Seeds pane.
+    pub seeds: SeedsPane,
+    /// Index into [`TABS`].
+    pub tab: usize,
+    /// The window over the pane, if any.
+    pub overlay: Option<Overlay>,
+    /// The last status message.
+    pub message: Option<(String, Tone)>,
+    /// Terminal size in cells, for mouse hit-testing and page sizes.
+    pub size: (u16, u16),
+    /// Set when the event loop should end.
+    pub should_quit: bool,
+    /// A request for the event loop: edit the record at this index in `$EDITOR`.
+    pub pending_external_edit: Option<usize>,
+}
+
+impl App {
+    /// An app on `file` in a terminal of `size` (columns, rows). Opens the errors overlay when
+    /// the file had invalid lines.
+    pub fn new(file: InstructionFile, size: (u16, u16)) -> App {
+        let has_errors = !file.invalid.is_empty();
+        App {
+            seeds: SeedsPane::new(file),
+            tab: 0,
+            overlay: has_errors.then_some(Overlay::Errors { scroll: 0 }),
+            message: None,
+            size,
+            should_quit: false,
+            pending_external_edit: None,
+        }
+    }
+
+    /// Where keys go now.
+    pub fn mode(&self) -> Mode {
+        match &self.overlay {
+            Some(Overlay::ConfirmDelete { .. } | Overlay::ConfirmQuit) => Mode::Prompt,
+            Some(_) => Mode::Overlay,
+            None => match &self.seeds.view {
+                SeedsView::Form(_) => Mode::Form,
+                SeedsView::Detail { .. } => Mode::Detail,
+                SeedsView::List if self.seeds.searching => Mode::Search,
+                SeedsView::List => Mode::List,
+            },
+        }
+    }
+
+    /// The screen areas for the current size.
+    pub fn layout(&self) -> AppLayout {
+        ui::app_layout(Rect::new(0, 0, self.size.0, self.size.1), self)
+    }
+
+    fn list_rows(&self) -> usize {
+        self.layout().list_inner.height as usize
+    }
+
+    fn info(&mut self, text: impl Into<String>) {
+        self.message = Some((text.into(), Tone::Info));
+    }
+
+    fn error(&mut self, text: impl Into<String>) {
+        self.message = Some((text.into(), Tone::Error));
+    }
+
+    /// Applies one action. The only place state changes.
+    pub fn update(&mut self, action: Action) {
+        if !matches!(action, Action::Resize { .. }) {
+            self.message = None;
+        }
+        if let Some(overlay) = self.overlay {
+            self.update_overlay(overlay, action);
+        } else {
+            self.update_pane(action);
+        }
+        let rows = self.list_rows();
+        self.seeds.scroll_into_view(rows);
+    }
+
+    fn update_overlay(&mut self, overlay: Overlay, action: Action) {
+        let scroll_by = |delta: i32| match overlay {
+            Overlay::Help { scroll } => Some(Overlay::Help {
+                scroll: scroll.saturating_add_signed(delta as i16),
+            }),
+            Overlay::Errors { scroll } => Some(Overlay::Errors {
+                scroll: scroll.saturating_add_signed(delta as i16),
+            }),
+            other => Some(other),
+        };
+        match action {
+            Action::Up | Action::ScrollUp => self.overlay = scroll_by(-1),
+            Action::Down | Action::ScrollDown => self.overlay = scroll_by(1),
+            Action::PageUp => self.overlay = scroll_by(-10),
+            Action::PageDown => self.overlay = scroll_by(10),
+            Action::Resize { width, height } => self.size = (width, height),
+            Action::ToggleHelp if matches!(overlay, Overlay::Help { .. }) => self.overlay = None,
+            Action::ToggleHelp => self.overlay = Some(Overlay::Help { scroll: 0 }),
+            Action::Quit if overlay == Overlay::ConfirmQuit => {}
+            Action::Quit => {
+                self.overlay = None;
+                self.update_pane(Action::Quit);
+            }
+            Action::Confirm => {
+                self.overlay = None;
+                if let Overlay::ConfirmDelete { index } = overlay {
+                    if index < self.seeds.file.records.len() {
+                        let r = self.seeds.remove(index);
+                        self.seeds.view = SeedsView::List;
+                        self.info(format!("Deleted {}. Press u to undo.", r.id));
+                    }
+                }
+            }
+            Action::SaveAndQuit if overlay == Overlay::ConfirmQuit => {
+                self.overlay = None;
+                if self.save() {
+                    self.should_quit = true;
+                }
+            }
+            Action::DiscardAndQuit if overlay == Overlay::ConfirmQuit => self.should_quit = true,
+            Action::ExternalEdited { .. } => self.update_pane(action),
+            _ => self.overlay = None,
+        }
+    }
+
+    fn update_pane(&mut self, action: Action) {
+        let rows = self.list_rows() as isize;
+        match action {
+            Action::Quit if self.seeds.dirty => self.overlay = Some(Overlay::ConfirmQuit),
+            Action::Quit | Action::DiscardAndQuit => self.should_quit = true,
+            Action::SaveAndQuit => self.should_quit = self.save(),
+            Action::Save => {
+                self.save();
+            }
+            Action::ToggleHelp => self.overlay = Some(Overlay::Help { scroll: 0 }),
+            Action::ShowErrors if self.seeds.file.invalid.is_empty() => {
+                self.info("The file had no invalid lines.")
+            }
+            Action::ShowErrors => self.overlay = Some(Overlay::Errors { scroll: 0 }),
+            Action::Resize { width, height } => self.size = (width, height),
+            Action::NextTab => self.tab = (self.tab + 1) % TABS.len(),
+            Action::PrevTab => self.tab = (self.tab + TABS.len() - 1) % TABS.len(),
+            Action::Undo => match self.seeds.undo() {
+                Some(what) => self.info(format!("Undid {what}.")),
+                None => self.info("Nothing to undo."),
+            },
+            Action::ExternalEdited { index, result } => match result {
+                Ok(record) if index < self.seeds.file.records.len() => {
+                    let taken = self
+                        .seeds
+                        .file
+                        .position(&record.id)
+                        .is_some_and(|i| i != index);
+                    if taken {
+                        self.error(format!(
+                            "Edit discarded: id {:?} is already used.",
+                            record.id
+                        ));
+                    } else {
+                        let id = record.id.clone();
+                        self.seeds.replace(index, record);
+                        self.info(format!("Edited {id}. Press s to save."));
+                    }
+                }
+                Ok(_) => self.error("Edit discarded: the record no longer exists."),
+                Err(e) => self.error(e),
+            },
+            other => match self.seeds.view {
+                SeedsView::Form(_) => self.update_form(other),
+                SeedsView::Detail { scroll } => self.update_detail(other, scroll),
+                SeedsView::List if self.seeds.searching => self.update_search(other),
+                SeedsView::List => self.update_list(other, rows),
+            },
+        }
+    }
+
+    fn update_list(&mut self, action: Action, rows: isize) {
+        let s = &mut self.seeds;
+        match action {
+            Action::Up | Action::ScrollUp => s.move_selection(-1),
+            Action::Down | Action::ScrollDown => s.move_selection(1),
+            Action::PageUp => s.move_selection(-rows),
+            Action::PageDown => s.move_selection(rows),
+            Action::Top => s.move_selection(isize::MIN / 2),
+            Action::Bottom => s.move_selection(isize::MAX / 2),
+            Action::Open if s.selected_index().is_some() => {
+                s.view = SeedsView::Detail { scroll: 0 }
+            }
+            Action::StartSearch => s.searching = true,
+            Action::Cancel => {
+                s.search.clear();
+                s.refresh();
+            }
+            Action::CycleCategory => s.cycle_filter(),
+            Action::Click { column, row } => self.click(column, row),
+            other => self.record_action(other),
+        }
+    }
+
+    fn update_search(&mut self, action: Action) {
+        let s = &mut self.seeds;
+        match action {
+            Action::SearchChar(c) => s.search.push(c),
+            Action::SearchBackspace => {
+                s.search.pop();
+            }
+            Action::SearchSubmit => s.searching = false,
+            Action::Cancel => {
+                s.searching = false;
+                s.search.clear();
+            }
+            _ => {}
+        }
+        s.selected = 0;
+        s.refresh();
+    }
+
+    fn update_detail(&mut self, action: Action, scroll: u16) {
+        let max = self.detail_max_scroll();
+        let set = |s: u16| SeedsView::Detail { scroll: s.min(max) };
+        match action {
+            Action::Up | Action::ScrollUp => self.seeds.view = set(scroll.saturating_sub(1)),
+            Action::Down | Action::ScrollDown => self.seeds.view = set(scroll.saturating_add(1)),
+            Action::PageUp => self.seeds.view = set(scroll.saturating_sub(10)),
+            Action::PageDown => self.seeds.view = set(scroll.saturating_add(10)),
+            Action::Top => self.seeds.view = set(0),
+            Action::Bottom => self.seeds.view = set(max),
+            Action::Cancel | Action::Open => self.seeds.view = SeedsView::List,
+            other => self.record_action(other),
+        }
+    }
+
+    fn detail_max_scroll(&self) -> u16 {
+        let area = self.layout().body;
+        match self.seeds.selected_record() {
+            Some(r) => {
+                let lines = super::panes::seeds_view::detail_line_count(r, area);
+                lines.saturating_sub(area.height.saturating_sub(2) as usize) as u16
+            }
+            None => 0,
+        }
+    }
+
+    /// Actions on the selected record, shared by the list and detail views.
+    fn record_action(&mut self, action: Action) {
+        let s = &mut self.seeds;
+        let selected = s.selected_index();
+        match (action, selected) {
+            (Action::Add, _) => s.view = SeedsView::Form(Box::new(s.new_record_form())),
+            (Action::Edit, Some(i)) => {
+                let form = EditForm::new(&s.file.records[i], FormTarget::Edit { index: i });
+                s.view = SeedsView::Form(Box::new(form));
+            }
+            (Action::EditExternal, Some(i)) => self.pending_external_edit = Some(i),
+            (Action::Duplicate, Some(i)) => {
+                let mut copy = s.file.records[i].clone();
+                copy.id = s.file.next_id(
+                    copy.id
+                        .rsplit_once('-')
+                        .map_or("seed", |(prefix, _)| prefix),
+                );
+                let id = copy.id.clone();
+                s.insert(i + 1, copy);
+                self.info(format!(
+                    "Duplicated as {id}. Press e to edit it, u to undo."
+                ));
+            }
+            (Action::Delete, Some(index)) => self.overlay = Some(Overlay::ConfirmDelete { index }),
+            _ => {}
+        }
+    }
+
+    fn update_form(&mut self, action: Action) {
+        let SeedsView::Form(form) = &mut self.seeds.view else {
+            return;
+        };
+        match action {
+            Action::FormNextField => form.next_field(),
+            Action::FormPrevField => form.prev_field(),
+            Action::FormInput(input) => form.input(input),
+            Action::Cancel => {
+                self.seeds.view = SeedsView::List;
+                self.info("Changes discarded.");
+            }
+            Action::FormSubmit => {
+                let record = form.to_record();
+                let mut problems: Vec<String> = record
+                    .problems()
+                    .into_iter()
+                    .map(|(f, p)| format!("{f}: {p}"))
+                    .collect();
+                let clash = self.seeds.file.position(&record.id);
+                if form.target == FormTarget::New && clash.is_some() {
+                    problems.push(format!("id: {:?} is already used", record.id));
+                }
+                if !problems.is_empty() {
+                    form.error = Some(problems.join("; "));
+                    return;
+                }
+                let target = form.target;
+                let id = record.id.clone();
+                self.seeds.view = SeedsView::List;
+                match target {
+                    FormTarget::Edit { index } => self.seeds.replace(index, record),
+                    FormTarget::New => {
+                        let end = self.seeds.file.records.len();
+                        self.seeds.insert(end, record);
+                    }
+                }
+                self.info(format!(
+                    "Applied changes to {id}. Press s to save the file."
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    fn click(&mut self, column: u16, row: u16) {
+        let layout = self.layout();
+        let at = Position::new(column, row);
+        if let Some(tab) = layout.tab_at(at) {
+            self.tab = tab;
+        } else if layout.list_inner.contains(at) {
+            let clicked = self.seeds.offset + (row - layout.list_inner.y) as usize;
+            if clicked < self.seeds.visible.len() {
+                if clicked == self.seeds.selected {
+                    self.seeds.view = SeedsView::Detail { scroll: 0 };
+                } else {
+                    self.seeds.selected = clicked;
+                }
+            }
+        }
+    }
+
+    /// Saves the seed file; reports the outcome in the status line. Returns whether it worked.
+    fn save(&mut self) -> bool {
+        match self.seeds.file.save() {
+            Ok(()) => {
+                self.seeds.dirty = false;
+                let kept = match self.seeds.file.invalid.len() {
+                    0 => String::new(),
+                    n => format!(" and {n} invalid line(s) kept as they were"),
+                };
+                self.info(format!(
+                    "Saved {} records{kept} to {}.",
+                    self.seeds.file.records.len(),
+                    self.seeds.file.path.display()
+                ));
+                true
+            }
+            Err(e) => {
+                self.error(format!("Not saved: {e}"));
+                false
+            }
+        }
+    }
+}

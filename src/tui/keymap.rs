@@ -1,0 +1,470 @@
+//! Which key does what, in which context. One table drives both the key handling and the
+//! `?` help overlay, so the overlay always lists every key.
+
+use super::action::Action;
+use super::app::{App, Mode};
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind};
+
+/// Where a binding applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// Everywhere outside text entry and prompts.
+    Global,
+    /// The seed list.
+    List,
+    /// The detail view of one record.
+    Detail,
+    /// While typing a search.
+    Search,
+    /// The edit form.
+    Form,
+    /// A yes/no prompt or the unsaved-changes prompt.
+    Prompt,
+}
+
+impl Context {
+    /// The heading for this context in the help overlay.
+    pub fn title(self) -> &'static str {
+        match self {
+            Context::Global => "Everywhere",
+            Context::List => "Seed list",
+            Context::Detail => "Detail view",
+            Context::Search => "Search",
+            Context::Form => "Edit form",
+            Context::Prompt => "Prompts",
+        }
+    }
+}
+
+/// One key binding.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// Where it applies.
+    pub context: Context,
+    /// The keys, as shown in help.
+    pub label: &'static str,
+    /// The key codes (with `mods`) that trigger it.
+    pub codes: &'static [KeyCode],
+    /// Modifiers that must be held.
+    pub mods: KeyModifiers,
+    /// What it does.
+    pub action: Action,
+    /// One line for the help overlay.
+    pub help: &'static str,
+}
+
+const NONE: KeyModifiers = KeyModifiers::NONE;
+const CTRL: KeyModifiers = KeyModifiers::CONTROL;
+
+macro_rules! bind {
+    ($ctx:ident, $label:expr, [$($code:expr),+], $mods:expr, $action:expr, $help:expr) => {
+        Binding {
+            context: Context::$ctx,
+            label: $label,
+            codes: &[$($code),+],
+            mods: $mods,
+            action: $action,
+            help: $help,
+        }
+    };
+}
+
+/// Every binding, in help order.
+pub fn bindings() -> Vec<Binding> {
+    use KeyCode::*;
+    vec![
+        bind!(
+            Global,
+            "?",
+            [Char('?')],
+            NONE,
+            Action::ToggleHelp,
+            "show or hide this help"
+        ),
+        bind!(
+            Global,
+            "q / Ctrl-c",
+            [Char('q')],
+            NONE,
+            Action::Quit,
+            "quit (asks if there are unsaved changes)"
+        ),
+        bind!(Global, "Ctrl-c", [Char('c')], CTRL, Action::Quit, ""),
+        bind!(
+            Global,
+            "s / Ctrl-s",
+            [Char('s')],
+            NONE,
+            Action::Save,
+            "save the seed file (keeps <file>.bak)"
+        ),
+        bind!(Global, "Ctrl-s", [Char('s')], CTRL, Action::Save, ""),
+        bind!(
+            Global,
+            "Tab / Shift-Tab",
+            [Tab],
+            NONE,
+            Action::NextTab,
+            "next / previous pane"
+        ),
+        bind!(
+            Global,
+            "Shift-Tab",
+            [BackTab],
+            KeyModifiers::SHIFT,
+            Action::PrevTab,
+            ""
+        ),
+        bind!(
+            Global,
+            "!",
+            [Char('!')],
+            NONE,
+            Action::ShowErrors,
+            "show invalid lines of the opened file"
+        ),
+        bind!(
+            Global,
+            "u",
+            [Char('u')],
+            NONE,
+            Action::Undo,
+            "undo the last add, duplicate, edit or delete"
+        ),
+        bind!(
+            List,
+            "↑ / k",
+            [Up, Char('k')],
+            NONE,
+            Action::Up,
+            "previous record"
+        ),
+        bind!(
+            List,
+            "↓ / j",
+            [Down, Char('j')],
+            NONE,
+            Action::Down,
+            "next record"
+        ),
+        bind!(
+            List,
+            "PgUp / PgDn",
+            [PageUp],
+            NONE,
+            Action::PageUp,
+            "page up / down"
+        ),
+        bind!(List, "PgDn", [PageDown], NONE, Action::PageDown, ""),
+        bind!(
+            List,
+            "Home / g",
+            [Home, Char('g')],
+            NONE,
+            Action::Top,
+            "first record"
+        ),
+        bind!(
+            List,
+            "End / G",
+            [End, Char('G')],
+            NONE,
+            Action::Bottom,
+            "last record"
+        ),
+        bind!(
+            List,
+            "Enter",
+            [Enter],
+            NONE,
+            Action::Open,
+            "open the record (or click it twice)"
+        ),
+        bind!(
+            List,
+            "/",
+            [Char('/')],
+            NONE,
+            Action::StartSearch,
+            "search id, task and text as you type"
+        ),
+        bind!(
+            List,
+            "f",
+            [Char('f')],
+            NONE,
+            Action::CycleCategory,
+            "filter: all → qa → ie → gen → other"
+        ),
+        bind!(List, "Esc", [Esc], NONE, Action::Cancel, "clear the search"),
+        bind!(List, "a", [Char('a')], NONE, Action::Add, "add a record"),
+        bind!(
+            List,
+            "c",
+            [Char('c')],
+            NONE,
+            Action::Duplicate,
+            "duplicate the record below itself"
+        ),
+        bind!(
+            List,
+            "e",
+            [Char('e')],
+            NONE,
+            Action::Edit,
+            "edit in the form"
+        ),
+        bind!(
+            List,
+            "E",
+            [Char('E')],
+            NONE,
+            Action::EditExternal,
+            "edit as JSON in $EDITOR"
+        ),
+        bind!(
+            List,
+            "d / Del",
+            [Char('d'), Delete],
+            NONE,
+            Action::Delete,
+            "delete (asks first)"
+        ),
+        bind!(
+            Detail,
+            "↑ / k",
+            [Up, Char('k')],
+            NONE,
+            Action::Up,
+            "scroll up"
+        ),
+        bind!(
+            Detail,
+            "↓ / j",
+            [Down, Char('j')],
+            NONE,
+            Action::Down,
+            "scroll down"
+        ),
+        bind!(
+            Detail,
+            "e / E",
+            [Char('e')],
+            NONE,
+            Action::Edit,
+            "edit in the form / in $EDITOR"
+        ),
+        bind!(Detail, "E", [Char('E')], NONE, Action::EditExternal, ""),
+        bind!(
+            Detail,
+            "c",
+            [Char('c')],
+            NONE,
+            Action::Duplicate,
+            "duplicate"
+        ),
+        bind!(
+            Detail,
+            "d",
+            [Char('d'), Delete],
+            NONE,
+            Action::Delete,
+            "delete (asks first)"
+        ),
+        bind!(
+            Detail,
+            "Esc / Enter",
+            [Esc, Enter],
+            NONE,
+            Action::Cancel,
+            "back to the list"
+        ),
+        bind!(
+            Search,
+            "Enter",
+            [Enter],
+            NONE,
+            Action::SearchSubmit,
+            "keep the search and go back to the list"
+        ),
+        bind!(
+            Search,
+            "Esc",
+            [Esc],
+            NONE,
+            Action::Cancel,
+            "clear the search"
+        ),
+        bind!(
+            Search,
+            "Backspace",
+            [Backspace],
+            NONE,
+            Action::SearchBackspace,
+            "delete a character"
+        ),
+        bind!(
+            Form,
+            "Tab / Shift-Tab",
+            [Tab],
+            NONE,
+            Action::FormNextField,
+            "next / previous field"
+        ),
+        bind!(
+            Form,
+            "Shift-Tab",
+            [BackTab],
+            KeyModifiers::SHIFT,
+            Action::FormPrevField,
+            ""
+        ),
+        bind!(
+            Form,
+            "Ctrl-s",
+            [Char('s')],
+            CTRL,
+            Action::FormSubmit,
+            "apply the changes (then s saves the file)"
+        ),
+        bind!(
+            Form,
+            "Esc",
+            [Esc],
+            NONE,
+            Action::Cancel,
+            "discard the changes"
+        ),
+        bind!(
+            Prompt,
+            "y",
+            [Char('y')],
+            NONE,
+            Action::Confirm,
+            "yes (delete the record)"
+        ),
+        bind!(
+            Prompt,
+            "s",
+            [Char('s')],
+            NONE,
+            Action::SaveAndQuit,
+            "unsaved changes: save and quit"
+        ),
+        bind!(
+            Prompt,
+            "d",
+            [Char('d')],
+            NONE,
+            Action::DiscardAndQuit,
+            "unsaved changes: quit without saving"
+        ),
+        bind!(
+            Prompt,
+            "n / Esc",
+            [Char('n'), Esc],
+            NONE,
+            Action::Cancel,
+            "no: go back"
+        ),
+    ]
+}
+
+/// The rows of the help overlay: `(context, keys, what they do)`. A binding with empty help
+/// adds a key to the row above it (whose label names both).
+pub fn help_rows() -> Vec<(Context, &'static str, &'static str)> {
+    bindings()
+        .into_iter()
+        .filter(|b| !b.help.is_empty())
+        .map(|b| (b.context, b.label, b.help))
+        .collect()
+}
+
+fn lookup(context: Context, key: &KeyEvent) -> Option<Action> {
+    // Shift is implied by the character for letters and symbols.
+    let mods = key.modifiers - KeyModifiers::SHIFT;
+    bindings()
+        .into_iter()
+        .find(|b| {
+            b.context == context
+                && b.codes.contains(&key.code)
+                && (b.mods - KeyModifiers::SHIFT) == mods
+        })
+        .map(|b| b.action)
+}
+
+/// Translates a terminal event into an action for the app's current mode.
+pub fn map_event(app: &App, event: &Event) -> Option<Action> {
+    match event {
+        Event::Key(key) if key.kind != KeyEventKind::Release => map_key(app, key),
+        Event::Mouse(m) => match m.kind {
+            MouseEventKind::ScrollUp => Some(Action::ScrollUp),
+            MouseEventKind::ScrollDown => Some(Action::ScrollDown),
+            MouseEventKind::Down(crossterm::event::MouseButton::Left) => Some(Action::Click {
+                column: m.column,
+                row: m.row,
+            }),
+            _ => None,
+        },
+        Event::Resize(width, height) => Some(Action::Resize {
+            width: *width,
+            height: *height,
+        }),
+        _ => None,
+    }
+}
+
+fn map_key(app: &App, key: &KeyEvent) -> Option<Action> {
+    match app.mode() {
+        Mode::Prompt => lookup(Context::Prompt, key),
+        // Overlays scroll with the list keys; ? and q keep their meaning; any other key closes.
+        Mode::Overlay => {
+            match lookup(Context::List, key).or_else(|| lookup(Context::Global, key)) {
+                Some(a @ (Action::Up | Action::Down | Action::PageUp | Action::PageDown)) => {
+                    Some(a)
+                }
+                Some(a @ (Action::ToggleHelp | Action::Quit)) => Some(a),
+                _ => Some(Action::Cancel),
+            }
+        }
+        Mode::Search => lookup(Context::Search, key).or(match key.code {
+            KeyCode::Char(c) if !key.modifiers.contains(CTRL) => Some(Action::SearchChar(c)),
+            _ => None,
+        }),
+        Mode::Form => lookup(Context::Form, key).or(Some(Action::FormInput((*key).into()))),
+        Mode::List => lookup(Context::List, key).or_else(|| lookup(Context::Global, key)),
+        Mode::Detail => lookup(Context::Detail, key).or_else(|| lookup(Context::Global, key)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_help_overlay_names_every_key() {
+        let rows = help_rows();
+        for b in bindings() {
+            assert!(
+                rows.iter()
+                    .any(|(c, label, _)| *c == b.context && label.contains(b.label)),
+                "{:?} {:?} is bound but not in the help",
+                b.context,
+                b.label
+            );
+        }
+    }
+
+    #[test]
+    fn no_key_is_bound_twice_in_one_context() {
+        let all = bindings();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                let clash = a.context == b.context
+                    && a.mods == b.mods
+                    && a.codes.iter().any(|c| b.codes.contains(c));
+                assert!(!clash, "{:?}: {:?} and {:?}", a.context, a.label, b.label);
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! One module per pane: its state (and logic) and its drawing.
+
+pub mod seeds;
+pub mod seeds_view;

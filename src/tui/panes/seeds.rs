@@ -1,0 +1,296 @@
+//! The Seeds pane's state: the seed file, the filtered and searched view of it, the
+//! selection, the detail view and edit form, and the undo history.
+
+use crate::data::{Category, Instruction, InstructionFile};
+use crate::tui::form::{EditForm, FormTarget};
+
+/// What the pane shows.
+#[derive(Debug)]
+pub enum SeedsView {
+    /// The list (with a preview beside it on wide terminals).
+    List,
+    /// One record in full; `scroll` is in wrapped lines.
+    Detail {
+        /// First line shown.
+        scroll: u16,
+    },
+    /// The edit form.
+    Form(Box<EditForm>),
+}
+
+/// One undoable change, holding what is needed to reverse it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Undo {
+    /// A record was inserted at `index` (add, duplicate).
+    Inserted {
+        /// Where.
+        index: usize,
+    },
+    /// `record` was removed from `index`.
+    Removed {
+        /// Where it was.
+        index: usize,
+        /// The record.
+        record: Instruction,
+    },
+    /// The record at `index` replaced `record`.
+    Replaced {
+        /// Where.
+        index: usize,
+        /// The previous version.
+        record: Instruction,
+    },
+}
+
+/// The Seeds pane.
+#[derive(Debug)]
+pub struct SeedsPane {
+    /// The file being curated.
+    pub file: InstructionFile,
+    /// Indices into `file.records` that pass the filter and search, in file order.
+    pub visible: Vec<usize>,
+    /// Position of the selection in `visible`.
+    pub selected: usize,
+    /// First row of `visible` shown in the list.
+    pub offset: usize,
+    /// Only this category, when set.
+    pub filter: Option<Category>,
+    /// The search text (matched case-insensitively).
+    pub search: String,
+    /// Whether keys go into the search.
+    pub searching: bool,
+    /// List, detail or form.
+    pub view: SeedsView,
+    /// Changes since the last save.
+    pub dirty: bool,
+    /// Most recent last.
+    pub undo: Vec<Undo>,
+}
+
+impl SeedsPane {
+    /// A pane on `file`, showing everything, first record selected.
+    pub fn new(file: InstructionFile) -> SeedsPane {
+        let mut pane = SeedsPane {
+            file,
+            visible: Vec::new(),
+            selected: 0,
+            offset: 0,
+            filter: None,
+            search: String::new(),
+            searching: false,
+            view: SeedsView::List,
+            dirty: false,
+            undo: Vec::new(),
+        };
+        pane.refresh();
+        pane
+    }
+
+    /// Recomputes `visible` after the records, filter or search changed, keeping the selected
+    /// record selected when it is still shown.
+    pub fn refresh(&mut self) {
+        let keep = self.selected_index();
+        let query = self.search.to_lowercase();
+        self.visible = (0..self.file.records.len())
+            .filter(|&i| {
+                let r = &self.file.records[i];
+                self.filter.is_none_or(|c| r.category == c) && r.matches(&query)
+            })
+            .collect();
+        self.selected = keep
+            .and_then(|k| self.visible.iter().position(|&i| i == k))
+            .unwrap_or(self.selected)
+            .min(self.visible.len().saturating_sub(1));
+    }
+
+    /// Index in `file.records` of the selected record.
+    pub fn selected_index(&self) -> Option<usize> {
+        self.visible.get(self.selected).copied()
+    }
+
+    /// The selected record.
+    pub fn selected_record(&self) -> Option<&Instruction> {
+        self.selected_index().map(|i| &self.file.records[i])
+    }
+
+    /// Selects the record at file index `index` if it is shown. Returns whether it is.
+    pub fn select_record(&mut self, index: usize) -> bool {
+        match self.visible.iter().position(|&i| i == index) {
+            Some(p) => {
+                self.selected = p;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves the selection by `delta` rows, clamped to the list.
+    pub fn move_selection(&mut self, delta: isize) {
+        let last = self.visible.len().saturating_sub(1) as isize;
+        self.selected = (self.selected as isize + delta).clamp(0, last.max(0)) as usize;
+    }
+
+    /// Adjusts `offset` so that the selection is within `rows` rows of it.
+    pub fn scroll_into_view(&mut self, rows: usize) {
+        let rows = rows.max(1);
+        if self.selected < self.offset {
+            self.offset = self.selected;
+        } else if self.selected >= self.offset + rows {
+            self.offset = self.selected + 1 - rows;
+        }
+        self.offset = self.offset.min(self.visible.len().saturating_sub(rows));
+    }
+
+    /// The next category in the filter cycle: all, qa, ie, gen, other, all.
+    pub fn cycle_filter(&mut self) {
+        self.filter = match self.filter {
+            None => Some(Category::Qa),
+            Some(Category::Qa) => Some(Category::Ie),
+            Some(Category::Ie) => Some(Category::Gen),
+            Some(Category::Gen) => Some(Category::Other),
+            Some(Category::Other) => None,
+        };
+        self.refresh();
+    }
+
+    /// The id prefix for new records: the selected record's (`seed` for `seed-012`), else `seed`.
+    fn id_prefix(&self) -> String {
+        self.selected_record()
+            .and_then(|r| r.id.rsplit_once('-'))
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .map_or_else(|| "seed".to_string(), |(p, _)| p.to_string())
+    }
+
+    /// A form for a new, empty record in the filtered category (or `qa`).
+    pub fn new_record_form(&self) -> EditForm {
+        let record = Instruction {
+            id: self.file.next_id(&self.id_prefix()),
+            category: self.filter.unwrap_or(Category::Qa),
+            task: String::new(),
+            instruction: String::new(),
+            input: String::new(),
+            output: String::new(),
+            extra: Default::default(),
+        };
+        EditForm::new(&record, FormTarget::New)
+    }
+
+    /// Inserts `record` at `index`, records the undo step and selects it (clearing the
+    /// filter and search if they would hide it).
+    pub fn insert(&mut self, index: usize, record: Instruction) {
+        self.file.records.insert(index, record);
+        self.undo.push(Undo::Inserted { index });
+        self.changed_and_select(index);
+    }
+
+    /// Removes the record at `index`, recording the undo step.
+    pub fn remove(&mut self, index: usize) -> Instruction {
+        let record = self.file.records.remove(index);
+        self.undo.push(Undo::Removed {
+            index,
+            record: record.clone(),
+        });
+        self.dirty = true;
+        self.refresh();
+        record
+    }
+
+    /// Replaces the record at `index`, recording the undo step.
+    pub fn replace(&mut self, index: usize, record: Instruction) {
+        let old = std::mem::replace(&mut self.file.records[index], record);
+        self.undo.push(Undo::Replaced { index, record: old });
+        self.changed_and_select(index);
+    }
+
+    /// Reverses the last change. Returns a description, or `None` when there is nothing to undo.
+    pub fn undo(&mut self) -> Option<String> {
+        let step = self.undo.pop()?;
+        let (index, what) = match step {
+            Undo::Inserted { index } => {
+                let r = self.file.records.remove(index);
+                (
+                    index.min(self.file.records.len().saturating_sub(1)),
+                    format!("adding {}", r.id),
+                )
+            }
+            Undo::Removed { index, record } => {
+                let what = format!("deleting {}", record.id);
+                self.file.records.insert(index, record);
+                (index, what)
+            }
+            Undo::Replaced { index, record } => {
+                let what = format!("editing {}", record.id);
+                self.file.records[index] = record;
+                (index, what)
+            }
+        };
+        self.changed_and_select(index);
+        Some(what)
+    }
+
+    fn changed_and_select(&mut self, index: usize) {
+        self.dirty = true;
+        self.refresh();
+        if !self.select_record(index) && index < self.file.records.len() {
+            self.filter = None;
+            self.search.clear();
+            self.refresh();
+            self.select_record(index);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::parse_jsonl;
+    use std::path::{Path, PathBuf};
+
+    fn pane() -> SeedsPane {
+        let text = crate::config::BUNDLED_SEEDS;
+        SeedsPane::new(InstructionFile {
+            path: PathBuf::from("seeds.jsonl"),
+            records: parse_jsonl(Path::new("seeds.jsonl"), text).records,
+            invalid: vec![],
+        })
+    }
+
+    #[test]
+    fn the_selection_stays_in_view() {
+        let mut p = pane();
+        p.move_selection(30);
+        p.scroll_into_view(10);
+        assert_eq!((p.selected, p.offset), (30, 21));
+        p.move_selection(-100);
+        p.scroll_into_view(10);
+        assert_eq!((p.selected, p.offset), (0, 0));
+    }
+
+    #[test]
+    fn undo_reverses_insert_remove_and_replace_in_order() {
+        let mut p = pane();
+        let original = p.file.records.clone();
+        let mut copy = p.file.records[3].clone();
+        copy.id = "seed-081".into();
+        p.insert(4, copy);
+        p.remove(0);
+        let mut edited = p.file.records[1].clone();
+        edited.output = "changed".into();
+        p.replace(1, edited);
+        assert_ne!(p.file.records, original);
+        while p.undo().is_some() {}
+        assert_eq!(p.file.records, original);
+    }
+
+    #[test]
+    fn a_new_record_is_revealed_even_when_the_filter_hides_it() {
+        let mut p = pane();
+        p.filter = Some(Category::Ie);
+        p.refresh();
+        let mut r = p.file.records[0].clone(); // a qa record
+        r.id = "seed-081".into();
+        p.insert(80, r);
+        assert_eq!(p.filter, None);
+        assert_eq!(p.selected_index(), Some(80));
+    }
+}

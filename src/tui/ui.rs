@@ -1,0 +1,351 @@
+//! Drawing the frame: tab bar, the active pane, status bar, key hints and overlays.
+//! Rendering reads the [`App`] and changes nothing.
+
+use super::app::{App, Mode, Overlay, Tone, TABS};
+use super::keymap::{help_rows, Context};
+use super::panes::seeds::SeedsView;
+use super::panes::seeds_view;
+use crate::data::Category;
+use ratatui::layout::{Constraint, Layout, Margin, Position, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+use ratatui::Frame;
+
+/// Width (columns) from which the list shows a preview of the selected record beside it.
+pub const PREVIEW_MIN_WIDTH: u16 = 110;
+
+/// The colour of a category, used wherever one is shown.
+pub fn category_color(c: Category) -> Color {
+    match c {
+        Category::Qa => Color::Cyan,
+        Category::Ie => Color::Green,
+        Category::Gen => Color::Magenta,
+        Category::Other => Color::Yellow,
+    }
+}
+
+const TITLE: &str = " bioinstruct ";
+
+/// Where everything goes on screen, computed the same way for drawing and for mouse clicks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppLayout {
+    /// The tab bar (one row).
+    pub tabs: Rect,
+    /// The active pane.
+    pub body: Rect,
+    /// Counts and flags (one row).
+    pub status: Rect,
+    /// Messages or key hints (one row).
+    pub hints: Rect,
+    /// The list block (List view); equals `body` in other views.
+    pub list: Rect,
+    /// Rows of the list inside its border.
+    pub list_inner: Rect,
+    /// The preview beside the list on wide terminals.
+    pub preview: Option<Rect>,
+}
+
+impl AppLayout {
+    /// The tab under `at`, if any.
+    pub fn tab_at(&self, at: Position) -> Option<usize> {
+        if at.y != self.tabs.y {
+            return None;
+        }
+        let mut x = self.tabs.x + TITLE.len() as u16;
+        for (i, name) in TABS.iter().enumerate() {
+            let width = name.len() as u16 + 2;
+            if (x..x + width).contains(&at.x) {
+                return Some(i);
+            }
+            x += width + 1;
+        }
+        None
+    }
+}
+
+/// Splits `area` for `app`'s current view.
+pub fn app_layout(area: Rect, app: &App) -> AppLayout {
+    let [tabs, body, status, hints] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    let (list, preview) = if matches!(app.seeds.view, SeedsView::List)
+        && body.width >= PREVIEW_MIN_WIDTH
+    {
+        let [l, p] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+            .areas(body);
+        (l, Some(p))
+    } else {
+        (body, None)
+    };
+    AppLayout {
+        tabs,
+        body,
+        status,
+        hints,
+        list,
+        list_inner: list.inner(Margin::new(1, 1)),
+        preview,
+    }
+}
+
+/// Draws the whole frame.
+pub fn draw(frame: &mut Frame, app: &App) {
+    let layout = app_layout(frame.area(), app);
+    draw_tabs(frame, layout.tabs, app);
+    seeds_view::draw(frame, &layout, &app.seeds);
+    draw_status(frame, layout.status, app);
+    draw_hints(frame, layout.hints, app);
+    match &app.overlay {
+        Some(Overlay::Help { scroll }) => draw_help(frame, *scroll),
+        Some(Overlay::Errors { scroll }) => draw_errors(frame, app, *scroll),
+        Some(Overlay::ConfirmDelete { index }) => {
+            let what = app
+                .seeds
+                .file
+                .records
+                .get(*index)
+                .map_or_else(String::new, |r| format!("{} ({})", r.id, r.task));
+            draw_prompt(
+                frame,
+                " Delete ",
+                vec![
+                    Line::from(format!("Delete {what}?")),
+                    Line::from("You can undo with u until you quit."),
+                    Line::from(""),
+                    Line::from(vec![key("y"), " yes   ".into(), key("n"), " no".into()]),
+                ],
+            );
+        }
+        Some(Overlay::ConfirmQuit) => draw_prompt(
+            frame,
+            " Unsaved changes ",
+            vec![
+                Line::from(format!(
+                    "{} has unsaved changes.",
+                    app.seeds
+                        .file
+                        .path
+                        .file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+                )),
+                Line::from(""),
+                Line::from(vec![
+                    key("s"),
+                    " save and quit   ".into(),
+                    key("d"),
+                    " discard and quit   ".into(),
+                    key("Esc"),
+                    " cancel".into(),
+                ]),
+            ],
+        ),
+        None => {}
+    }
+}
+
+fn key(k: &str) -> Span<'static> {
+    Span::styled(k.to_string(), Style::new().bold().fg(Color::Yellow))
+}
+
+fn draw_tabs(frame: &mut Frame, area: Rect, app: &App) {
+    let mut spans = vec![Span::styled(TITLE, Style::new().bold().reversed())];
+    for (i, name) in TABS.iter().enumerate() {
+        let style = if i == app.tab {
+            Style::new().bold().underlined()
+        } else {
+            Style::new().dim()
+        };
+        spans.push(Span::styled(format!(" {name} "), style));
+        spans.push(" ".into());
+    }
+    frame.render_widget(Line::from(spans), area);
+}
+
+fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
+    let s = &app.seeds;
+    let counts = s.file.counts();
+    let mut spans: Vec<Span> = Vec::new();
+    for (c, n) in Category::ALL.iter().zip(counts) {
+        spans.push(Span::styled(
+            format!("{} {n}", c.as_str()),
+            Style::new().fg(category_color(*c)),
+        ));
+        spans.push("  ".into());
+    }
+    spans.push(format!("│ {} shown ", s.visible.len()).into());
+    if let Some(c) = s.filter {
+        spans.push(format!("│ only {c} ").into());
+    }
+    if !s.search.is_empty() {
+        spans.push(format!("│ /{} ", s.search).into());
+    }
+    if !s.file.invalid.is_empty() {
+        spans.push(Span::styled(
+            format!("│ {} invalid (!) ", s.file.invalid.len()),
+            Style::new().fg(Color::Red).bold(),
+        ));
+    }
+    let left = Line::from(spans);
+    let right = if s.dirty {
+        Line::from(Span::styled(
+            "● unsaved ",
+            Style::new().fg(Color::Yellow).bold(),
+        ))
+    } else {
+        Line::from(" saved ".dim())
+    };
+    let [l, r] = Layout::horizontal([Constraint::Min(0), Constraint::Length(right.width() as u16)])
+        .areas(area);
+    frame.render_widget(left, l);
+    frame.render_widget(right.right_aligned(), r);
+}
+
+fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
+    if let Some((text, tone)) = &app.message {
+        let style = match tone {
+            Tone::Info => Style::new().fg(Color::Green),
+            Tone::Error => Style::new().fg(Color::Red).bold(),
+        };
+        frame.render_widget(Line::styled(text.as_str(), style), area);
+        return;
+    }
+    let hints: &[(&str, &str)] = match app.mode() {
+        Mode::List => &[
+            ("↑↓", "move"),
+            ("Enter", "open"),
+            ("/", "search"),
+            ("f", "filter"),
+            ("e", "edit"),
+            ("a", "add"),
+            ("d", "delete"),
+            ("s", "save"),
+            ("?", "help"),
+            ("q", "quit"),
+        ],
+        Mode::Detail => &[
+            ("↑↓", "scroll"),
+            ("e", "edit"),
+            ("E", "$EDITOR"),
+            ("c", "duplicate"),
+            ("d", "delete"),
+            ("Esc", "back"),
+            ("?", "help"),
+        ],
+        Mode::Search => &[("type", "to search"), ("Enter", "keep"), ("Esc", "clear")],
+        Mode::Form => &[
+            ("Tab", "next field"),
+            ("←→", "category"),
+            ("Ctrl-s", "apply"),
+            ("Esc", "discard"),
+        ],
+        Mode::Overlay => &[("↑↓", "scroll"), ("any key", "close")],
+        Mode::Prompt => &[],
+    };
+    let mut spans = Vec::new();
+    for (k, what) in hints {
+        spans.push(key(k));
+        spans.push(format!(" {what}  ").dim());
+    }
+    frame.render_widget(Line::from(spans), area);
+}
+
+/// A centered rectangle of at most `width` x `height` inside `area`.
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width.saturating_sub(2));
+    let h = height.min(area.height.saturating_sub(2));
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+fn popup(frame: &mut Frame, title: &str, text: Text, width: u16, height: u16, scroll: u16) {
+    let area = centered(frame.area(), width, height);
+    frame.render_widget(Clear, area);
+    let block = Block::bordered()
+        .title(title.to_string().bold())
+        .border_style(Style::new().fg(Color::Cyan));
+    frame.render_widget(
+        Paragraph::new(text)
+            .block(block)
+            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0)),
+        area,
+    );
+}
+
+fn draw_help(frame: &mut Frame, scroll: u16) {
+    let mut lines: Vec<Line> = Vec::new();
+    let mut last: Option<Context> = None;
+    for (context, label, help) in help_rows() {
+        if last != Some(context) {
+            if last.is_some() {
+                lines.push(Line::from(""));
+            }
+            lines.push(Line::from(context.title().bold().underlined()));
+            last = Some(context);
+        }
+        lines.push(Line::from(vec![
+            Span::styled(format!("  {label:<16}"), Style::new().fg(Color::Yellow)),
+            Span::raw(help),
+        ]));
+    }
+    let height = lines.len() as u16 + 2;
+    popup(
+        frame,
+        " Keys (↑↓ scroll, any key closes) ",
+        Text::from(lines),
+        72,
+        height,
+        scroll,
+    );
+}
+
+fn draw_errors(frame: &mut Frame, app: &App, scroll: u16) {
+    let file = &app.seeds.file;
+    let mut lines = vec![
+        Line::from(format!(
+            "{} line(s) of {} are invalid. They are kept as they are and written back",
+            file.invalid.len(),
+            file.path.display()
+        )),
+        Line::from(
+            "after the good records on save; fix them with E on a record or in your editor.",
+        ),
+        Line::from(""),
+    ];
+    for e in file.invalid.iter().flat_map(|l| &l.errors) {
+        lines.push(Line::styled(e.to_string(), Style::new().fg(Color::Red)));
+    }
+    let height = lines.len() as u16 + 2;
+    popup(
+        frame,
+        " Invalid lines ",
+        Text::from(lines),
+        100,
+        height,
+        scroll,
+    );
+}
+
+fn draw_prompt(frame: &mut Frame, title: &str, lines: Vec<Line>) {
+    let width = lines.iter().map(Line::width).max().unwrap_or(20) as u16 + 4;
+    let height = lines.len() as u16 + 2;
+    let area = centered(frame.area(), width, height);
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(lines).block(
+            Block::bordered()
+                .title(title.to_string().bold())
+                .border_style(Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)),
+        ),
+        area,
+    );
+}
