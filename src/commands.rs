@@ -240,7 +240,7 @@ fn read_valid(path: &Path, format: Option<Format>, out: &mut dyn Write) -> Resul
     }
     if !loaded.invalid.is_empty() {
         bail!(
-            "{}: {} invalid of {} records",
+            "{}: {} of {} records are invalid",
             path.display(),
             loaded.invalid.len(),
             loaded.invalid.len() + loaded.records.len()

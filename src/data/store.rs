@@ -162,7 +162,8 @@ fn record_from_map(
 ) -> Result<Instruction, Vec<(&'static str, String)>> {
     let mut problems = Vec::new();
     let mut take_string =
-        |map: &mut Map<String, Value>, field: &'static str, required: bool| match map.remove(field)
+        |map: &mut Map<String, Value>, field: &'static str, required: bool| match map
+            .shift_remove(field)
         {
             Some(Value::String(s)) => Some(s),
             Some(other) => {
@@ -447,6 +448,15 @@ not json
         let line = r#"{"id":"a","category":"gen","task":"t","instruction":"i","input":"","output":"o","zeta":1,"alpha":{"x":[1]}}"#;
         let loaded = parse_jsonl(p(), line);
         assert_eq!(to_jsonl(&loaded.records, &[]), format!("{line}\n"));
+    }
+
+    #[test]
+    fn the_bundled_seeds_are_in_the_writers_own_format() {
+        // So that saving an untouched workspace copy changes no byte (clean diffs).
+        let text = crate::config::BUNDLED_SEEDS;
+        let loaded = parse_jsonl(Path::new("seeds.jsonl"), text);
+        assert!(loaded.invalid.is_empty());
+        assert_eq!(to_jsonl(&loaded.records, &[]), text);
     }
 
     #[test]

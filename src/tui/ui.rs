@@ -266,19 +266,18 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
     )
 }
 
-fn popup(frame: &mut Frame, title: &str, text: Text, width: u16, height: u16, scroll: u16) {
-    let area = centered(frame.area(), width, height);
+fn popup(frame: &mut Frame, title: &str, text: Text, width: u16, scroll: u16) {
+    let outer = frame.area();
+    let width = width.min(outer.width.saturating_sub(2));
+    let paragraph = Paragraph::new(text).wrap(Wrap { trim: false });
+    // Height from the wrapped text, so nothing is cut off when it fits on screen.
+    let height = paragraph.line_count(width.saturating_sub(2)) as u16 + 2;
+    let area = centered(outer, width, height);
     frame.render_widget(Clear, area);
     let block = Block::bordered()
         .title(title.to_string().bold())
         .border_style(Style::new().fg(Color::Cyan));
-    frame.render_widget(
-        Paragraph::new(text)
-            .block(block)
-            .wrap(Wrap { trim: false })
-            .scroll((scroll, 0)),
-        area,
-    );
+    frame.render_widget(paragraph.block(block).scroll((scroll, 0)), area);
 }
 
 fn draw_help(frame: &mut Frame, scroll: u16) {
@@ -297,13 +296,11 @@ fn draw_help(frame: &mut Frame, scroll: u16) {
             Span::raw(help),
         ]));
     }
-    let height = lines.len() as u16 + 2;
     popup(
         frame,
         " Keys (↑↓ scroll, any key closes) ",
         Text::from(lines),
         72,
-        height,
         scroll,
     );
 }
@@ -312,27 +309,17 @@ fn draw_errors(frame: &mut Frame, app: &App, scroll: u16) {
     let file = &app.seeds.file;
     let mut lines = vec![
         Line::from(format!(
-            "{} line(s) of {} are invalid. They are kept as they are and written back",
+            "{} invalid line(s) in {} are kept verbatim and written back after the records \
+             when you save. Fix them in a text editor; `bioinstruct seeds validate FILE` checks.",
             file.invalid.len(),
             file.path.display()
         )),
-        Line::from(
-            "after the good records on save; fix them with E on a record or in your editor.",
-        ),
         Line::from(""),
     ];
     for e in file.invalid.iter().flat_map(|l| &l.errors) {
         lines.push(Line::styled(e.to_string(), Style::new().fg(Color::Red)));
     }
-    let height = lines.len() as u16 + 2;
-    popup(
-        frame,
-        " Invalid lines ",
-        Text::from(lines),
-        100,
-        height,
-        scroll,
-    );
+    popup(frame, " Invalid lines ", Text::from(lines), 100, scroll);
 }
 
 fn draw_prompt(frame: &mut Frame, title: &str, lines: Vec<Line>) {

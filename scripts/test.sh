@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# bioinstruct's test command: formatting, lints, then every test.
+# The README's quick start names it, and .ci/run calls exactly this.
+# It installs what the tests need and a fresh machine may lack (tmux, rustfmt, clippy).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "scripts/test.sh: installing $* (apt-get)" >&2
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+# tests/tmux.rs drives the real binary in tmux.
+command -v tmux >/dev/null || need_apt tmux
+for component in rustfmt clippy; do
+  cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
+done
+
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked

@@ -1,0 +1,59 @@
+//! Helpers shared by the integration tests: run the real binary in a throwaway workspace.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `bioinstruct` binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_bioinstruct");
+
+/// A workspace under a temporary `BIOINSTRUCT_HOME`, removed on drop.
+pub struct Workspace {
+    pub home: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        Workspace {
+            home: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// The workspace's seed file.
+    pub fn seeds(&self) -> PathBuf {
+        self.home.path().join("data").join("seeds.jsonl")
+    }
+
+    /// A command for the binary with this workspace and no editor or user config leaking in.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("BIOINSTRUCT_HOME", self.home.path())
+            .env_remove("VISUAL")
+            .env_remove("EDITOR");
+        c
+    }
+
+    /// Runs the binary with `args`; returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run bioinstruct")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "bioinstruct {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+}
+
+/// The repository's fixture folder.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+        .join(name)
+}
