@@ -27,6 +27,10 @@ fn app(size: (u16, u16)) -> App {
     App::new(bundled(Path::new("seeds.jsonl")), size)
 }
 
+fn selected_id(app: &App) -> Option<&str> {
+    app.seeds.selected_record().map(|r| r.id.as_str())
+}
+
 fn render(app: &App) -> TestBackend {
     let mut terminal = Terminal::new(TestBackend::new(app.size.0, app.size.1)).expect("terminal");
     terminal.draw(|f| ui::draw(f, app)).expect("draw");
@@ -161,10 +165,7 @@ fn search_is_incremental_and_esc_clears_it() {
         counts.push(a.seeds.visible.len());
     }
     assert!(counts.windows(2).all(|w| w[1] <= w[0]), "{counts:?}");
-    assert_eq!(
-        a.seeds.selected_record().map(|r| r.id.as_str()),
-        Some("seed-061")
-    );
+    assert_eq!(selected_id(&a), Some("seed-061"));
     a.update(Action::SearchSubmit);
     assert_eq!(a.mode(), Mode::List);
     assert_eq!(a.seeds.visible.len(), 1);
@@ -238,10 +239,7 @@ fn add_appends_a_new_record_with_the_next_id() {
         (r.id.as_str(), r.category, r.task.as_str()),
         ("seed-081", Category::Qa, "pharmacology_qa")
     );
-    assert_eq!(
-        a.seeds.selected_record().map(|r| r.id.as_str()),
-        Some("seed-081")
-    );
+    assert_eq!(selected_id(&a), Some("seed-081"));
 }
 
 #[test]
@@ -259,10 +257,7 @@ fn delete_asks_then_undo_restores_the_record_in_place() {
     assert!(a.seeds.file.get("seed-002").is_none());
     a.update(Action::Undo);
     assert_eq!(a.seeds.file.records, before);
-    assert_eq!(
-        a.seeds.selected_record().map(|r| r.id.as_str()),
-        Some("seed-002")
-    );
+    assert_eq!(selected_id(&a), Some("seed-002"));
 }
 
 #[test]

@@ -313,14 +313,7 @@ impl App {
             }
             (Action::EditExternal, Some(i)) => self.pending_external_edit = Some(i),
             (Action::Duplicate, Some(i)) => {
-                let mut copy = s.file.records[i].clone();
-                copy.id = s.file.next_id(
-                    copy.id
-                        .rsplit_once('-')
-                        .map_or("seed", |(prefix, _)| prefix),
-                );
-                let id = copy.id.clone();
-                s.insert(i + 1, copy);
+                let id = s.duplicate(i);
                 self.info(format!(
                     "Duplicated as {id}. Press e to edit it, u to undo."
                 ));

@@ -4,6 +4,7 @@
 use super::action::Action;
 use super::app::{App, Mode};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind};
+use std::sync::LazyLock;
 
 /// Where a binding applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,303 +71,58 @@ macro_rules! bind {
 }
 
 /// Every binding, in help order.
-pub fn bindings() -> Vec<Binding> {
+pub fn bindings() -> &'static [Binding] {
+    &BINDINGS
+}
+
+static BINDINGS: LazyLock<Vec<Binding>> = LazyLock::new(table);
+
+#[rustfmt::skip]
+fn table() -> Vec<Binding> {
     use KeyCode::*;
     vec![
-        bind!(
-            Global,
-            "?",
-            [Char('?')],
-            NONE,
-            Action::ToggleHelp,
-            "show or hide this help"
-        ),
-        bind!(
-            Global,
-            "q / Ctrl-c",
-            [Char('q')],
-            NONE,
-            Action::Quit,
-            "quit (asks if there are unsaved changes)"
-        ),
+        bind!(Global, "?", [Char('?')], NONE, Action::ToggleHelp, "show or hide this help"),
+        bind!(Global, "q / Ctrl-c", [Char('q')], NONE, Action::Quit, "quit (asks if there are unsaved changes)"),
         bind!(Global, "Ctrl-c", [Char('c')], CTRL, Action::Quit, ""),
-        bind!(
-            Global,
-            "s / Ctrl-s",
-            [Char('s')],
-            NONE,
-            Action::Save,
-            "save the seed file (keeps <file>.bak)"
-        ),
+        bind!(Global, "s / Ctrl-s", [Char('s')], NONE, Action::Save, "save the seed file (keeps <file>.bak)"),
         bind!(Global, "Ctrl-s", [Char('s')], CTRL, Action::Save, ""),
-        bind!(
-            Global,
-            "Tab / Shift-Tab",
-            [Tab],
-            NONE,
-            Action::NextTab,
-            "next / previous pane"
-        ),
-        bind!(
-            Global,
-            "Shift-Tab",
-            [BackTab],
-            KeyModifiers::SHIFT,
-            Action::PrevTab,
-            ""
-        ),
-        bind!(
-            Global,
-            "!",
-            [Char('!')],
-            NONE,
-            Action::ShowErrors,
-            "show invalid lines of the opened file"
-        ),
-        bind!(
-            Global,
-            "u",
-            [Char('u')],
-            NONE,
-            Action::Undo,
-            "undo the last add, duplicate, edit or delete"
-        ),
-        bind!(
-            List,
-            "↑ / k",
-            [Up, Char('k')],
-            NONE,
-            Action::Up,
-            "previous record"
-        ),
-        bind!(
-            List,
-            "↓ / j",
-            [Down, Char('j')],
-            NONE,
-            Action::Down,
-            "next record"
-        ),
-        bind!(
-            List,
-            "PgUp / PgDn",
-            [PageUp],
-            NONE,
-            Action::PageUp,
-            "page up / down"
-        ),
+        bind!(Global, "Tab / Shift-Tab", [Tab], NONE, Action::NextTab, "next / previous pane"),
+        bind!(Global, "Shift-Tab", [BackTab], KeyModifiers::SHIFT, Action::PrevTab, ""),
+        bind!(Global, "!", [Char('!')], NONE, Action::ShowErrors, "show invalid lines of the opened file"),
+        bind!(Global, "u", [Char('u')], NONE, Action::Undo, "undo the last add, duplicate, edit or delete"),
+        bind!(List, "↑ / k", [Up, Char('k')], NONE, Action::Up, "previous record"),
+        bind!(List, "↓ / j", [Down, Char('j')], NONE, Action::Down, "next record"),
+        bind!(List, "PgUp / PgDn", [PageUp], NONE, Action::PageUp, "page up / down"),
         bind!(List, "PgDn", [PageDown], NONE, Action::PageDown, ""),
-        bind!(
-            List,
-            "Home / g",
-            [Home, Char('g')],
-            NONE,
-            Action::Top,
-            "first record"
-        ),
-        bind!(
-            List,
-            "End / G",
-            [End, Char('G')],
-            NONE,
-            Action::Bottom,
-            "last record"
-        ),
-        bind!(
-            List,
-            "Enter",
-            [Enter],
-            NONE,
-            Action::Open,
-            "open the record (or click it twice)"
-        ),
-        bind!(
-            List,
-            "/",
-            [Char('/')],
-            NONE,
-            Action::StartSearch,
-            "search id, task and text as you type"
-        ),
-        bind!(
-            List,
-            "f",
-            [Char('f')],
-            NONE,
-            Action::CycleCategory,
-            "filter: all → qa → ie → gen → other"
-        ),
+        bind!(List, "Home / g", [Home, Char('g')], NONE, Action::Top, "first record"),
+        bind!(List, "End / G", [End, Char('G')], NONE, Action::Bottom, "last record"),
+        bind!(List, "Enter", [Enter], NONE, Action::Open, "open the record (or click it twice)"),
+        bind!(List, "/", [Char('/')], NONE, Action::StartSearch, "search id, task and text as you type"),
+        bind!(List, "f", [Char('f')], NONE, Action::CycleCategory, "filter: all → qa → ie → gen → other"),
         bind!(List, "Esc", [Esc], NONE, Action::Cancel, "clear the search"),
         bind!(List, "a", [Char('a')], NONE, Action::Add, "add a record"),
-        bind!(
-            List,
-            "c",
-            [Char('c')],
-            NONE,
-            Action::Duplicate,
-            "duplicate the record below itself"
-        ),
-        bind!(
-            List,
-            "e",
-            [Char('e')],
-            NONE,
-            Action::Edit,
-            "edit in the form"
-        ),
-        bind!(
-            List,
-            "E",
-            [Char('E')],
-            NONE,
-            Action::EditExternal,
-            "edit as JSON in $EDITOR"
-        ),
-        bind!(
-            List,
-            "d / Del",
-            [Char('d'), Delete],
-            NONE,
-            Action::Delete,
-            "delete (asks first)"
-        ),
-        bind!(
-            Detail,
-            "↑ / k",
-            [Up, Char('k')],
-            NONE,
-            Action::Up,
-            "scroll up"
-        ),
-        bind!(
-            Detail,
-            "↓ / j",
-            [Down, Char('j')],
-            NONE,
-            Action::Down,
-            "scroll down"
-        ),
-        bind!(
-            Detail,
-            "e / E",
-            [Char('e')],
-            NONE,
-            Action::Edit,
-            "edit in the form / in $EDITOR"
-        ),
+        bind!(List, "c", [Char('c')], NONE, Action::Duplicate, "duplicate the record below itself"),
+        bind!(List, "e", [Char('e')], NONE, Action::Edit, "edit in the form"),
+        bind!(List, "E", [Char('E')], NONE, Action::EditExternal, "edit as JSON in $EDITOR"),
+        bind!(List, "d / Del", [Char('d'), Delete], NONE, Action::Delete, "delete (asks first)"),
+        bind!(Detail, "↑ / k", [Up, Char('k')], NONE, Action::Up, "scroll up"),
+        bind!(Detail, "↓ / j", [Down, Char('j')], NONE, Action::Down, "scroll down"),
+        bind!(Detail, "e / E", [Char('e')], NONE, Action::Edit, "edit in the form / in $EDITOR"),
         bind!(Detail, "E", [Char('E')], NONE, Action::EditExternal, ""),
-        bind!(
-            Detail,
-            "c",
-            [Char('c')],
-            NONE,
-            Action::Duplicate,
-            "duplicate"
-        ),
-        bind!(
-            Detail,
-            "d",
-            [Char('d'), Delete],
-            NONE,
-            Action::Delete,
-            "delete (asks first)"
-        ),
-        bind!(
-            Detail,
-            "Esc / Enter",
-            [Esc, Enter],
-            NONE,
-            Action::Cancel,
-            "back to the list"
-        ),
-        bind!(
-            Search,
-            "Enter",
-            [Enter],
-            NONE,
-            Action::SearchSubmit,
-            "keep the search and go back to the list"
-        ),
-        bind!(
-            Search,
-            "Esc",
-            [Esc],
-            NONE,
-            Action::Cancel,
-            "clear the search"
-        ),
-        bind!(
-            Search,
-            "Backspace",
-            [Backspace],
-            NONE,
-            Action::SearchBackspace,
-            "delete a character"
-        ),
-        bind!(
-            Form,
-            "Tab / Shift-Tab",
-            [Tab],
-            NONE,
-            Action::FormNextField,
-            "next / previous field"
-        ),
-        bind!(
-            Form,
-            "Shift-Tab",
-            [BackTab],
-            KeyModifiers::SHIFT,
-            Action::FormPrevField,
-            ""
-        ),
-        bind!(
-            Form,
-            "Ctrl-s",
-            [Char('s')],
-            CTRL,
-            Action::FormSubmit,
-            "apply the changes (then s saves the file)"
-        ),
-        bind!(
-            Form,
-            "Esc",
-            [Esc],
-            NONE,
-            Action::Cancel,
-            "discard the changes"
-        ),
-        bind!(
-            Prompt,
-            "y",
-            [Char('y')],
-            NONE,
-            Action::Confirm,
-            "yes (delete the record)"
-        ),
-        bind!(
-            Prompt,
-            "s",
-            [Char('s')],
-            NONE,
-            Action::SaveAndQuit,
-            "unsaved changes: save and quit"
-        ),
-        bind!(
-            Prompt,
-            "d",
-            [Char('d')],
-            NONE,
-            Action::DiscardAndQuit,
-            "unsaved changes: quit without saving"
-        ),
-        bind!(
-            Prompt,
-            "n / Esc",
-            [Char('n'), Esc],
-            NONE,
-            Action::Cancel,
-            "no: go back"
-        ),
+        bind!(Detail, "c", [Char('c')], NONE, Action::Duplicate, "duplicate"),
+        bind!(Detail, "d / Del", [Char('d'), Delete], NONE, Action::Delete, "delete (asks first)"),
+        bind!(Detail, "Esc / Enter", [Esc, Enter], NONE, Action::Cancel, "back to the list"),
+        bind!(Search, "Enter", [Enter], NONE, Action::SearchSubmit, "keep the search and go back to the list"),
+        bind!(Search, "Esc", [Esc], NONE, Action::Cancel, "clear the search"),
+        bind!(Search, "Backspace", [Backspace], NONE, Action::SearchBackspace, "delete a character"),
+        bind!(Form, "Tab / Shift-Tab", [Tab], NONE, Action::FormNextField, "next / previous field"),
+        bind!(Form, "Shift-Tab", [BackTab], KeyModifiers::SHIFT, Action::FormPrevField, ""),
+        bind!(Form, "Ctrl-s", [Char('s')], CTRL, Action::FormSubmit, "apply the changes (then s saves the file)"),
+        bind!(Form, "Esc", [Esc], NONE, Action::Cancel, "discard the changes"),
+        bind!(Prompt, "y", [Char('y')], NONE, Action::Confirm, "yes (delete the record)"),
+        bind!(Prompt, "s", [Char('s')], NONE, Action::SaveAndQuit, "unsaved changes: save and quit"),
+        bind!(Prompt, "d", [Char('d')], NONE, Action::DiscardAndQuit, "unsaved changes: quit without saving"),
+        bind!(Prompt, "n / Esc", [Char('n'), Esc], NONE, Action::Cancel, "no: go back"),
     ]
 }
 
@@ -374,7 +130,7 @@ pub fn bindings() -> Vec<Binding> {
 /// adds a key to the row above it (whose label names both).
 pub fn help_rows() -> Vec<(Context, &'static str, &'static str)> {
     bindings()
-        .into_iter()
+        .iter()
         .filter(|b| !b.help.is_empty())
         .map(|b| (b.context, b.label, b.help))
         .collect()
@@ -384,13 +140,13 @@ fn lookup(context: Context, key: &KeyEvent) -> Option<Action> {
     // Shift is implied by the character for letters and symbols.
     let mods = key.modifiers - KeyModifiers::SHIFT;
     bindings()
-        .into_iter()
+        .iter()
         .find(|b| {
             b.context == context
                 && b.codes.contains(&key.code)
                 && (b.mods - KeyModifiers::SHIFT) == mods
         })
-        .map(|b| b.action)
+        .map(|b| b.action.clone())
 }
 
 /// Translates a terminal event into an action for the app's current mode.

@@ -153,18 +153,29 @@ impl SeedsPane {
         self.refresh();
     }
 
-    /// The id prefix for new records: the selected record's (`seed` for `seed-012`), else `seed`.
-    fn id_prefix(&self) -> String {
-        self.selected_record()
+    /// The id prefix for new records like `record`: `seed` for `seed-012`; `seed` when
+    /// `record` is `None` or its id is not `<prefix>-<number>`.
+    fn id_prefix(record: Option<&Instruction>) -> String {
+        record
             .and_then(|r| r.id.rsplit_once('-'))
             .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             .map_or_else(|| "seed".to_string(), |(p, _)| p.to_string())
     }
 
+    /// Inserts a copy of the record at `index` just below it, with a fresh id, and selects
+    /// it. Returns the new id.
+    pub fn duplicate(&mut self, index: usize) -> String {
+        let mut copy = self.file.records[index].clone();
+        copy.id = self.file.next_id(&Self::id_prefix(Some(&copy)));
+        let id = copy.id.clone();
+        self.insert(index + 1, copy);
+        id
+    }
+
     /// A form for a new, empty record in the filtered category (or `qa`).
     pub fn new_record_form(&self) -> EditForm {
         let record = Instruction {
-            id: self.file.next_id(&self.id_prefix()),
+            id: self.file.next_id(&Self::id_prefix(self.selected_record())),
             category: self.filter.unwrap_or(Category::Qa),
             task: String::new(),
             instruction: String::new(),
