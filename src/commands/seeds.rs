@@ -1,4 +1,4 @@
-//! The headless `bioinstruct seeds …` commands: the same operations as the Seeds pane.
+//! `bioinstruct seeds …`: the same operations as the Seeds pane.
 //!
 //! Each function writes its report to `out` and returns an error (one line, naming the file,
 //! line and field where there is one) for the binary to print and exit non-zero on.

@@ -1,0 +1,7 @@
+//! The headless commands. Each function writes its report to the writer it is given and
+//! returns an error (one line, naming the file, line and field where there is one) for the
+//! binary to print and exit non-zero on.
+
+pub mod chat;
+pub mod models;
+pub mod seeds;
