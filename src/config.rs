@@ -56,7 +56,7 @@ impl Default for ModelSettings {
             device: "cpu".to_string(),
             offline: false,
             hf_cache: PathBuf::new(),
-            gguf_compute: crate::model::GgufCompute::Q8_0,
+            gguf_compute: crate::model::GgufCompute::Keep,
         }
     }
 }

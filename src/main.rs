@@ -294,6 +294,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() {
+    bioinstruct::model::pin_thread_count();
     if let Err(e) = run(Cli::parse()) {
         // A closed pipe (`bioinstruct seeds list | head`) is not an error.
         let broken_pipe = e

@@ -159,3 +159,80 @@ fn a_chat_answer_is_coherent_and_streams() {
         StopReason::EndToken | StopReason::MaxTokens
     ));
 }
+
+#[test]
+fn multi_byte_characters_split_across_tokens_stream_whole() {
+    use bioinstruct::model::tokenizer::TextStream;
+    let m = keep();
+    let text = "Dose: 5 µg → 🩺 ✓ 糖尿病";
+    let ids = m.encode(text).expect("encodes");
+    // Some characters are split over several byte-level tokens: each token alone decodes to
+    // U+FFFD, so a naive stream would print garbage.
+    let split = ids
+        .iter()
+        .filter(|&&id| {
+            m.tokenizer
+                .decode(&[id], false)
+                .expect("decodes")
+                .contains('\u{FFFD}')
+        })
+        .count();
+    assert!(split >= 2, "the test needs characters split across tokens");
+    let mut stream = TextStream::new(&m.tokenizer);
+    let mut pieces = Vec::new();
+    for id in ids {
+        if let Some(p) = stream.push(id).expect("push") {
+            assert!(!p.contains('\u{FFFD}'), "half a character escaped: {p:?}");
+            pieces.push(p);
+        }
+    }
+    pieces.extend(stream.finish().expect("finish"));
+    assert_eq!(pieces.concat(), text);
+}
+
+#[test]
+fn each_gguf_mode_s_perplexity_stays_near_the_exact_float_function() {
+    // Perplexity of a clinical paragraph, three ways over the same GGUF weights:
+    // - float: every block dequantized, f32 matmuls (the exact function of the weights);
+    // - keep: the file's Q4_1 blocks times 8-bit-quantized activations (llama.cpp's way);
+    // - q8_0: blocks requantized to Q8_0 at load (the CPU default, for speed).
+    // Both quantized paths approximate the float one. Measured here: keep +0.68%, q8_0
+    // +4.6% (requantizing moves each weight by ~0.5% RMS), which is why keep is the
+    // default. Bounds: keep within 1%, q8_0 within 6% (configs/default.toml says "about 4%").
+    let text = "Metformin is the preferred initial pharmacologic agent for type 2 diabetes. \
+        It lowers hepatic glucose production, rarely causes hypoglycemia, and is weight neutral. \
+        Gastrointestinal side effects are common at first and can be reduced by starting at a low \
+        dose and taking it with meals. It should be avoided when the eGFR is below 30.";
+    let perplexity = |m: &LoadedModel| {
+        let ids = m.encode(text).expect("encodes");
+        let input = Tensor::new(&ids[..ids.len() - 1], &Device::Cpu)
+            .and_then(|t| t.unsqueeze(0))
+            .expect("tensor");
+        let logits = m
+            .model
+            .forward_all(&input, None)
+            .and_then(|l| l.squeeze(0))
+            .expect("forward");
+        let logp = candle_nn::ops::log_softmax(&logits, 1).expect("log_softmax");
+        let targets = Tensor::new(&ids[1..], &Device::Cpu)
+            .and_then(|t| t.unsqueeze(1))
+            .expect("targets");
+        let nll = logp
+            .gather(&targets, 1)
+            .and_then(|g| g.mean_all())
+            .and_then(|g| g.to_scalar::<f32>())
+            .expect("nll");
+        (-nll).exp()
+    };
+    let float = perplexity(&load(GgufCompute::Float));
+    let keep = perplexity(keep());
+    let q8 = perplexity(&load(GgufCompute::Q8_0));
+    let rel = |x: f32| (x - float).abs() / float;
+    eprintln!(
+        "perplexity: float {float:.3}, Q4_1 kernel {keep:.3} ({:+.2}%), Q8_0 requantized {q8:.3} ({:+.2}%)",
+        (keep - float) / float * 100.0,
+        (q8 - float) / float * 100.0
+    );
+    assert!(rel(keep) < 0.01, "float {float}, keep {keep}");
+    assert!(rel(q8) < 0.06, "float {float}, q8_0 {q8}");
+}

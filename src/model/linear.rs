@@ -23,6 +23,8 @@ pub enum BaseWeight {
     Float(candle_nn::Linear),
     /// A GGUF tensor multiplied by candle's quantized kernels.
     Quantized(Arc<QMatMul>),
+    /// A Q4_1 GGUF tensor multiplied by this crate's AVX2 kernel (CPU only).
+    Q4_1(Arc<crate::model::q4_1::Q4_1Matrix>),
 }
 
 /// One projection of the model (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`,
@@ -53,6 +55,16 @@ impl Linear {
             base: BaseWeight::Quantized(Arc::new(q)),
             in_features,
             out_features,
+            adapter: None,
+        }
+    }
+
+    /// A projection with a Q4_1 weight multiplied by [`crate::model::q4_1`]'s kernel.
+    pub fn from_q4_1(m: crate::model::q4_1::Q4_1Matrix) -> Linear {
+        Linear {
+            in_features: m.in_features(),
+            out_features: m.out_features(),
+            base: BaseWeight::Q4_1(Arc::new(m)),
             adapter: None,
         }
     }
@@ -90,6 +102,7 @@ impl Linear {
         let y = match &self.base {
             BaseWeight::Float(l) => l.forward(x)?,
             BaseWeight::Quantized(q) => q.forward(x)?,
+            BaseWeight::Q4_1(m) => x.contiguous()?.apply_op1_no_bwd(m.as_ref())?,
         };
         match &self.adapter {
             Some(a) => y + a.forward(x)?,

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: run the real binary in a throwaway workspace.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod tiny;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,496 @@
+//! The model runtime on a tiny random Llama the test builds: loading (folder, Hugging Face
+//! cache offline, sharded safetensors), forward-pass consistency, generation, and errors.
+
+mod common;
+
+use bioinstruct::model::{
+    generate, load_files, LoadOptions, LoadedModel, ModelError, Resolved, Resolver, Sampling,
+    StopReason,
+};
+use candle_core::{Device, Tensor};
+use common::{tiny, Workspace, BIN};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+fn offline_resolver(root: &Path) -> Resolver {
+    Resolver {
+        hf_cache: root.join("hub"),
+        models_dir: root.join("models"),
+        offline: true,
+    }
+}
+
+fn load(dir: &Path) -> LoadedModel {
+    LoadedModel::load(
+        &offline_resolver(dir),
+        dir.to_str().expect("utf-8"),
+        &LoadOptions::default(),
+    )
+    .expect("loads")
+}
+
+fn ids(m: &LoadedModel, text: &str) -> Tensor {
+    let ids = m.encode(text).expect("encodes");
+    Tensor::new(ids.as_slice(), &Device::Cpu)
+        .and_then(|t| t.unsqueeze(0))
+        .expect("tensor")
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("diff")
+}
+
+#[test]
+fn a_tiny_model_loads_from_a_folder_and_its_two_forward_paths_agree() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let m = load(dir.path());
+    assert_eq!(m.model.config.num_kv_heads, tiny::KV_HEADS);
+    let input = ids(&m, "Metformin lowers glucose.");
+    let t = input.dim(1).expect("len");
+
+    // Training path (all positions, differentiable ops) against generation path (KV cache,
+    // fused kernels), fed the whole prompt: f32 on both sides, tolerance 1e-4.
+    let all = m
+        .model
+        .forward_all(&input, None)
+        .expect("forward_all")
+        .squeeze(0)
+        .expect("squeeze");
+    let mut cache = m.model.new_cache(t);
+    let step = m
+        .model
+        .forward_step(&input, &mut cache)
+        .expect("step")
+        .squeeze(0)
+        .expect("squeeze");
+    assert!(max_diff(&all.get(t - 1).expect("last"), &step) < 1e-4);
+
+    // The KV cache: feeding one token at a time gives every position's logits.
+    let mut cache = m.model.new_cache(t);
+    for i in 0..t {
+        let token = input.narrow(1, i, 1).expect("token");
+        let logits = m
+            .model
+            .forward_step(&token, &mut cache)
+            .expect("step")
+            .squeeze(0)
+            .expect("squeeze");
+        let d = max_diff(&all.get(i).expect("row"), &logits);
+        assert!(d < 1e-4, "position {i}: {d}");
+    }
+}
+
+#[test]
+fn padding_keys_do_not_change_the_real_tokens_logits() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let m = load(dir.path());
+    let short = ids(&m, "abc");
+    let padded = ids(&m, "abcxyz"); // "xyz" plays right padding
+    let mask = Tensor::new(&[[1u32, 1, 1, 0, 0, 0]], &Device::Cpu).expect("mask");
+    let a = m.model.forward_all(&short, None).expect("short");
+    let b = m
+        .model
+        .forward_all(&padded, Some(&mask))
+        .expect("padded")
+        .narrow(1, 0, 3)
+        .expect("narrow");
+    assert!(max_diff(&a, &b) < 1e-5);
+}
+
+fn hub_layout(root: &Path, repo: &str, commit: &str, files: &Path) -> PathBuf {
+    let repo_dir = root
+        .join("hub")
+        .join(format!("models--{}", repo.replace('/', "--")));
+    let snapshot = repo_dir.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).expect("mkdir");
+    std::fs::create_dir_all(repo_dir.join("refs")).expect("mkdir");
+    std::fs::write(repo_dir.join("refs").join("main"), commit).expect("ref");
+    for f in std::fs::read_dir(files).expect("ls") {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, snapshot.join(f.file_name().expect("name"))).expect("copy");
+    }
+    snapshot
+}
+
+#[test]
+fn a_model_in_the_hugging_face_cache_loads_offline() {
+    let root = tempfile::tempdir().expect("dir");
+    let files = root.path().join("files");
+    tiny::write(&files);
+    let snapshot = hub_layout(
+        root.path(),
+        "bioinstruct-test/tiny-llama",
+        "0123abcd",
+        &files,
+    );
+    let r = offline_resolver(root.path());
+    let Resolved::Files(found) = r
+        .resolve("bioinstruct-test/tiny-llama")
+        .expect("resolves offline")
+    else {
+        panic!("expected Hugging Face files")
+    };
+    assert_eq!(found.config, snapshot.join("config.json"));
+    let from_cache = LoadedModel::load(&r, "bioinstruct-test/tiny-llama", &LoadOptions::default())
+        .expect("loads");
+    let from_folder = load(&files);
+    let input = ids(&from_folder, "hello");
+    let a = from_cache.model.forward_all(&input, None).expect("forward");
+    let b = from_folder
+        .model
+        .forward_all(&input, None)
+        .expect("forward");
+    assert_eq!(max_diff(&a, &b), 0.0);
+}
+
+#[test]
+fn sharded_safetensors_load_like_one_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let whole = load(dir.path());
+    let sharded = dir.path().join("sharded");
+    std::fs::create_dir_all(&sharded).expect("mkdir");
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(dir.path().join(f), sharded.join(f)).expect("copy");
+    }
+    let weights = tiny::weights();
+    let (mut one, mut two) = (
+        std::collections::HashMap::new(),
+        std::collections::HashMap::new(),
+    );
+    let mut map = serde_json::Map::new();
+    for (name, t) in weights {
+        let shard = if name.contains("layers.1") || name.starts_with("lm_head") {
+            "model-00002-of-00002.safetensors"
+        } else {
+            "model-00001-of-00002.safetensors"
+        };
+        map.insert(name.clone(), shard.into());
+        if shard.contains("00001-") {
+            one.insert(name, t)
+        } else {
+            two.insert(name, t)
+        };
+    }
+    candle_core::safetensors::save(&one, sharded.join("model-00001-of-00002.safetensors"))
+        .expect("save");
+    candle_core::safetensors::save(&two, sharded.join("model-00002-of-00002.safetensors"))
+        .expect("save");
+    std::fs::write(
+        sharded.join("model.safetensors.index.json"),
+        serde_json::json!({ "weight_map": map }).to_string(),
+    )
+    .expect("index");
+    let m = load(&sharded);
+    let input = ids(&m, "shards");
+    let a = m.model.forward_all(&input, None).expect("forward");
+    let b = whole.model.forward_all(&input, None).expect("forward");
+    assert_eq!(max_diff(&a, &b), 0.0);
+}
+
+#[test]
+fn cancel_stops_within_one_token() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let m = load(dir.path());
+    let prompt = m
+        .encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+        .expect("encodes");
+    let cancel = AtomicBool::new(false);
+    let mut pieces = 0;
+    let stats = generate(&m, &prompt, &Sampling::greedy(40), &cancel, |_| {
+        pieces += 1;
+        cancel.store(true, Ordering::Relaxed);
+    })
+    .expect("generates");
+    // The flag is set while the first token's text is delivered; no further token follows.
+    assert_eq!(stats.stop_reason, StopReason::Cancelled, "{stats:?}");
+    assert_eq!((stats.generated_tokens, pieces), (1, 1));
+}
+
+#[test]
+fn greedy_generation_is_deterministic_and_sampling_follows_the_seed() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let m = load(dir.path());
+    let prompt = m.encode("abc").expect("encodes");
+    let run = |s: &Sampling| {
+        generate(&m, &prompt, s, &AtomicBool::new(false), |_| {})
+            .expect("generates")
+            .text
+    };
+    assert_eq!(run(&Sampling::greedy(20)), run(&Sampling::greedy(20)));
+    let sampled = |seed| {
+        run(&Sampling {
+            temperature: 1.0,
+            seed,
+            max_new_tokens: 20,
+            ..Sampling::default()
+        })
+    };
+    assert_eq!(sampled(7), sampled(7));
+    assert_ne!(sampled(7), sampled(8));
+    let long = generate(
+        &m,
+        &prompt,
+        &Sampling::greedy(1000),
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .expect("generates");
+    assert!(
+        matches!(
+            long.stop_reason,
+            StopReason::ContextFull | StopReason::EndToken
+        ),
+        "{long:?}"
+    );
+    assert!(long.prompt_tokens + long.generated_tokens <= tiny::CONTEXT);
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let m = load(dir.path());
+    let prompt = m.encode(&"x".repeat(tiny::CONTEXT + 5)).expect("encodes");
+    let e = generate(
+        &m,
+        &prompt,
+        &Sampling::greedy(5),
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .expect_err("too long");
+    assert!(
+        matches!(
+            e,
+            ModelError::PromptTooLong {
+                prompt_tokens: 69,
+                context: 64,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_model_files_name_the_file_and_the_problem() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let files = |d: &Path| match offline_resolver(d)
+        .resolve(d.to_str().expect("utf-8"))
+        .expect("resolves")
+    {
+        Resolved::Files(f) => f,
+        Resolved::Gguf(_) => panic!("files expected"),
+    };
+
+    // A truncated safetensors file.
+    let truncated = dir.path().join("truncated");
+    std::fs::create_dir_all(&truncated).expect("mkdir");
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(dir.path().join(f), truncated.join(f)).expect("copy");
+    }
+    let bytes = std::fs::read(dir.path().join("model.safetensors")).expect("read");
+    std::fs::write(
+        truncated.join("model.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .expect("write");
+    let e = load_files(&files(&truncated), &LoadOptions::default()).expect_err("truncated");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(&truncated.join("model.safetensors").display().to_string()),
+        "{msg}"
+    );
+
+    // An architecture the forward pass does not implement.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    for f in ["tokenizer.json", "model.safetensors"] {
+        std::fs::copy(dir.path().join(f), other.join(f)).expect("copy");
+    }
+    let mut config = tiny::config_json();
+    config["model_type"] = "gpt_neox".into();
+    std::fs::write(other.join("config.json"), config.to_string()).expect("write");
+    let e = load_files(&files(&other), &LoadOptions::default()).expect_err("architecture");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: architecture \"gpt_neox\" is not supported (supported: llama, mistral)",
+            other.join("config.json").display()
+        )
+    );
+
+    // A missing file in a model folder.
+    std::fs::remove_file(other.join("tokenizer.json")).expect("rm");
+    let e = offline_resolver(dir.path())
+        .resolve(other.to_str().expect("utf-8"))
+        .expect_err("incomplete");
+    assert!(e.to_string().contains("tokenizer.json is missing"), "{e}");
+}
+
+fn write_gguf(path: &Path, metadata: &[(&str, candle_core::quantized::gguf_file::Value)]) {
+    use candle_core::quantized::{gguf_file, QTensor};
+    let mut f = std::fs::File::create(path).expect("create");
+    let t = QTensor::quantize(
+        &Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).expect("zeros"),
+        candle_core::quantized::GgmlDType::F32,
+    )
+    .expect("qtensor");
+    let md: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    gguf_file::write(&mut f, &md, &[("token_embd.weight", &t)]).expect("write gguf");
+}
+
+#[test]
+fn a_gguf_with_an_unsupported_tokenizer_is_refused_by_name() {
+    use candle_core::quantized::gguf_file::Value;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("sentencepiece.gguf");
+    let llama_md = |model: &str, pre: &str| {
+        vec![
+            ("general.architecture", Value::String("llama".into())),
+            ("llama.embedding_length", Value::U32(32)),
+            ("llama.attention.head_count", Value::U32(2)),
+            ("llama.feed_forward_length", Value::U32(64)),
+            ("llama.block_count", Value::U32(1)),
+            ("llama.vocab_size", Value::U32(4)),
+            ("tokenizer.ggml.model", Value::String(model.into())),
+            ("tokenizer.ggml.pre", Value::String(pre.into())),
+            (
+                "tokenizer.ggml.tokens",
+                Value::Array(
+                    ["a", "b", "c", "d"]
+                        .map(|s| Value::String(s.into()))
+                        .to_vec(),
+                ),
+            ),
+            ("tokenizer.ggml.merges", Value::Array(vec![])),
+        ]
+    };
+    write_gguf(&path, &llama_md("llama", "default"));
+    let e =
+        bioinstruct::model::load_gguf(&path, &LoadOptions::default()).expect_err("sentencepiece");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "{}: GGUF tokenizer model \"llama\" is not supported",
+            path.display()
+        )),
+        "{e}"
+    );
+
+    let path = dir.path().join("unknown-pre.gguf");
+    write_gguf(&path, &llama_md("gpt2", "deepseek-coder"));
+    let e = bioinstruct::model::load_gguf(&path, &LoadOptions::default()).expect_err("pre");
+    assert!(
+        e.to_string()
+            .contains("GGUF pre-tokenizer \"deepseek-coder\" is not supported"),
+        "{e}"
+    );
+
+    let path = dir.path().join("not.gguf");
+    std::fs::write(&path, b"GGUF but not really").expect("write");
+    let e = bioinstruct::model::load_gguf(&path, &LoadOptions::default()).expect_err("garbage");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: not a readable GGUF file", path.display())),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_binary_reports_bad_models_in_one_line_without_panicking() {
+    let ws = Workspace::new();
+    let dir = ws.home.path().join("tiny");
+    tiny::write(&dir);
+    let chat = |model: &str, prompt: &str| {
+        ws.cmd()
+            .env("HF_HOME", ws.home.path().join("hf"))
+            .args([
+                "chat",
+                "--offline",
+                "--max-new-tokens",
+                "4",
+                "--temperature",
+                "0",
+                "--model",
+                model,
+                prompt,
+            ])
+            .output()
+            .expect("run")
+    };
+    let ok = chat(dir.to_str().expect("utf-8"), "hello");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stderr).contains("tokens/s"));
+
+    let long = chat(dir.to_str().expect("utf-8"), &"x".repeat(200));
+    let missing = chat("/nonexistent/model.gguf", "hi");
+    let bad_id = chat("no-such-org/no-such-model", "hi");
+    for (out, needle) in [
+        (&long, "context of"),
+        (&missing, "/nonexistent/model.gguf: no such file"),
+        (&bad_id, "Hugging Face Hub: skipped (offline)"),
+    ] {
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: ") && last.contains(needle),
+            "{err}"
+        );
+    }
+    let _ = BIN;
+}
+
+#[test]
+fn a_stop_string_ends_the_reply_and_is_not_output() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let m = load(dir.path());
+    let prompt = m.encode("abc").expect("encodes");
+    let free = generate(
+        &m,
+        &prompt,
+        &Sampling::greedy(30),
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .expect("generates");
+    // Stop on a two-character string from the middle of the greedy reply: it arrives over
+    // two tokens, so its first character must be held back until the second decides.
+    let chars: Vec<char> = free.text.chars().collect();
+    assert!(chars.len() >= 12, "{:?}", free.text);
+    let stop: String = chars[8..10].iter().collect();
+    let expected: String = free.text[..free.text.find(&stop).expect("present")].to_string();
+    let mut streamed = String::new();
+    let sampling = Sampling {
+        stop: vec![stop.clone()],
+        ..Sampling::greedy(30)
+    };
+    let stats = generate(&m, &prompt, &sampling, &AtomicBool::new(false), |p| {
+        streamed.push_str(p)
+    })
+    .expect("generates");
+    assert_eq!(stats.stop_reason, StopReason::StopString);
+    assert_eq!(streamed, expected);
+    assert_eq!(stats.text, expected);
+}
