@@ -236,3 +236,31 @@ fn each_gguf_mode_s_perplexity_stays_near_the_exact_float_function() {
     assert!(rel(keep) < 0.01, "float {float}, keep {keep}");
     assert!(rel(q8) < 0.06, "float {float}, q8_0 {q8}");
 }
+
+#[test]
+fn the_chat_command_streams_a_coherent_answer() {
+    let home = tempfile::tempdir().expect("dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bioinstruct"))
+        .env("BIOINSTRUCT_HOME", home.path())
+        .args([
+            "chat",
+            "--offline",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "60",
+            "--model",
+        ])
+        .arg(gguf_path())
+        .arg("What is the first-line drug for type 2 diabetes?")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.to_lowercase().contains("metformin"), "{stdout}");
+    assert!(
+        stderr.contains("generation at") && stderr.contains("tokens/s"),
+        "{stderr}"
+    );
+}
