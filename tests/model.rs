@@ -441,7 +441,7 @@ fn the_binary_reports_bad_models_in_one_line_without_panicking() {
     let missing = chat("/nonexistent/model.gguf", "hi");
     let bad_id = chat("no-such-org/no-such-model", "hi");
     for (out, needle) in [
-        (&long, "context of"),
+        (&long, "the model's context is 64 tokens"),
         (&missing, "/nonexistent/model.gguf: no such file"),
         (&bad_id, "Hugging Face Hub: skipped (offline)"),
     ] {

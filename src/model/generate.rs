@@ -186,7 +186,7 @@ pub fn generate(
         return Err(ModelError::PromptTooLong {
             prompt_tokens: prompt_ids.len(),
             context,
-            model: loaded.name.clone(),
+            model: loaded.source.display().to_string(),
         });
     }
     let stop_ids = loaded.stop_token_ids();

@@ -65,13 +65,15 @@ pub enum ModelError {
         tried: Vec<String>,
     },
     /// The prompt does not fit the model's context.
-    #[error("the prompt is {prompt_tokens} tokens but {model} has a context of {context} tokens")]
+    #[error(
+        "{model}: the prompt is {prompt_tokens} tokens but the model's context is {context} tokens"
+    )]
     PromptTooLong {
         /// Prompt length, in tokens.
         prompt_tokens: usize,
         /// The model's context, in tokens.
         context: usize,
-        /// The model's name.
+        /// The model's file or folder.
         model: String,
     },
     /// A device that does not exist or was not compiled in.
