@@ -52,16 +52,17 @@ fn sigkill_while_saving_leaves_the_old_or_the_new_file() {
         c
     };
 
-    // How long one uninterrupted edit (read, change, atomic save) takes here: the slowest
-    // of three, so that start-up jitter does not push every kill before the rename.
-    let full = (1..=3)
+    // How long one uninterrupted edit (read, change, atomic save) takes here: the median of
+    // three, robust to one run slowed or sped up by whatever else the machine is doing.
+    let mut runs: Vec<_> = (1..=3)
         .map(|v| {
             let start = Instant::now();
             assert!(edit(v).status().expect("run").success());
             start.elapsed()
         })
-        .max()
-        .expect("three runs");
+        .collect();
+    runs.sort();
+    let full = runs[1];
 
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let (mut killed, mut kept_old, mut became_new) = (0, 0, 0);
@@ -107,8 +108,9 @@ fn sigkill_while_saving_leaves_the_old_or_the_new_file() {
     eprintln!(
         "one save: {full:?}; {killed} of 30 runs killed; {kept_old} left the old file, {became_new} the new"
     );
+    // About half the kills land before the process ends (instants over [0.1, 2.0] x a run).
     assert!(
-        killed >= 8,
+        killed >= 5,
         "too few kills landed mid-run to mean anything: {killed}"
     );
     assert!(kept_old >= 1 && became_new >= 1);
