@@ -206,6 +206,14 @@ mod avx2 {
         _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
     }
 
+    /// Eight floats as one vector, lane `i` = `v[i]`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn lanes(v: [f32; 8]) -> __m256 {
+        // SAFETY: reads exactly the 8 floats of `v`.
+        unsafe { _mm256_loadu_ps(v.as_ptr()) }
+    }
+
     /// Dot products of activation blocks `act` with the 8 weight rows from `col`, written to
     /// `out[0..8]`, with candle's per-block float accumulation in each lane.
     ///
@@ -228,26 +236,8 @@ mod avx2 {
                 _mm256_permute2x128_si256(s0123, s4567, 0x20),
                 _mm256_permute2x128_si256(s0123, s4567, 0x31),
             );
-            let dx = _mm256_setr_ps(
-                rows[0][b].d,
-                rows[1][b].d,
-                rows[2][b].d,
-                rows[3][b].d,
-                rows[4][b].d,
-                rows[5][b].d,
-                rows[6][b].d,
-                rows[7][b].d,
-            );
-            let mx = _mm256_setr_ps(
-                rows[0][b].m,
-                rows[1][b].m,
-                rows[2][b].m,
-                rows[3][b].m,
-                rows[4][b].m,
-                rows[5][b].m,
-                rows[6][b].m,
-                rows[7][b].m,
-            );
+            let dx = lanes(std::array::from_fn(|i| rows[i][b].d));
+            let mx = lanes(std::array::from_fn(|i| rows[i][b].m));
             // sumf += ((sumi · dx) · dy) + (mx · sy), as candle's scalar loop rounds it.
             let t = _mm256_mul_ps(
                 _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), dx),
