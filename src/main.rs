@@ -76,6 +76,9 @@ struct ChatCli {
     /// A built-in chat template instead of the model's own: chatml, llama2, alpaca.
     #[arg(long)]
     template: Option<String>,
+    /// A LoRA adapter folder (PEFT format: adapter_config.json, adapter_model.safetensors).
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
     #[arg(long)]
     device: Option<String>,
@@ -263,6 +266,7 @@ fn run(cli: Cli) -> Result<()> {
                 system: c.system,
                 template: c.template,
                 prompt: c.prompt,
+                adapter: c.adapter,
             };
             chat::chat(&settings, &args, stdout)
         }

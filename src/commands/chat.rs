@@ -19,6 +19,8 @@ pub struct ChatArgs {
     pub template: Option<String>,
     /// One prompt; `None` starts the REPL on standard input.
     pub prompt: Option<String>,
+    /// A PEFT LoRA adapter folder to apply to the base model.
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 /// Loads the settings' base model, reporting progress and time on stderr.
@@ -93,7 +95,17 @@ fn reply(
 /// # Errors
 /// Loading, templating, generation, or writing to `out`.
 pub fn chat(settings: &Settings, args: &ChatArgs, out: &mut dyn Write) -> Result<()> {
-    let loaded = load_model(settings)?;
+    let mut loaded = load_model(settings)?;
+    if let Some(dir) = &args.adapter {
+        let lora = crate::model::lora::Lora::load_peft(&mut loaded.model, dir)?;
+        eprintln!(
+            "adapter {}: r = {}, {} modules, {} parameters",
+            dir.display(),
+            lora.config.r,
+            lora.modules.len(),
+            lora.parameter_count()
+        );
+    }
     let template = loaded.template(args.template.as_deref())?;
     let sampling = &settings.config.generation;
     let mut messages: Vec<ChatMessage> = args

@@ -172,6 +172,15 @@ impl Llama {
         self.embed_tokens.dtype()
     }
 
+    /// The dtype of returned logits: f32, or f64 for an f64 model (gradient checks).
+    fn logits_dtype(&self) -> DType {
+        if self.dtype() == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        }
+    }
+
     /// An empty cache for sequences of up to `max_len` tokens (prompt plus generation),
     /// capped to the model's context.
     pub fn new_cache(&self, max_len: usize) -> Cache {
@@ -325,7 +334,8 @@ impl Llama {
     }
 
     /// Generation step: feeds `ids` `[b, t]` (the prompt, then one token at a time) at the
-    /// cache's position and returns the logits of the last position, `[b, vocab]` in f32.
+    /// cache's position and returns the logits of the last position, `[b, vocab]` in f32 (f64
+    /// for an f64 model).
     ///
     /// # Errors
     /// [`candle_core::Error`] on shape mismatch or when the sequence outgrows the cache.
@@ -340,10 +350,11 @@ impl Llama {
         let h = self.blocks(ids, offset, Some(cache), mask.as_ref(), Kernels::Fused)?;
         cache.position += t;
         let last = h.i((.., t - 1, ..))?;
-        self.lm_head.forward(&last)?.to_dtype(DType::F32)
+        self.lm_head.forward(&last)?.to_dtype(self.logits_dtype())
     }
 
-    /// Training forward: logits for every position, `[b, t, vocab]` in f32, through ops
+    /// Training forward: logits for every position, `[b, t, vocab]` in f32 (f64 for an f64
+    /// model), through ops
     /// that autograd differentiates. `attention_mask` `[b, t]` (1 for tokens, 0 for right
     /// padding) keeps keys that are padding out of attention.
     ///
@@ -367,7 +378,7 @@ impl Llama {
             }
         };
         let h = self.blocks(ids, 0, None, Some(&mask), Kernels::Differentiable)?;
-        self.lm_head.forward(&h)?.to_dtype(DType::F32)
+        self.lm_head.forward(&h)?.to_dtype(self.logits_dtype())
     }
 }
 

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod linear;
 pub mod llama;
 pub mod load;
+pub mod lora;
 mod mmap;
 pub mod q4_1;
 pub mod source;
@@ -76,6 +77,9 @@ pub enum ModelError {
         /// The model's file or folder.
         model: String,
     },
+    /// LoRA settings that cannot work (every problem listed).
+    #[error("LoRA: {0}")]
+    Lora(String),
     /// A device that does not exist or was not compiled in.
     #[error("device {0}")]
     Device(String),

@@ -32,7 +32,7 @@ pub fn vocabulary() -> Vec<String> {
 }
 
 /// Deterministic pseudo-random values in [-scale, scale] (xorshift64*).
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+pub fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {
