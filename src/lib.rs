@@ -10,5 +10,6 @@ pub mod config;
 pub mod data;
 pub mod editor;
 pub mod model;
+pub mod rng;
 pub mod train;
 pub mod tui;

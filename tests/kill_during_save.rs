@@ -25,17 +25,6 @@ fn big_file(n: usize) -> String {
     text
 }
 
-/// xorshift64*: a fixed-seed source of kill instants, so a failure can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[test]
 fn sigkill_while_saving_leaves_the_old_or_the_new_file() {
     let ws = Workspace::new();
@@ -64,14 +53,15 @@ fn sigkill_while_saving_leaves_the_old_or_the_new_file() {
     runs.sort();
     let full = runs[1];
 
-    let mut rng = Rng(0x5eed_1234_abcd_ef01);
+    // A fixed seed, so that a failure can be replayed.
+    let mut rng = bioinstruct::rng::XorShift64Star::new(0x5eed_1234_abcd_ef01);
     let (mut killed, mut kept_old, mut became_new) = (0, 0, 0);
     let mut current = std::fs::read_to_string(&file).expect("read");
     for version in 4..34 {
         let mut child = edit(version).spawn().expect("spawn");
         // Kill instants spread over [0.1, 2.0] x the calibrated run: before, during and after
         // the save.
-        std::thread::sleep(full.mul_f64(0.1 + 1.9 * rng.unit()));
+        std::thread::sleep(full.mul_f64(0.1 + 1.9 * rng.next_f64()));
         if child.try_wait().expect("poll").is_none() {
             child.kill().expect("SIGKILL");
             killed += 1;

@@ -158,21 +158,6 @@ pub struct Lora {
     training: Arc<AtomicBool>,
 }
 
-/// Deterministic uniform values in `[-bound, bound]` (xorshift64*), so that a run with the
-/// same seed starts from the same adapter.
-fn uniform(n: usize, bound: f32, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            let u = (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f32 / (1u64 << 53) as f32;
-            (2.0 * u - 1.0) * bound
-        })
-        .collect()
-}
-
 /// The rows of a q/k projection (or its `lora_B`) `[heads · head_dim, …]` between Hugging
 /// Face's order and llama.cpp's GGUF order, which interleaves each head's two halves
 /// (`permute` in llama.cpp's `convert_hf_to_gguf.py`). `to_gguf` picks the direction.
@@ -251,7 +236,8 @@ impl Lora {
             let bound = 1.0 / (inp as f32).sqrt();
             let dtype = model.dtype();
             let a = Tensor::from_vec(
-                uniform(config.r * inp, bound, seed.wrapping_add(i as u64)),
+                crate::rng::XorShift64Star::new(seed.wrapping_add(i as u64))
+                    .uniform(config.r * inp, bound),
                 (config.r, inp),
                 &device,
             )?

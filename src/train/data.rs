@@ -153,7 +153,8 @@ pub fn build_examples(
     Ok((examples, stats))
 }
 
-/// Shuffles `examples` deterministically by `seed` (Fisher–Yates over xorshift64*) and
+/// Shuffles `examples` deterministically by `seed` (Fisher–Yates over
+/// [`crate::rng::XorShift64Star`]) and
 /// splits off `validation_fraction` of them (at least one when the fraction is positive and
 /// there are two or more examples). Returns (train, validation).
 pub fn shuffle_split(
@@ -161,15 +162,9 @@ pub fn shuffle_split(
     seed: u64,
     validation_fraction: f64,
 ) -> (Vec<Example>, Vec<Example>) {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = || {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    };
+    let mut rng = crate::rng::XorShift64Star::new(seed);
     for i in (1..examples.len()).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         examples.swap(i, j);
     }
     let n_val = if validation_fraction > 0.0 && examples.len() >= 2 {

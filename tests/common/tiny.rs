@@ -31,18 +31,9 @@ pub fn vocabulary() -> Vec<String> {
     v
 }
 
-/// Deterministic pseudo-random values in [-scale, scale] (xorshift64*).
+/// Deterministic pseudo-random values in [-scale, scale].
 pub fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            let u = (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f32 / (1u64 << 53) as f32;
-            (2.0 * u - 1.0) * scale
-        })
-        .collect()
+    bioinstruct::rng::XorShift64Star::new(seed).uniform(n, scale)
 }
 
 /// Every tensor of the tiny model, by Hugging Face name.
