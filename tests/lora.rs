@@ -357,3 +357,95 @@ fn chat_applies_an_adapter_and_names_a_broken_one() {
         "{err}"
     );
 }
+
+#[test]
+fn adamw_on_the_adapters_lowers_the_loss_and_leaves_the_base_frozen() {
+    use bioinstruct::data::{Category, Instruction};
+    use bioinstruct::train::data::{build_examples, BuildOptions, Example, PromptFormat};
+    use bioinstruct::train::optim::{
+        clip_grad_norm, collate, masked_nll_sum, Schedule, ScheduleKind,
+    };
+    use candle_nn::Optimizer;
+
+    let (_dir, mut m) = tiny_model(DType::F32);
+    let q_before = match m.model.layers[0].q_proj.base() {
+        BaseWeight::Float(l) => l.weight().clone(),
+        _ => panic!("float"),
+    };
+    let config = LoraConfig {
+        lora_dropout: 0.0,
+        target_modules: vec!["all-linear".into()],
+        ..LoraConfig::default()
+    };
+    let lora = Lora::init(&mut m.model, &config, 1).expect("init");
+    let record = |id: &str, ins: &str, out: &str| Instruction {
+        id: id.into(),
+        category: Category::Qa,
+        task: "t".into(),
+        instruction: ins.into(),
+        input: String::new(),
+        output: out.into(),
+        extra: Default::default(),
+    };
+    let records = [
+        record("a", "Name a statin.", "Atorvastatin."),
+        record("b", "Name a biguanide.", "Metformin."),
+        record("c", "Name an ACE inhibitor.", "Lisinopril."),
+    ];
+    let end = m.tokenizer.token_to_id("<|im_end|>").expect("end");
+    // ChatML keeps prompts short enough for the tiny model's 64-token context (its
+    // tokenizer spends a token per character).
+    let template = m.template(Some("chatml")).expect("template");
+    let options = BuildOptions {
+        format: PromptFormat::Chat,
+        template: Some(&template),
+        end_token: end,
+        max_seq_len: tiny::CONTEXT,
+        categories: &[],
+    };
+    let (examples, _) = build_examples(&records, &m.tokenizer, &options).expect("examples");
+    let refs: Vec<&Example> = examples.iter().collect();
+    let batch = collate(&refs, 0, &Device::Cpu).expect("batch");
+    let loss = |m: &LoadedModel| {
+        let logits = m
+            .model
+            .forward_all(&batch.input_ids, Some(&batch.attention_mask))
+            .expect("forward");
+        (masked_nll_sum(&logits, &batch.labels).expect("nll") / batch.loss_tokens as f64)
+            .expect("mean")
+    };
+    let vars = lora.vars();
+    let mut opt = candle_nn::AdamW::new(
+        vars.clone(),
+        candle_nn::ParamsAdamW {
+            lr: 0.0,
+            ..Default::default()
+        },
+    )
+    .expect("adamw");
+    let schedule = Schedule {
+        peak_lr: 1e-2,
+        warmup_steps: 5,
+        total_steps: 60,
+        kind: ScheduleKind::Cosine,
+    };
+    let first = loss(&m).to_scalar::<f32>().expect("scalar");
+    for step in 0..60 {
+        let mut grads = loss(&m).backward().expect("backward");
+        let norm = clip_grad_norm(&mut grads, &vars, 1.0).expect("clip");
+        assert!(norm.is_finite());
+        opt.set_learning_rate(schedule.lr(step));
+        opt.step(&grads).expect("step");
+    }
+    let last = loss(&m).to_scalar::<f32>().expect("scalar");
+    assert!(last < 0.5 * first, "loss {first} -> {last}");
+    let q_after = match m.model.layers[0].q_proj.base() {
+        BaseWeight::Float(l) => l.weight().clone(),
+        _ => panic!("float"),
+    };
+    assert_eq!(
+        max_diff(&q_before, &q_after),
+        0.0,
+        "base weights are frozen"
+    );
+}

@@ -362,6 +362,12 @@ impl Llama {
     /// [`candle_core::Error`] on shape mismatch or a sequence longer than the context.
     pub fn forward_all(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
+        if t > self.config.max_context {
+            candle_core::bail!(
+                "a sequence of {t} tokens exceeds the model's context of {} tokens",
+                self.config.max_context
+            );
+        }
         let causal = causal_mask(t, 0, self.device())?.to_dtype(self.dtype())?;
         let mask = match attention_mask {
             None => causal,

@@ -3,3 +3,4 @@
 //! examples.
 
 pub mod data;
+pub mod optim;
