@@ -494,3 +494,55 @@ fn a_stop_string_ends_the_reply_and_is_not_output() {
     assert_eq!(streamed, expected);
     assert_eq!(stats.text, expected);
 }
+
+#[test]
+fn models_list_and_info_report_cached_models_and_their_shape() {
+    let ws = Workspace::new();
+    let files = ws.home.path().join("files");
+    tiny::write(&files);
+    let hf = ws.home.path().join("hf");
+    let repo_root = hf.join("models--bioinstruct-test--tiny-llama");
+    std::fs::create_dir_all(repo_root.join("refs")).expect("mkdir");
+    std::fs::write(repo_root.join("refs/main"), "abc").expect("ref");
+    let snapshot = repo_root.join("snapshots/abc");
+    std::fs::create_dir_all(&snapshot).expect("mkdir");
+    for f in std::fs::read_dir(&files).expect("ls") {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, snapshot.join(f.file_name().expect("name"))).expect("copy");
+    }
+    let run = |args: &[&str]| {
+        // HF_HUB_CACHE names the cache as for Python's huggingface_hub; --offline is not
+        // needed for `list` (it never downloads) and `info` finds the cached copy first.
+        let out = ws
+            .cmd()
+            .env("HF_HUB_CACHE", &hf)
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let list = run(&["models", "list"]);
+    assert!(
+        list.contains("not downloaded (run `bioinstruct models fetch-default`"),
+        "{list}"
+    );
+    assert!(
+        list.contains("hugging face cache bioinstruct-test/tiny-llama"),
+        "{list}"
+    );
+    let info = run(&["models", "info", "bioinstruct-test/tiny-llama"]);
+    assert!(
+        info.contains(&format!("layers           {}", tiny::LAYERS)),
+        "{info}"
+    );
+    assert!(info.contains("chat template    the model's own"), "{info}");
+    assert!(
+        info.contains(&format!("folder           {}", snapshot.display())),
+        "{info}"
+    );
+}

@@ -19,17 +19,18 @@ pub fn list(settings: &Settings, out: &mut dyn Write) -> Result<()> {
     let mut resolver = settings.resolver();
     resolver.offline = true; // listing never downloads
     let configured = &settings.config.model.base;
-    for spec in [configured.as_str(), DEFAULT_MODEL]
-        .iter()
-        .take(if configured == DEFAULT_MODEL { 1 } else { 2 })
-    {
+    let mut specs = vec![configured.as_str()];
+    if configured != DEFAULT_MODEL {
+        specs.push(DEFAULT_MODEL);
+    }
+    for spec in specs {
         let status = match resolver.resolve(spec) {
             Ok(Resolved::Gguf(p)) => format!("ready: {}", p.display()),
             Ok(Resolved::Files(f)) => format!(
                 "ready: {}",
                 f.config.parent().unwrap_or(Path::new("")).display()
             ),
-            Err(_) if *spec == DEFAULT_MODEL => {
+            Err(_) if spec == DEFAULT_MODEL => {
                 "not downloaded (run `bioinstruct models fetch-default`, or go online)".to_string()
             }
             Err(_) => "not downloaded".to_string(),

@@ -45,9 +45,14 @@ pub fn offline_from_env() -> bool {
         .unwrap_or(false)
 }
 
-/// The standard Hugging Face cache folder, honouring `HF_HUB_CACHE` and `HF_HOME`.
+/// The standard Hugging Face cache folder, found as Python's `huggingface_hub` finds it:
+/// `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`. (hf-hub 0.4's
+/// `Cache::from_env` reads only `HF_HOME`.)
 pub fn default_hf_cache() -> PathBuf {
-    Cache::from_env().path().clone()
+    match std::env::var_os("HF_HUB_CACHE").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => Cache::from_env().path().clone(),
+    }
 }
 
 /// The files of a model folder: `config.json`, `tokenizer.json`, optional
