@@ -363,9 +363,8 @@ fn adamw_on_the_adapters_lowers_the_loss_and_leaves_the_base_frozen() {
     use bioinstruct::data::{Category, Instruction};
     use bioinstruct::train::data::{build_examples, BuildOptions, Example, PromptFormat};
     use bioinstruct::train::optim::{
-        clip_grad_norm, collate, masked_nll_sum, Schedule, ScheduleKind,
+        clip_grad_norm, collate, masked_nll_sum, AdamW, AdamWParams, Schedule, ScheduleKind,
     };
-    use candle_nn::Optimizer;
 
     let (_dir, mut m) = tiny_model(DType::F32);
     let q_before = match m.model.layers[0].q_proj.base() {
@@ -415,14 +414,7 @@ fn adamw_on_the_adapters_lowers_the_loss_and_leaves_the_base_frozen() {
             .expect("mean")
     };
     let vars = lora.vars();
-    let mut opt = candle_nn::AdamW::new(
-        vars.clone(),
-        candle_nn::ParamsAdamW {
-            lr: 0.0,
-            ..Default::default()
-        },
-    )
-    .expect("adamw");
+    let mut opt = AdamW::new(vars.clone(), AdamWParams::default()).expect("adamw");
     let schedule = Schedule {
         peak_lr: 1e-2,
         warmup_steps: 5,
@@ -434,7 +426,7 @@ fn adamw_on_the_adapters_lowers_the_loss_and_leaves_the_base_frozen() {
         let mut grads = loss(&m).backward().expect("backward");
         let norm = clip_grad_norm(&mut grads, &vars, 1.0).expect("clip");
         assert!(norm.is_finite());
-        opt.set_learning_rate(schedule.lr(step));
+        opt.set_lr(schedule.lr(step));
         opt.step(&grads).expect("step");
     }
     let last = loss(&m).to_scalar::<f32>().expect("scalar");

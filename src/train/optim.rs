@@ -1,11 +1,12 @@
 //! The pieces of an optimisation step: learning-rate schedules, the masked language-model
-//! loss, right-padded batches, and global gradient-norm clipping. The optimizer itself is
-//! `candle_nn::AdamW`.
+//! loss, right-padded batches, global gradient-norm clipping, and AdamW with a state that
+//! can be saved and restored (for resuming a run).
 
 use super::data::{Example, IGNORE};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// The learning-rate curve after warmup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -163,9 +164,222 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
     Ok(norm)
 }
 
+/// AdamW hyper-parameters (PyTorch's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdamWParams {
+    /// Learning rate (the schedule sets it every step).
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Added to the denominator.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWParams {
+    fn default() -> Self {
+        AdamWParams {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+/// AdamW (Loshchilov & Hutter 2019) with exactly `candle_nn::AdamW`'s arithmetic (itself
+/// PyTorch's update), but with a state that [`AdamW::state`] exports and
+/// [`AdamW::restore`] puts back: `candle_nn::AdamW` keeps its moments private, and a resumed
+/// run must continue from them.
+#[derive(Debug)]
+pub struct AdamW {
+    vars: Vec<Var>,
+    first: Vec<Tensor>,
+    second: Vec<Tensor>,
+    step: usize,
+    /// Hyper-parameters.
+    pub params: AdamWParams,
+}
+
+impl AdamW {
+    /// An optimizer over `vars` with zero moments.
+    ///
+    /// # Errors
+    /// Tensor errors.
+    pub fn new(vars: Vec<Var>, params: AdamWParams) -> Result<AdamW> {
+        let zeros = |v: &Var| v.as_tensor().zeros_like();
+        Ok(AdamW {
+            first: vars.iter().map(zeros).collect::<Result<_>>()?,
+            second: vars.iter().map(zeros).collect::<Result<_>>()?,
+            vars,
+            step: 0,
+            params,
+        })
+    }
+
+    /// Optimizer steps taken.
+    pub fn step_count(&self) -> usize {
+        self.step
+    }
+
+    /// Sets the learning rate for the next step.
+    pub fn set_lr(&mut self, lr: f64) {
+        self.params.lr = lr;
+    }
+
+    /// One update from `grads` (variables without a gradient are left alone).
+    ///
+    /// # Errors
+    /// Tensor errors.
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step += 1;
+        let p = self.params;
+        let scale_m = 1f64 / (1f64 - p.beta1.powi(self.step as i32));
+        let scale_v = 1f64 / (1f64 - p.beta2.powi(self.step as i32));
+        for ((var, m), v) in self.vars.iter().zip(&mut self.first).zip(&mut self.second) {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let next_m = ((&*m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
+            let next_v = ((&*v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
+            let m_hat = (&next_m * scale_m)?;
+            let v_hat = (&next_v * scale_v)?;
+            let decayed = (var.as_tensor() * (1f64 - p.lr * p.weight_decay))?;
+            let update = (m_hat / (v_hat.sqrt()? + p.eps)?)?;
+            var.set(&(decayed - (update * p.lr)?)?)?;
+            *m = next_m;
+            *v = next_v;
+        }
+        Ok(())
+    }
+
+    /// The moments as named tensors (`first.N`, `second.N` in variable order) and the step
+    /// count, for a checkpoint.
+    pub fn state(&self) -> (HashMap<String, Tensor>, usize) {
+        let mut t = HashMap::new();
+        for (i, (m, v)) in self.first.iter().zip(&self.second).enumerate() {
+            t.insert(format!("first.{i}"), m.clone());
+            t.insert(format!("second.{i}"), v.clone());
+        }
+        (t, self.step)
+    }
+
+    /// Puts back a state from [`AdamW::state`] (same variables, same order).
+    ///
+    /// # Errors
+    /// A missing tensor or a shape that does not match its variable.
+    pub fn restore(&mut self, tensors: &HashMap<String, Tensor>, step: usize) -> Result<()> {
+        for (i, var) in self.vars.iter().enumerate() {
+            for (name, slot) in [
+                ("first", &mut self.first[i]),
+                ("second", &mut self.second[i]),
+            ] {
+                let key = format!("{name}.{i}");
+                let t = tensors.get(&key).ok_or_else(|| {
+                    candle_core::Error::Msg(format!("optimizer state lacks {key}"))
+                })?;
+                if t.dims() != var.as_tensor().dims() {
+                    candle_core::bail!(
+                        "optimizer state {key} has shape {:?}, its variable {:?}",
+                        t.dims(),
+                        var.as_tensor().dims()
+                    );
+                }
+                *slot = t
+                    .to_dtype(var.as_tensor().dtype())?
+                    .to_device(var.as_tensor().device())?;
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn quadratic_grads(vars: &[Var], round: usize) -> Result<GradStore> {
+        // loss = Σ (v - target)², target varying by round, so gradients change every step.
+        let mut loss = Tensor::new(0f32, &Device::Cpu)?;
+        for v in vars {
+            let target = (v.as_tensor().ones_like()? * (round as f64 * 0.3 - 0.5))?;
+            loss = (loss + (v.as_tensor() - target)?.sqr()?.sum_all()?)?;
+        }
+        loss.backward()
+    }
+
+    #[test]
+    fn adamw_matches_candle_nn_step_for_step() -> Result<()> {
+        use candle_nn::Optimizer;
+        let init = [
+            Tensor::new(&[0.5f32, -1.0, 2.0], &Device::Cpu)?,
+            Tensor::new(&[[0.1f32, 0.2], [0.3, -0.4]], &Device::Cpu)?,
+        ];
+        let ours_vars: Vec<Var> = init.iter().map(Var::from_tensor).collect::<Result<_>>()?;
+        let theirs_vars: Vec<Var> = init.iter().map(Var::from_tensor).collect::<Result<_>>()?;
+        let params = AdamWParams {
+            lr: 0.05,
+            weight_decay: 0.1,
+            ..AdamWParams::default()
+        };
+        let mut ours = AdamW::new(ours_vars.clone(), params)?;
+        let mut theirs = candle_nn::AdamW::new(
+            theirs_vars.clone(),
+            candle_nn::ParamsAdamW {
+                lr: 0.05,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.1,
+            },
+        )?;
+        for round in 0..6 {
+            ours.step(&quadratic_grads(&ours_vars, round)?)?;
+            theirs.step(&quadratic_grads(&theirs_vars, round)?)?;
+        }
+        for (a, b) in ours_vars.iter().zip(&theirs_vars) {
+            let d = (a.as_tensor() - b.as_tensor())?
+                .abs()?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<f32>()?;
+            assert_eq!(d, 0.0);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_restored_state_continues_like_the_original() -> Result<()> {
+        let start = Tensor::new(&[0.5f32, -1.0, 2.0], &Device::Cpu)?;
+        let a = Var::from_tensor(&start)?;
+        let mut opt = AdamW::new(vec![a.clone()], AdamWParams::default())?;
+        for round in 0..3 {
+            opt.step(&quadratic_grads(std::slice::from_ref(&a), round)?)?;
+        }
+        let (state, step) = opt.state();
+        let saved = a.as_tensor().copy()?;
+        for round in 3..6 {
+            opt.step(&quadratic_grads(std::slice::from_ref(&a), round)?)?;
+        }
+        let b = Var::from_tensor(&saved)?;
+        let mut resumed = AdamW::new(vec![b.clone()], AdamWParams::default())?;
+        resumed.restore(&state, step)?;
+        for round in 3..6 {
+            resumed.step(&quadratic_grads(std::slice::from_ref(&b), round)?)?;
+        }
+        assert_eq!(
+            a.as_tensor().to_vec1::<f32>()?,
+            b.as_tensor().to_vec1::<f32>()?
+        );
+        assert_eq!(resumed.step_count(), 6);
+        Ok(())
+    }
 
     #[test]
     fn schedules_follow_the_transformers_formulas() {
