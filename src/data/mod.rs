@@ -8,8 +8,8 @@ mod store;
 
 pub use record::{id_problem, task_problem, Category, Instruction, UnknownCategory, KNOWN_FIELDS};
 pub use store::{
-    backup_path, parse_alpaca, parse_jsonl, read_alpaca, read_jsonl, save_atomic, to_alpaca,
-    to_jsonl, InvalidLine, LineError, Loaded, StoreError,
+    backup_path, parse_alpaca, parse_jsonl, read_alpaca, read_jsonl, replace_atomic, save_atomic,
+    to_alpaca, to_jsonl, InvalidLine, LineError, Loaded, StoreError,
 };
 
 use std::path::{Path, PathBuf};

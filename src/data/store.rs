@@ -357,6 +357,19 @@ pub fn backup_path(path: &Path) -> PathBuf {
 /// # Errors
 /// [`StoreError::Write`] naming `path`; the temporary file is removed and `path` untouched.
 pub fn save_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    write_atomic(path, contents, true)
+}
+
+/// As [`save_atomic`], without keeping the previous version: for files that are rewritten
+/// often and whose history does not matter (run status, checkpoint files).
+///
+/// # Errors
+/// [`StoreError::Write`] naming `path`; `path` untouched.
+pub fn replace_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    write_atomic(path, contents, false)
+}
+
+fn write_atomic(path: &Path, contents: &[u8], keep_backup: bool) -> Result<(), StoreError> {
     let werr = |source: io::Error| StoreError::Write {
         path: path.to_path_buf(),
         source,
@@ -374,7 +387,7 @@ pub fn save_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
     tmp.write_all(contents).map_err(werr)?;
     tmp.as_file().sync_all().map_err(werr)?;
 
-    if path.exists() {
+    if keep_backup && path.exists() {
         let bak = backup_path(path);
         let bak_tmp = tempfile::Builder::new()
             .prefix(".bioinstruct-bak-")
@@ -497,6 +510,16 @@ not json
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn replace_keeps_no_backup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("status.json");
+        replace_atomic(&f, b"1").expect("write");
+        replace_atomic(&f, b"2").expect("write");
+        assert_eq!(fs::read_to_string(&f).expect("read"), "2");
+        assert_eq!(fs::read_dir(dir.path()).expect("ls").count(), 1);
     }
 
     #[test]

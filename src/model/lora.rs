@@ -18,6 +18,7 @@ use super::config::RopeLayout;
 use super::linear::Adapter;
 use super::llama::{Llama, PROJECTIONS};
 use super::ModelError;
+use crate::data::replace_atomic;
 use candle_core::{DType, Device, Result as CandleResult, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -313,20 +314,9 @@ impl Lora {
             path: path.to_path_buf(),
             problem: e,
         };
-        // A temporary file in the same folder, renamed into place: never half a file.
-        std::fs::create_dir_all(dir).map_err(|e| werr(dir, e.to_string()))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".adapter-")
-            .tempfile_in(dir)
-            .map_err(|e| werr(&weights_path, e.to_string()))?
-            .into_temp_path();
-        candle_core::safetensors::save(&tensors, &tmp)
+        let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), None)
             .map_err(|e| werr(&weights_path, e.to_string()))?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| werr(&weights_path, e.to_string()))?;
-        tmp.persist(&weights_path)
-            .map_err(|e| werr(&weights_path, e.to_string()))?;
+        replace_atomic(&weights_path, &bytes).map_err(|e| werr(&weights_path, e.to_string()))?;
         let c = &self.config;
         let config = serde_json::json!({
             "peft_type": "LORA",
@@ -346,17 +336,7 @@ impl Lora {
         });
         let config_path = dir.join(ADAPTER_CONFIG);
         let text = serde_json::to_string_pretty(&config).unwrap_or_default();
-        let tmp = tempfile::Builder::new()
-            .prefix(".adapter-")
-            .tempfile_in(dir)
-            .map_err(|e| werr(&config_path, e.to_string()))?;
-        std::fs::write(tmp.path(), text).map_err(|e| werr(&config_path, e.to_string()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| werr(&config_path, e.to_string()))?;
-        tmp.persist(&config_path)
-            .map_err(|e| werr(&config_path, e.error.to_string()))?;
-        Ok(())
+        replace_atomic(&config_path, text.as_bytes()).map_err(|e| werr(&config_path, e.to_string()))
     }
 
     /// Loads a PEFT LoRA adapter folder onto `model` for inference (dropout off).
