@@ -4,3 +4,5 @@
 
 pub mod data;
 pub mod optim;
+pub mod run;
+pub mod trainer;

@@ -1,0 +1,280 @@
+//! A training run's folder, `<workspace>/runs/<run-id>/`: the format other tools (the TUI,
+//! scripts) read while a run goes on.
+//!
+//! - `status.json`: [`Status`], replaced atomically on every change;
+//! - `metrics.jsonl`: one [`Metric`] a line, appended as the run goes (a reader skips a
+//!   last line that is still being written);
+//! - `train.log`: human-readable lines;
+//! - `checkpoint-<step>/`: written as `checkpoint-<step>.tmp/` and renamed into place, so a
+//!   crash at any instant leaves every earlier checkpoint whole.
+
+use crate::data::replace_atomic;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Created, not started.
+    Queued,
+    /// Training.
+    Running,
+    /// Asked to stop; finishing the step and checkpointing.
+    Stopping,
+    /// Stopped on request, with a checkpoint.
+    Stopped,
+    /// Ran to the end.
+    Finished,
+    /// Ended by an error (see `error`).
+    Failed,
+}
+
+/// `status.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The state.
+    pub state: RunState,
+    /// The trainer's process id.
+    pub pid: u32,
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Optimizer steps planned.
+    pub total_steps: usize,
+    /// The error that ended the run, if it failed.
+    pub error: Option<String>,
+    /// When this was written, in seconds since the Unix epoch.
+    pub updated_unix_s: f64,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Metric {
+    /// After an optimizer step.
+    Step {
+        /// Optimizer step (1-based).
+        step: usize,
+        /// Epoch, fractional (1.5 = half way through the second).
+        epoch: f64,
+        /// Mean loss over the step's response tokens.
+        loss: f64,
+        /// Learning rate used for the step.
+        lr: f64,
+        /// Global gradient norm before clipping.
+        grad_norm: f64,
+        /// Tokens processed in the step (prompt and response, no padding).
+        tokens: usize,
+        /// Training speed over the step, tokens/s.
+        tokens_per_s: f64,
+        /// Seconds since the run started.
+        elapsed_s: f64,
+        /// Estimated seconds to the end.
+        eta_s: f64,
+        /// Peak resident memory of the trainer, bytes (0 where unknown).
+        mem_bytes: u64,
+    },
+    /// After an evaluation on the validation split.
+    Eval {
+        /// Optimizer steps done when evaluated.
+        step: usize,
+        /// Epoch, fractional.
+        epoch: f64,
+        /// Mean loss over the validation split's response tokens.
+        val_loss: f64,
+    },
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Peak resident set size of this process in bytes (Linux `VmHWM`; 0 elsewhere).
+pub fn peak_rss_bytes() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A run folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    /// The folder.
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates `root/id`.
+    ///
+    /// # Errors
+    /// The folder exists already or cannot be created.
+    pub fn create(root: &Path, id: &str) -> std::io::Result<RunDir> {
+        fs::create_dir_all(root)?;
+        let path = root.join(id);
+        fs::create_dir(&path)?;
+        Ok(RunDir { path })
+    }
+
+    /// Replaces `status.json`.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn write_status(&self, status: &Status) -> Result<(), crate::data::StoreError> {
+        let text = serde_json::to_string_pretty(status).unwrap_or_default();
+        replace_atomic(&self.path.join("status.json"), text.as_bytes())
+    }
+
+    /// Reads `status.json`.
+    ///
+    /// # Errors
+    /// Missing or not a status.
+    pub fn read_status(&self) -> std::io::Result<Status> {
+        let text = fs::read_to_string(self.path.join("status.json"))?;
+        serde_json::from_str(&text).map_err(std::io::Error::other)
+    }
+
+    fn append(&self, file: &str, line: &str) -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path.join(file))?;
+        // One write per line, so that a reader sees whole lines but for the last.
+        f.write_all(format!("{line}\n").as_bytes())
+    }
+
+    /// Appends one line to `metrics.jsonl`.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn append_metric(&self, metric: &Metric) -> std::io::Result<()> {
+        self.append(
+            "metrics.jsonl",
+            &serde_json::to_string(metric).unwrap_or_default(),
+        )
+    }
+
+    /// Every complete line of `metrics.jsonl` (a torn last line is skipped).
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn read_metrics(&self) -> std::io::Result<Vec<Metric>> {
+        let text = match fs::read_to_string(self.path.join("metrics.jsonl")) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            other => other?,
+        };
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
+    /// Appends a timestamped line to `train.log`.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn log(&self, message: &str) -> std::io::Result<()> {
+        self.append("train.log", &format!("[{:.3}] {message}", unix_now()))
+    }
+
+    /// `checkpoint-<step>/`.
+    pub fn checkpoint_path(&self, step: usize) -> PathBuf {
+        self.path.join(format!("checkpoint-{step}"))
+    }
+
+    /// Writes a checkpoint: `write` fills a temporary folder, which is then renamed to
+    /// `checkpoint-<step>/`. A leftover temporary folder from a crash is cleared first.
+    ///
+    /// # Errors
+    /// Whatever `write` returns, or the rename.
+    pub fn write_checkpoint<E: From<std::io::Error>>(
+        &self,
+        step: usize,
+        write: impl FnOnce(&Path) -> Result<(), E>,
+    ) -> Result<PathBuf, E> {
+        let done = self.checkpoint_path(step);
+        let tmp = self.path.join(format!("checkpoint-{step}.tmp"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        fs::create_dir(&tmp)?;
+        write(&tmp)?;
+        if done.exists() {
+            fs::remove_dir_all(&done)?;
+        }
+        fs::rename(&tmp, &done)?;
+        if let Ok(d) = fs::File::open(&self.path) {
+            let _ = d.sync_all();
+        }
+        Ok(done)
+    }
+
+    /// The highest-numbered complete checkpoint.
+    pub fn latest_checkpoint(&self) -> Option<(usize, PathBuf)> {
+        fs::read_dir(&self.path)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let step = name.strip_prefix("checkpoint-")?.parse::<usize>().ok()?;
+                Some((step, e.path()))
+            })
+            .max_by_key(|(step, _)| *step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_that_fails_half_way_leaves_the_previous_one() {
+        let root = tempfile::tempdir().expect("dir");
+        let run = RunDir::create(root.path(), "r1").expect("create");
+        run.write_checkpoint::<std::io::Error>(2, |d| fs::write(d.join("a"), "two"))
+            .expect("first");
+        let failed = run.write_checkpoint::<std::io::Error>(4, |d| {
+            fs::write(d.join("a"), "half")?;
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(failed.is_err());
+        let (step, path) = run.latest_checkpoint().expect("one");
+        assert_eq!(step, 2);
+        assert_eq!(fs::read_to_string(path.join("a")).expect("read"), "two");
+        // The next attempt clears the leftover temporary folder.
+        run.write_checkpoint::<std::io::Error>(4, |d| fs::write(d.join("a"), "four"))
+            .expect("retry");
+        assert_eq!(run.latest_checkpoint().map(|(s, _)| s), Some(4));
+    }
+
+    #[test]
+    fn metrics_round_trip_and_a_torn_last_line_is_skipped() {
+        let root = tempfile::tempdir().expect("dir");
+        let run = RunDir::create(root.path(), "r").expect("create");
+        let eval = Metric::Eval {
+            step: 0,
+            epoch: 0.0,
+            val_loss: 2.5,
+        };
+        run.append_metric(&eval).expect("append");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(run.path.join("metrics.jsonl"))
+            .and_then(|mut f| f.write_all(b"{\"step\":1,\"epo"))
+            .expect("torn");
+        assert_eq!(run.read_metrics().expect("read"), vec![eval]);
+        assert!(
+            RunDir::create(root.path(), "r").is_err(),
+            "a run id is used once"
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! The training loop: LoRA on a base model over tokenized examples, writing a run folder
+//! ([`super::run`]) as it goes.
+//!
+//! Each optimizer step accumulates gradients over `gradient_accumulation_steps` micro-batches,
+//! weighting every response token equally (each micro-batch's summed loss is divided by the
+//! step's total response tokens), clips the global gradient norm, and applies AdamW at the
+//! scheduled learning rate.
+//!
+//! The base model must be float (for GGUF, `gguf_compute = "float"`): quantized projections
+//! pass no gradient to their input.
+
+use super::data::Example;
+use super::optim::{
+    clip_grad_norm, collate, masked_nll_sum, AdamW, AdamWParams, Schedule, ScheduleKind,
+};
+use super::run::{peak_rss_bytes, unix_now, Metric, RunDir, RunState, Status};
+use crate::model::lora::{Lora, LoraConfig};
+use crate::model::{LoadedModel, ModelError};
+use candle_core::backprop::GradStore;
+use std::path::Path;
+use std::time::Instant;
+
+/// Everything the loop needs to know besides the data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSettings {
+    /// The adapter.
+    pub lora: LoraConfig,
+    /// The optimizer (its `lr` is the peak learning rate).
+    pub adamw: AdamWParams,
+    /// The curve after warmup.
+    pub schedule: ScheduleKind,
+    /// Optimizer steps of linear warmup.
+    pub warmup_steps: usize,
+    /// Passes over the training split.
+    pub epochs: usize,
+    /// Examples per forward pass.
+    pub micro_batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub gradient_accumulation_steps: usize,
+    /// Global gradient-norm limit (0: no clipping).
+    pub max_grad_norm: f64,
+    /// Evaluate every this many optimizer steps (0: only at the start and the end).
+    pub eval_every: usize,
+    /// Checkpoint every this many optimizer steps (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Seeds the adapter's initialisation and the data order.
+    pub seed: u64,
+    /// The padding token id.
+    pub pad_id: u32,
+    /// Written into the adapter's config as `base_model_name_or_path`.
+    pub base_model: String,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOutcome {
+    /// Finished or stopped.
+    pub state: RunState,
+    /// Optimizer steps done.
+    pub steps: usize,
+    /// Validation loss before training, and at the end (when there is a validation split).
+    pub val_loss: Option<(f64, f64)>,
+}
+
+/// A training failure, naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The model or adapter.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A tensor operation.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// The run folder.
+    #[error("run folder: {0}")]
+    Io(#[from] std::io::Error),
+    /// The run's status file.
+    #[error(transparent)]
+    Store(#[from] crate::data::StoreError),
+    /// Nothing to train on, or impossible settings.
+    #[error("{0}")]
+    Settings(String),
+}
+
+/// The data order of an epoch: a seeded permutation (Fisher–Yates).
+fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng =
+        crate::rng::XorShift64Star::new(seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
+/// Mean loss over the response tokens of `examples`, without gradients or dropout.
+///
+/// # Errors
+/// Tensor errors.
+pub fn evaluate(
+    loaded: &LoadedModel,
+    examples: &[Example],
+    micro_batch_size: usize,
+    pad_id: u32,
+) -> candle_core::Result<f64> {
+    let (mut nll, mut tokens) = (0f64, 0usize);
+    for chunk in examples.chunks(micro_batch_size.max(1)) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let batch = collate(&refs, pad_id, loaded.model.device())?;
+        let logits = loaded
+            .model
+            .forward_all(&batch.input_ids, Some(&batch.attention_mask))?;
+        nll += masked_nll_sum(&logits, &batch.labels)?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
+        tokens += batch.loss_tokens;
+    }
+    Ok(nll / tokens.max(1) as f64)
+}
+
+fn save_checkpoint(
+    dir: &Path,
+    lora: &Lora,
+    opt: &AdamW,
+    loaded: &LoadedModel,
+    base: &str,
+    step: usize,
+) -> Result<(), TrainError> {
+    lora.save_peft(&loaded.model, dir, base)?;
+    let (state, opt_step) = opt.state();
+    let bytes = safetensors::serialize(state.iter().map(|(k, v)| (k.as_str(), v)), None)
+        .map_err(|e| TrainError::Settings(format!("optimizer state: {e}")))?;
+    crate::data::replace_atomic(&dir.join("optimizer.safetensors"), &bytes)?;
+    let trainer_state = serde_json::json!({ "step": step, "optimizer_step": opt_step });
+    crate::data::replace_atomic(
+        &dir.join("trainer_state.json"),
+        trainer_state.to_string().as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Trains a LoRA adapter on `train`, evaluating on `validation`, recording everything in
+/// `run`. `should_stop` is asked after every optimizer step; when it says yes the run
+/// checkpoints and ends as [`RunState::Stopped`].
+///
+/// # Errors
+/// [`TrainError`]; the status file then says `failed` with the message.
+pub fn train(
+    loaded: &mut LoadedModel,
+    train: &[Example],
+    validation: &[Example],
+    s: &TrainSettings,
+    run: &RunDir,
+    should_stop: &dyn Fn(usize) -> bool,
+) -> Result<TrainOutcome, TrainError> {
+    let result = train_inner(loaded, train, validation, s, run, should_stop);
+    if let Err(e) = &result {
+        let _ = run.log(&format!("failed: {e}"));
+        let mut status = run.read_status().unwrap_or(Status {
+            state: RunState::Failed,
+            pid: std::process::id(),
+            step: 0,
+            total_steps: 0,
+            error: None,
+            updated_unix_s: 0.0,
+        });
+        status.state = RunState::Failed;
+        status.error = Some(e.to_string());
+        status.updated_unix_s = unix_now();
+        let _ = run.write_status(&status);
+    }
+    result
+}
+
+fn train_inner(
+    loaded: &mut LoadedModel,
+    train: &[Example],
+    validation: &[Example],
+    s: &TrainSettings,
+    run: &RunDir,
+    should_stop: &dyn Fn(usize) -> bool,
+) -> Result<TrainOutcome, TrainError> {
+    if train.is_empty() {
+        return Err(TrainError::Settings("no training example".into()));
+    }
+    let per_step = s.micro_batch_size.max(1) * s.gradient_accumulation_steps.max(1);
+    let steps_per_epoch = train.len().div_ceil(per_step);
+    let total_steps = steps_per_epoch * s.epochs.max(1);
+    let schedule = Schedule {
+        peak_lr: s.adamw.lr,
+        warmup_steps: s.warmup_steps,
+        total_steps,
+        kind: s.schedule,
+    };
+    let lora = Lora::init(&mut loaded.model, &s.lora, s.seed)?;
+    run.log(&format!(
+        "LoRA r={} alpha={} on {}: {} trainable parameters in {} modules",
+        s.lora.r,
+        s.lora.lora_alpha,
+        s.lora.targets().join(","),
+        lora.parameter_count(),
+        lora.modules.len()
+    ))?;
+    let vars = lora.vars();
+    let mut opt = AdamW::new(vars.clone(), s.adamw)?;
+    let mut status = Status {
+        state: RunState::Running,
+        pid: std::process::id(),
+        step: 0,
+        total_steps,
+        error: None,
+        updated_unix_s: unix_now(),
+    };
+    run.write_status(&status)?;
+
+    let eval =
+        |loaded: &LoadedModel, lora: &Lora, step: usize| -> Result<Option<f64>, TrainError> {
+            if validation.is_empty() {
+                return Ok(None);
+            }
+            lora.set_training(false);
+            let loss = evaluate(loaded, validation, s.micro_batch_size, s.pad_id)?;
+            lora.set_training(true);
+            run.append_metric(&Metric::Eval {
+                step,
+                epoch: step as f64 / steps_per_epoch as f64,
+                val_loss: loss,
+            })?;
+            Ok(Some(loss))
+        };
+    let first_val = eval(loaded, &lora, 0)?;
+    let start = Instant::now();
+    let mut step = 0;
+    for epoch in 0..s.epochs.max(1) {
+        let order = epoch_order(train.len(), s.seed, epoch);
+        for chunk in order.chunks(per_step) {
+            let step_start = Instant::now();
+            let examples: Vec<&Example> = chunk.iter().map(|&i| &train[i]).collect();
+            let step_loss_tokens: usize = examples
+                .iter()
+                .map(|e| e.loss_tokens())
+                .sum::<usize>()
+                .max(1);
+            let (mut grads, mut loss_sum, mut tokens): (Option<GradStore>, f64, usize) =
+                (None, 0.0, 0);
+            for micro in examples.chunks(s.micro_batch_size.max(1)) {
+                let batch = collate(micro, s.pad_id, loaded.model.device())?;
+                let logits = loaded
+                    .model
+                    .forward_all(&batch.input_ids, Some(&batch.attention_mask))?;
+                let nll = masked_nll_sum(&logits, &batch.labels)?;
+                loss_sum += nll.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                tokens += batch.tokens;
+                let g = (nll / step_loss_tokens as f64)?.backward()?;
+                grads = Some(match grads {
+                    None => g,
+                    Some(mut total) => {
+                        for v in &vars {
+                            if let Some(add) = g.get(v.as_tensor()) {
+                                let sum = match total.remove(v.as_tensor()) {
+                                    Some(t) => (t + add)?,
+                                    None => add.clone(),
+                                };
+                                total.insert(v.as_tensor(), sum);
+                            }
+                        }
+                        total
+                    }
+                });
+            }
+            let Some(mut grads) = grads else { continue };
+            let grad_norm = clip_grad_norm(&mut grads, &vars, s.max_grad_norm)?;
+            let lr = schedule.lr(step);
+            opt.set_lr(lr);
+            opt.step(&grads)?;
+            step += 1;
+            let elapsed = start.elapsed().as_secs_f64();
+            run.append_metric(&Metric::Step {
+                step,
+                epoch: step as f64 / steps_per_epoch as f64,
+                loss: loss_sum / step_loss_tokens as f64,
+                lr,
+                grad_norm,
+                tokens,
+                tokens_per_s: tokens as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
+                elapsed_s: elapsed,
+                eta_s: elapsed / step as f64 * (total_steps - step) as f64,
+                mem_bytes: peak_rss_bytes(),
+            })?;
+            status.step = step;
+            status.updated_unix_s = unix_now();
+            if s.eval_every > 0 && step % s.eval_every == 0 && step < total_steps {
+                eval(loaded, &lora, step)?;
+            }
+            let stop = should_stop(step);
+            if stop {
+                status.state = RunState::Stopping;
+            }
+            run.write_status(&status)?;
+            if stop
+                || (s.checkpoint_every > 0 && step % s.checkpoint_every == 0 && step < total_steps)
+            {
+                run.write_checkpoint::<TrainError>(step, |dir| {
+                    save_checkpoint(dir, &lora, &opt, loaded, &s.base_model, step)
+                })?;
+                run.log(&format!("checkpoint at step {step}"))?;
+            }
+            if stop {
+                status.state = RunState::Stopped;
+                status.updated_unix_s = unix_now();
+                run.write_status(&status)?;
+                run.log(&format!("stopped at step {step} of {total_steps}"))?;
+                return Ok(TrainOutcome {
+                    state: RunState::Stopped,
+                    steps: step,
+                    val_loss: None,
+                });
+            }
+        }
+    }
+    let last_val = eval(loaded, &lora, step)?;
+    let final_dir = run.path.join("final");
+    lora.save_peft(&loaded.model, &final_dir, &s.base_model)?;
+    status.state = RunState::Finished;
+    status.updated_unix_s = unix_now();
+    run.write_status(&status)?;
+    run.log(&format!(
+        "finished: {step} steps; adapter in {}",
+        final_dir.display()
+    ))?;
+    Ok(TrainOutcome {
+        state: RunState::Finished,
+        steps: step,
+        val_loss: first_val.zip(last_val),
+    })
+}

@@ -1,0 +1,246 @@
+//! The training loop on a tiny random Llama: run folder, metrics, checkpoints, stop, and
+//! gradient accumulation.
+
+mod common;
+
+use bioinstruct::data::{Category, Instruction};
+use bioinstruct::model::lora::{Lora, LoraConfig};
+use bioinstruct::model::{LoadOptions, LoadedModel, Resolver};
+use bioinstruct::train::data::{build_examples, BuildOptions, Example, PromptFormat};
+use bioinstruct::train::optim::{AdamWParams, ScheduleKind};
+use bioinstruct::train::run::{Metric, RunDir, RunState};
+use bioinstruct::train::trainer::{train, TrainSettings};
+use common::tiny;
+use std::path::Path;
+
+fn load(dir: &Path) -> LoadedModel {
+    let resolver = Resolver {
+        hf_cache: dir.join("hub"),
+        models_dir: dir.join("models"),
+        offline: true,
+    };
+    LoadedModel::load(
+        &resolver,
+        dir.to_str().expect("utf-8"),
+        &LoadOptions::default(),
+    )
+    .expect("loads")
+}
+
+fn examples(m: &LoadedModel) -> Vec<Example> {
+    let pairs = [
+        ("Name a statin.", "Atorvastatin."),
+        ("Name a biguanide.", "Metformin."),
+        ("Name an ACE inhibitor.", "Lisinopril."),
+        ("Name a loop diuretic.", "Furosemide."),
+        ("Name a beta blocker.", "Metoprolol."),
+        ("Name an SGLT2 drug.", "Empagliflozin."),
+        ("Name an antiplatelet.", "Clopidogrel."),
+        ("Name an anticoagulant.", "Apixaban."),
+    ];
+    let records: Vec<Instruction> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (q, a))| Instruction {
+            id: format!("r{i}"),
+            category: Category::Qa,
+            task: "t".into(),
+            instruction: (*q).into(),
+            input: String::new(),
+            output: (*a).into(),
+            extra: Default::default(),
+        })
+        .collect();
+    let template = m.template(Some("chatml")).expect("template");
+    let end = m.tokenizer.token_to_id("<|im_end|>").expect("end");
+    let options = BuildOptions {
+        format: PromptFormat::Chat,
+        template: Some(&template),
+        end_token: end,
+        max_seq_len: tiny::CONTEXT,
+        categories: &[],
+    };
+    build_examples(&records, &m.tokenizer, &options)
+        .expect("examples")
+        .0
+}
+
+fn settings(epochs: usize, mb: usize, accum: usize) -> TrainSettings {
+    TrainSettings {
+        lora: LoraConfig {
+            lora_dropout: 0.0,
+            target_modules: vec!["all-linear".into()],
+            ..LoraConfig::default()
+        },
+        adamw: AdamWParams {
+            lr: 1e-2,
+            weight_decay: 0.0,
+            ..AdamWParams::default()
+        },
+        schedule: ScheduleKind::Cosine,
+        warmup_steps: 2,
+        epochs,
+        micro_batch_size: mb,
+        gradient_accumulation_steps: accum,
+        max_grad_norm: 1.0,
+        eval_every: 2,
+        checkpoint_every: 4,
+        seed: 7,
+        pad_id: 0,
+        base_model: "tiny".into(),
+    }
+}
+
+#[test]
+fn a_run_records_metrics_checkpoints_and_a_final_adapter() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let mut m = load(dir.path());
+    let data = examples(&m);
+    let run = RunDir::create(&dir.path().join("runs"), "run-1").expect("run");
+    // Validation on the training examples: this checks the loop lowers the loss it optimizes.
+    let outcome =
+        train(&mut m, &data, &data, &settings(6, 2, 2), &run, &|_| false).expect("trains");
+    assert_eq!(outcome.state, RunState::Finished);
+    assert_eq!(outcome.steps, 12); // 8 examples / (2 x 2) per step x 6 epochs
+    let (first, last) = outcome.val_loss.expect("validation");
+    assert!(last < 0.7 * first, "validation loss {first} -> {last}");
+
+    let status = run.read_status().expect("status");
+    assert_eq!(
+        (status.state, status.step, status.total_steps),
+        (RunState::Finished, 12, 12)
+    );
+    let metrics = run.read_metrics().expect("metrics");
+    let steps: Vec<usize> = metrics
+        .iter()
+        .filter_map(|m| match m {
+            Metric::Step { step, .. } => Some(*step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, (1..=12).collect::<Vec<_>>());
+    let evals = metrics
+        .iter()
+        .filter(|m| matches!(m, Metric::Eval { .. }))
+        .count();
+    assert_eq!(
+        evals,
+        1 + 5 + 1,
+        "at the start, every 2 steps before the end, and at the end"
+    );
+    assert!(metrics.iter().all(|m| match m {
+        Metric::Step {
+            loss,
+            lr,
+            tokens_per_s,
+            ..
+        } => loss.is_finite() && *lr >= 0.0 && *tokens_per_s > 0.0,
+        Metric::Eval { val_loss, .. } => val_loss.is_finite(),
+    }));
+    for step in [4, 8] {
+        let c = run.checkpoint_path(step);
+        for f in [
+            "adapter_model.safetensors",
+            "adapter_config.json",
+            "optimizer.safetensors",
+            "trainer_state.json",
+        ] {
+            assert!(c.join(f).is_file(), "{}", c.join(f).display());
+        }
+    }
+    let log = std::fs::read_to_string(run.path.join("train.log")).expect("log");
+    assert!(
+        log.contains("trainable parameters") && log.contains("finished"),
+        "{log}"
+    );
+
+    // The final adapter loads onto a fresh copy of the base model and changes its output.
+    let mut fresh = load(dir.path());
+    let x = candle_core::Tensor::new(data[0].input_ids.as_slice(), &candle_core::Device::Cpu)
+        .and_then(|t| t.unsqueeze(0))
+        .expect("tensor");
+    let base = fresh.model.forward_all(&x, None).expect("forward");
+    Lora::load_peft(&mut fresh.model, &run.path.join("final")).expect("loads");
+    let tuned = fresh.model.forward_all(&x, None).expect("forward");
+    let d = (base - tuned)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("diff");
+    assert!(d > 1e-2);
+}
+
+#[test]
+fn a_stop_request_checkpoints_and_marks_the_run_stopped() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let mut m = load(dir.path());
+    let data = examples(&m);
+    let run = RunDir::create(&dir.path().join("runs"), "run-2").expect("run");
+    let outcome = train(&mut m, &data, &[], &settings(6, 2, 2), &run, &|step| {
+        step == 3
+    })
+    .expect("trains");
+    assert_eq!((outcome.state, outcome.steps), (RunState::Stopped, 3));
+    assert_eq!(run.read_status().expect("status").state, RunState::Stopped);
+    assert_eq!(run.latest_checkpoint().map(|(s, _)| s), Some(3));
+    assert!(!run.path.join("final").exists());
+    let mut fresh = load(dir.path());
+    Lora::load_peft(&mut fresh.model, &run.checkpoint_path(3)).expect("the checkpoint loads");
+}
+
+#[test]
+fn accumulating_micro_batches_equals_one_larger_batch() {
+    // One optimizer step over the same 4 examples: one micro-batch of 4, or two of 2 with
+    // accumulation. Token-weighted accumulation makes them the same loss, gradient and update
+    // (padding is masked); f32 summation order differs, hence the tolerances.
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let adapter = |mb: usize, accum: usize| {
+        let mut m = load(dir.path());
+        let data: Vec<Example> = examples(&m).into_iter().take(4).collect();
+        let run =
+            RunDir::create(&dir.path().join("runs"), &format!("acc-{mb}-{accum}")).expect("run");
+        let mut s = settings(1, mb, accum);
+        s.warmup_steps = 0;
+        train(&mut m, &data, &[], &s, &run, &|_| false).expect("trains");
+        let step = run
+            .read_metrics()
+            .expect("metrics")
+            .into_iter()
+            .find_map(|m| match m {
+                Metric::Step {
+                    loss, grad_norm, ..
+                } => Some((loss, grad_norm)),
+                Metric::Eval { .. } => None,
+            });
+        let weights = candle_core::safetensors::load(
+            run.path.join("final/adapter_model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .expect("adapter");
+        (step.expect("one step"), weights)
+    };
+    let ((loss_one, norm_one), one) = adapter(4, 1);
+    let ((loss_two, norm_two), two) = adapter(2, 2);
+    // Adam's first step is nearly scale-free, so the weights alone would not catch a wrongly
+    // scaled accumulation: the loss and the gradient norm (before clipping) do.
+    assert!(
+        (loss_one - loss_two).abs() < 1e-5 * loss_one,
+        "loss {loss_one} vs {loss_two}"
+    );
+    assert!(
+        (norm_one - norm_two).abs() < 1e-4 * norm_one,
+        "grad norm {norm_one} vs {norm_two}"
+    );
+    for (name, a) in &one {
+        let b = &two[name];
+        let d = (a - b)
+            .and_then(|d| d.abs())
+            .and_then(|d| d.max_all())
+            .and_then(|d| d.to_scalar::<f32>())
+            .expect("diff");
+        assert!(d < 1e-5, "{name}: {d}");
+    }
+}
