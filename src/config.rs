@@ -1,7 +1,7 @@
 //! Configuration and workspace folders.
 //!
 //! Settings are layered: the built-in defaults (`configs/default.toml`, embedded in the
-//! binary) < the user's config file (`<config dir>/config.toml`, or `--config FILE`) < CLI
+//! binary) < the user's config file (`<config dir>/config.toml`, or `--settings FILE`) < CLI
 //! flags. Folders come from [`directories::ProjectDirs`], or all sit under one folder when
 //! `BIOINSTRUCT_HOME` is set.
 
@@ -196,7 +196,7 @@ impl Workspace {
 /// What CLI flags may override.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    /// `--config FILE`: read this instead of the workspace's config file (it must exist).
+    /// `--settings FILE`: read this instead of the workspace's config file (it must exist).
     pub config_file: Option<PathBuf>,
     /// `--seeds FILE`: work on this seed file instead of the workspace's.
     pub seeds_file: Option<PathBuf>,
@@ -236,7 +236,7 @@ impl Settings {
     /// Resolves folders and layers the configuration.
     ///
     /// # Errors
-    /// A missing `--config` file, an unreadable or invalid config file, or no home folder.
+    /// A missing `--settings` file, an unreadable or invalid config file, or no home folder.
     pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
         let workspace = Workspace::locate()?;
         let (path, required) = match &overrides.config_file {

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use bioinstruct::commands::chat::ChatArgs;
 use bioinstruct::commands::seeds::{self, FieldArgs};
-use bioinstruct::commands::{chat, models};
+use bioinstruct::commands::{chat, models, train};
 use bioinstruct::config::{Overrides, Settings};
 use bioinstruct::data::{Category, Format};
 use bioinstruct::model::GgufCompute;
@@ -18,9 +18,9 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "bioinstruct", version, about, long_about)]
 struct Cli {
-    /// Config file to use instead of <config dir>/config.toml (see configs/default.toml).
+    /// Settings file to use instead of <config dir>/config.toml (see configs/default.toml).
     #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
+    settings: Option<PathBuf>,
     /// Seed file to work on instead of the workspace's (JSONL).
     #[arg(long, global = true, value_name = "FILE")]
     seeds: Option<PathBuf>,
@@ -46,6 +46,35 @@ enum Command {
     /// With a PROMPT, answers it and exits. Without, reads one prompt a line from standard
     /// input and keeps the conversation (/reset forgets it, /exit ends).
     Chat(ChatCli),
+    /// LoRA-tune the base model on instruction files, in the foreground, writing a run
+    /// folder (status.json, metrics.jsonl, train.log, checkpoints, final/ adapter).
+    Train {
+        /// The run's configuration (see configs/smollm2-135m-cpu.toml).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Inspect training runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RunsCommand {
+    /// Every run: state, step/total, latest loss and validation loss.
+    List,
+    /// One run's state, losses, latest checkpoint and adapter.
+    Show {
+        /// Run id (e.g. run-1764170000) or folder.
+        run: String,
+    },
+    /// A run's metrics, one JSON object a line.
+    Tail {
+        /// Run id or folder.
+        run: String,
+        /// Keep printing new lines until the run ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,7 +282,7 @@ impl From<Fields> for FieldArgs {
 
 fn run(cli: Cli) -> Result<()> {
     let mut settings = Settings::load(&Overrides {
-        config_file: cli.config,
+        config_file: cli.settings,
         seeds_file: cli.seeds,
         no_mouse: cli.no_mouse,
     })?;
@@ -270,6 +299,12 @@ fn run(cli: Cli) -> Result<()> {
             };
             chat::chat(&settings, &args, stdout)
         }
+        Command::Train { config } => train::train(&settings, &config, stdout),
+        Command::Runs(cmd) => match cmd {
+            RunsCommand::List => train::list(&settings, stdout),
+            RunsCommand::Show { run } => train::show(&settings, &run, stdout),
+            RunsCommand::Tail { run, follow } => train::tail(&settings, &run, follow, stdout),
+        },
         Command::Models(cmd) => match cmd {
             ModelsCommand::List => models::list(&settings, stdout),
             ModelsCommand::Info { spec } => {

@@ -231,7 +231,7 @@ fn a_wrong_config_names_file_line_and_key() {
     );
     assert!(err.contains("bool"), "{err}");
 
-    let missing = ws.run(&["--config", "/nonexistent/c.toml", "seeds", "list"]);
+    let missing = ws.run(&["--settings", "/nonexistent/c.toml", "seeds", "list"]);
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("cannot read config /nonexistent/c.toml")
     );

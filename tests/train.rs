@@ -244,3 +244,146 @@ fn accumulating_micro_batches_equals_one_larger_batch() {
         assert!(d < 1e-5, "{name}: {d}");
     }
 }
+
+fn write_data(path: &Path) {
+    let lines: Vec<String> = [
+        ("Name a statin.", "Atorvastatin."),
+        ("Name a biguanide.", "Metformin."),
+        ("Name an ACE inhibitor.", "Lisinopril."),
+        ("Name a loop diuretic.", "Furosemide."),
+        ("Name a beta blocker.", "Metoprolol."),
+        ("Name an antiplatelet.", "Clopidogrel."),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (q, a))| serde_json::json!({"id": format!("t-{i}"), "category": "qa", "task": "drug_naming", "instruction": q, "input": "", "output": a}).to_string())
+    .collect();
+    std::fs::write(path, lines.join("\n") + "\n").expect("data");
+}
+
+#[test]
+fn the_train_command_runs_and_the_runs_commands_report_it() {
+    let ws = common::Workspace::new();
+    let model = ws.home.path().join("tiny");
+    tiny::write(&model);
+    let data = ws.home.path().join("drugs.jsonl");
+    write_data(&data);
+    let config = ws.home.path().join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nbase = {:?}\n[data]\nfiles = [{:?}]\nformat = \"chat\"\nmax_seq_len = 64\nvalidation_fraction = 0.2\n\
+             [lora]\nlora_dropout = 0.0\n[optim]\nlearning_rate = 1e-2\nepochs = 2\nmicro_batch_size = 2\ngradient_accumulation_steps = 1\nwarmup_steps = 1\n\
+             [run]\neval_every = 2\ncheckpoint_every = 2\n",
+            model.display().to_string(),
+            data.display().to_string()
+        ),
+    )
+    .expect("config");
+    let run = |args: &[&str]| {
+        ws.cmd()
+            .env("HF_HUB_OFFLINE", "1")
+            .args(args)
+            .output()
+            .expect("run")
+    };
+    let out = run(&["train", "--config", config.to_str().expect("utf-8")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("5 training and 1 validation examples"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("trainable parameters"), "{stdout}");
+    assert!(stdout.contains("finished 6 steps"), "{stdout}");
+
+    let list = String::from_utf8_lossy(&run(&["runs", "list"]).stdout).into_owned();
+    let id = list.split_whitespace().next().expect("a run").to_string();
+    assert!(list.contains("finished") && list.contains("6/6"), "{list}");
+    let show = String::from_utf8_lossy(&run(&["runs", "show", &id]).stdout).into_owned();
+    assert!(
+        show.contains("state      Finished") && show.contains("adapter"),
+        "{show}"
+    );
+    let tail =
+        String::from_utf8_lossy(&run(&["runs", "tail", &id, "--follow"]).stdout).into_owned();
+    assert_eq!(
+        tail.lines().filter(|l| l.contains("\"loss\"")).count(),
+        6,
+        "{tail}"
+    );
+    let saved = ws
+        .home
+        .path()
+        .join("data/runs")
+        .join(&id)
+        .join("config.toml");
+    assert!(std::fs::read_to_string(saved)
+        .expect("resolved config")
+        .contains("learning_rate = 0.01"));
+}
+
+#[test]
+fn bad_training_setups_fail_before_any_compute_with_a_clear_message() {
+    let ws = common::Workspace::new();
+    let model = ws.home.path().join("tiny");
+    tiny::write(&model);
+    let data = ws.home.path().join("drugs.jsonl");
+    write_data(&data);
+    let blocker = ws.home.path().join("a-file");
+    std::fs::write(&blocker, "").expect("file");
+    let cases = [
+        (
+            "[lora]\nr = 0\ntarget_modules = [\"qkv_proj\"]\n",
+            "lora.r: must be at least 1",
+        ),
+        (
+            "[data]\nfiles = [\"/no/such/data.jsonl\"]\n",
+            "data.files: \"/no/such/data.jsonl\" not found",
+        ),
+        ("[data]\nmax_seq_len = 8\n", "no usable example"),
+        (
+            &format!(
+                "[run]\noutput_dir = {:?}\n",
+                blocker.join("runs").display().to_string()
+            ),
+            "is not writable",
+        ),
+    ];
+    for (i, (extra, needle)) in cases.iter().enumerate() {
+        let mut text = format!("[model]\nbase = {:?}\n", model.display().to_string());
+        if !extra.contains("[data]") {
+            text.push_str(&format!(
+                "[data]\nfiles = [{:?}]\n",
+                data.display().to_string()
+            ));
+        }
+        text.push_str(extra);
+        let config = ws.home.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&config, text).expect("config");
+        let out = ws
+            .cmd()
+            .env("HF_HUB_OFFLINE", "1")
+            .args(["train", "--config", config.to_str().expect("utf-8")])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "case {i}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.lines().last().unwrap_or_default().contains(needle),
+            "case {i}: {err}"
+        );
+    }
+    assert!(
+        !ws.home.path().join("data/runs").exists()
+            || std::fs::read_dir(ws.home.path().join("data/runs"))
+                .expect("ls")
+                .count()
+                == 0,
+        "no run folder is left behind"
+    );
+}

@@ -5,3 +5,4 @@
 pub mod chat;
 pub mod models;
 pub mod seeds;
+pub mod train;

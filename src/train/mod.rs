@@ -2,6 +2,7 @@
 //! model over curated instructions). So far: turning instruction records into training
 //! examples.
 
+pub mod config;
 pub mod data;
 pub mod optim;
 pub mod run;
