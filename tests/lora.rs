@@ -85,6 +85,10 @@ fn a_new_adapter_leaves_the_model_unchanged() {
     let per_layer = 8 * (tiny::HIDDEN + tiny::HEADS * head_dim)
         + 8 * (tiny::HIDDEN + tiny::KV_HEADS * head_dim);
     assert_eq!(lora.parameter_count(), tiny::LAYERS * per_layer);
+    assert_eq!(
+        LoraConfig::default().parameter_count(&m2.model),
+        lora.parameter_count()
+    );
 }
 
 #[test]

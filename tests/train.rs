@@ -99,8 +99,15 @@ fn a_run_records_metrics_checkpoints_and_a_final_adapter() {
     let data = examples(&m);
     let run = RunDir::create(&dir.path().join("runs"), "run-1").expect("run");
     // Validation on the training examples: this checks the loop lowers the loss it optimizes.
-    let outcome =
-        train(&mut m, &data, &data, &settings(6, 2, 2), &run, &|_| false).expect("trains");
+    let outcome = train(
+        &mut m,
+        &data,
+        &data,
+        &settings(6, 2, 2),
+        &run,
+        &|_: &Metric| false,
+    )
+    .expect("trains");
     assert_eq!(outcome.state, RunState::Finished);
     assert_eq!(outcome.steps, 12); // 8 examples / (2 x 2) per step x 6 epochs
     let (first, last) = outcome.val_loss.expect("validation");
@@ -178,9 +185,14 @@ fn a_stop_request_checkpoints_and_marks_the_run_stopped() {
     let mut m = load(dir.path());
     let data = examples(&m);
     let run = RunDir::create(&dir.path().join("runs"), "run-2").expect("run");
-    let outcome = train(&mut m, &data, &[], &settings(6, 2, 2), &run, &|step| {
-        step == 3
-    })
+    let outcome = train(
+        &mut m,
+        &data,
+        &[],
+        &settings(6, 2, 2),
+        &run,
+        &|m: &Metric| matches!(m, Metric::Step { step: 3, .. }),
+    )
     .expect("trains");
     assert_eq!((outcome.state, outcome.steps), (RunState::Stopped, 3));
     assert_eq!(run.read_status().expect("status").state, RunState::Stopped);
@@ -204,7 +216,7 @@ fn accumulating_micro_batches_equals_one_larger_batch() {
             RunDir::create(&dir.path().join("runs"), &format!("acc-{mb}-{accum}")).expect("run");
         let mut s = settings(1, mb, accum);
         s.warmup_steps = 0;
-        train(&mut m, &data, &[], &s, &run, &|_| false).expect("trains");
+        train(&mut m, &data, &[], &s, &run, &|_: &Metric| false).expect("trains");
         let step = run
             .read_metrics()
             .expect("metrics")

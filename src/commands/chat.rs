@@ -2,9 +2,7 @@
 //! with the reply streamed to standard output.
 
 use crate::config::Settings;
-use crate::model::{
-    generate, parse_device, ChatMessage, GenerationStats, LoadOptions, LoadedModel, Sampling,
-};
+use crate::model::{generate, ChatMessage, GenerationStats, LoadOptions, LoadedModel, Sampling};
 use anyhow::{Context, Result};
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::AtomicBool;
@@ -29,17 +27,7 @@ pub struct ChatArgs {
 /// The model cannot be found or loaded, or the device is unavailable.
 pub fn load_model(settings: &Settings) -> Result<LoadedModel> {
     let m = &settings.config.model;
-    let device = parse_device(&m.device)?;
-    let dtype = if device.is_cuda() {
-        candle_core::DType::BF16
-    } else {
-        candle_core::DType::F32
-    };
-    let options = LoadOptions {
-        device,
-        dtype,
-        gguf: m.gguf_compute,
-    };
+    let options = LoadOptions::for_device(&m.device, m.gguf_compute)?;
     eprintln!("loading {} …", m.base);
     let start = Instant::now();
     let loaded = LoadedModel::load(&settings.resolver(), &m.base, &options)?;

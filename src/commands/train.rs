@@ -2,11 +2,9 @@
 
 use crate::config::Settings;
 use crate::data::{read_any, Instruction};
-use crate::model::lora::Lora;
-use crate::model::{parse_device, GgufCompute, LoadOptions, LoadedModel};
+use crate::model::{GgufCompute, LoadOptions, LoadedModel};
 use crate::train::config::TrainConfig;
 use crate::train::data::{build_examples, shuffle_split, BuildOptions};
-use crate::train::optim::AdamWParams;
 use crate::train::run::{Metric, RunDir, RunState};
 use crate::train::trainer::{train as run_training, TrainSettings};
 use anyhow::{bail, Context, Result};
@@ -74,17 +72,7 @@ pub fn train(settings: &Settings, config_path: &Path, out: &mut dyn Write) -> Re
         .and_then(|()| tempfile::tempfile_in(&root).map(drop))
         .with_context(|| format!("run folder {} is not writable", root.display()))?;
 
-    let device = parse_device(&config.model.device)?;
-    let dtype = if device.is_cuda() {
-        candle_core::DType::BF16
-    } else {
-        candle_core::DType::F32
-    };
-    let options = LoadOptions {
-        device,
-        dtype,
-        gguf: GgufCompute::Float,
-    };
+    let options = LoadOptions::for_device(&config.model.device, GgufCompute::Float)?;
     let mut loaded = LoadedModel::load(&settings.resolver(), &config.model.base, &options)?;
     let end_token = loaded
         .stop_token_ids()
@@ -112,9 +100,8 @@ pub fn train(settings: &Settings, config_path: &Path, out: &mut dyn Write) -> Re
     let (train_set, validation) =
         shuffle_split(examples, config.run.seed, config.data.validation_fraction);
 
-    let probe = Lora::init(&mut loaded.model.clone(), &config.lora, config.run.seed)?;
     let total = super::models::parameter_count(&loaded.model.config) as f64;
-    let trainable = probe.parameter_count();
+    let trainable = config.lora.parameter_count(&loaded.model);
     let id = format!("run-{}", crate::train::run::unix_now() as u64);
     let run = RunDir::create(&root, &id)
         .with_context(|| format!("creating run {id} in {}", root.display()))?;
@@ -135,41 +122,22 @@ pub fn train(settings: &Settings, config_path: &Path, out: &mut dyn Write) -> Re
     )?;
     writeln!(out, "run folder: {}", run.path.display())?;
 
-    let o = &config.optim;
-    let steps = train_set
-        .len()
-        .div_ceil(o.micro_batch_size * o.gradient_accumulation_steps)
-        * o.epochs;
-    let settings_ = TrainSettings {
-        lora: config.lora.clone(),
-        adamw: AdamWParams {
-            lr: o.learning_rate,
-            weight_decay: o.weight_decay,
-            ..AdamWParams::default()
-        },
-        schedule: o.schedule,
-        warmup_steps: o.warmup_steps,
-        epochs: o.epochs,
-        micro_batch_size: o.micro_batch_size,
-        gradient_accumulation_steps: o.gradient_accumulation_steps,
-        max_grad_norm: o.max_grad_norm,
-        eval_every: config.run.eval_every,
-        checkpoint_every: config.run.checkpoint_every,
-        seed: config.run.seed,
-        pad_id: end_token,
-        base_model: config.model.base.clone(),
-    };
+    let train_settings = TrainSettings::from_config(&config, end_token);
+    let steps = train_settings.total_steps(train_set.len());
     let bar = indicatif::ProgressBar::new(steps as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed}<{eta} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let progress = |step: usize| {
-        bar.set_position(step as u64);
-        if let Ok(Some(Metric::Step {
-            loss, tokens_per_s, ..
-        })) = run.read_metrics().map(|m| m.last().cloned())
+    let progress = |metric: &Metric| {
+        if let Metric::Step {
+            step,
+            loss,
+            tokens_per_s,
+            ..
+        } = metric
         {
+            bar.set_position(*step as u64);
             bar.set_message(format!("loss {loss:.4}, {tokens_per_s:.0} tokens/s"));
         }
         false
@@ -178,7 +146,7 @@ pub fn train(settings: &Settings, config_path: &Path, out: &mut dyn Write) -> Re
         &mut loaded,
         &train_set,
         &validation,
-        &settings_,
+        &train_settings,
         &run,
         &progress,
     )?;

@@ -48,6 +48,19 @@ pub struct Block {
 
 impl Block {
     /// The block's projections by name, in [`PROJECTIONS`] order.
+    pub fn projections(&self) -> [(&'static str, &Linear); 7] {
+        [
+            ("q_proj", &self.q_proj),
+            ("k_proj", &self.k_proj),
+            ("v_proj", &self.v_proj),
+            ("o_proj", &self.o_proj),
+            ("gate_proj", &self.gate_proj),
+            ("up_proj", &self.up_proj),
+            ("down_proj", &self.down_proj),
+        ]
+    }
+
+    /// The block's projections by name, mutably, in [`PROJECTIONS`] order.
     pub fn projections_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
         [
             ("q_proj", &mut self.q_proj),

@@ -47,6 +47,27 @@ pub struct LoadOptions {
     pub gguf: GgufCompute,
 }
 
+impl LoadOptions {
+    /// Options for the device named `device` (`cpu`, `cuda`, `cuda:N`): f32 on the CPU,
+    /// bf16 on a GPU.
+    ///
+    /// # Errors
+    /// [`ModelError::Device`] as [`crate::model::parse_device`].
+    pub fn for_device(device: &str, gguf: GgufCompute) -> Result<LoadOptions, ModelError> {
+        let device = crate::model::parse_device(device)?;
+        let dtype = if device.is_cuda() {
+            DType::BF16
+        } else {
+            DType::F32
+        };
+        Ok(LoadOptions {
+            device,
+            dtype,
+            gguf,
+        })
+    }
+}
+
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {

@@ -104,6 +104,19 @@ impl LoraConfig {
             .collect()
     }
 
+    /// Trainable parameters these settings give `model`: `r · (in + out)` per adapted
+    /// projection.
+    pub fn parameter_count(&self, model: &Llama) -> usize {
+        let targets = self.targets();
+        model
+            .layers
+            .iter()
+            .flat_map(|b| b.projections())
+            .filter(|(name, _)| targets.contains(name))
+            .map(|(_, l)| self.r * (l.in_features() + l.out_features()))
+            .sum()
+    }
+
     /// The factor on `B A x`: `lora_alpha / r`, or `lora_alpha / √r` with rsLoRA.
     pub fn scale(&self) -> f64 {
         if self.use_rslora {

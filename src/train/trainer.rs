@@ -51,6 +51,47 @@ pub struct TrainSettings {
     pub base_model: String,
 }
 
+impl TrainSettings {
+    /// The settings a run configuration gives; `pad_id` pads batches.
+    pub fn from_config(config: &super::config::TrainConfig, pad_id: u32) -> TrainSettings {
+        let o = &config.optim;
+        TrainSettings {
+            lora: config.lora.clone(),
+            adamw: AdamWParams {
+                lr: o.learning_rate,
+                weight_decay: o.weight_decay,
+                ..AdamWParams::default()
+            },
+            schedule: o.schedule,
+            warmup_steps: o.warmup_steps,
+            epochs: o.epochs,
+            micro_batch_size: o.micro_batch_size,
+            gradient_accumulation_steps: o.gradient_accumulation_steps,
+            max_grad_norm: o.max_grad_norm,
+            eval_every: config.run.eval_every,
+            checkpoint_every: config.run.checkpoint_every,
+            seed: config.run.seed,
+            pad_id,
+            base_model: config.model.base.clone(),
+        }
+    }
+
+    /// Examples per optimizer step.
+    fn per_step(&self) -> usize {
+        self.micro_batch_size.max(1) * self.gradient_accumulation_steps.max(1)
+    }
+
+    /// Optimizer steps per epoch over `examples` training examples.
+    fn steps_per_epoch(&self, examples: usize) -> usize {
+        examples.div_ceil(self.per_step())
+    }
+
+    /// Optimizer steps of a whole run over `examples` training examples.
+    pub fn total_steps(&self, examples: usize) -> usize {
+        self.steps_per_epoch(examples) * self.epochs.max(1)
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOutcome {
@@ -140,8 +181,9 @@ fn save_checkpoint(
 }
 
 /// Trains a LoRA adapter on `train`, evaluating on `validation`, recording everything in
-/// `run`. `should_stop` is asked after every optimizer step; when it says yes the run
-/// checkpoints and ends as [`RunState::Stopped`].
+/// `run`. `on_step` gets each optimizer step's metric as it is recorded (for progress
+/// display) and returns whether to stop; when it says yes the run checkpoints and ends as
+/// [`RunState::Stopped`].
 ///
 /// # Errors
 /// [`TrainError`]; the status file then says `failed` with the message.
@@ -151,9 +193,9 @@ pub fn train(
     validation: &[Example],
     s: &TrainSettings,
     run: &RunDir,
-    should_stop: &dyn Fn(usize) -> bool,
+    on_step: &dyn Fn(&Metric) -> bool,
 ) -> Result<TrainOutcome, TrainError> {
-    let result = train_inner(loaded, train, validation, s, run, should_stop);
+    let result = train_inner(loaded, train, validation, s, run, on_step);
     if let Err(e) = &result {
         let _ = run.log(&format!("failed: {e}"));
         let mut status = run.read_status().unwrap_or(Status {
@@ -178,14 +220,14 @@ fn train_inner(
     validation: &[Example],
     s: &TrainSettings,
     run: &RunDir,
-    should_stop: &dyn Fn(usize) -> bool,
+    on_step: &dyn Fn(&Metric) -> bool,
 ) -> Result<TrainOutcome, TrainError> {
     if train.is_empty() {
         return Err(TrainError::Settings("no training example".into()));
     }
-    let per_step = s.micro_batch_size.max(1) * s.gradient_accumulation_steps.max(1);
-    let steps_per_epoch = train.len().div_ceil(per_step);
-    let total_steps = steps_per_epoch * s.epochs.max(1);
+    let per_step = s.per_step();
+    let steps_per_epoch = s.steps_per_epoch(train.len());
+    let total_steps = s.total_steps(train.len());
     let schedule = Schedule {
         peak_lr: s.adamw.lr,
         warmup_steps: s.warmup_steps,
@@ -275,7 +317,7 @@ fn train_inner(
             opt.step(&grads)?;
             step += 1;
             let elapsed = start.elapsed().as_secs_f64();
-            run.append_metric(&Metric::Step {
+            let metric = Metric::Step {
                 step,
                 epoch: step as f64 / steps_per_epoch as f64,
                 loss: loss_sum / step_loss_tokens as f64,
@@ -286,13 +328,14 @@ fn train_inner(
                 elapsed_s: elapsed,
                 eta_s: elapsed / step as f64 * (total_steps - step) as f64,
                 mem_bytes: peak_rss_bytes(),
-            })?;
+            };
+            run.append_metric(&metric)?;
             status.step = step;
             status.updated_unix_s = unix_now();
             if s.eval_every > 0 && step % s.eval_every == 0 && step < total_steps {
                 eval(loaded, &lora, step)?;
             }
-            let stop = should_stop(step);
+            let stop = on_step(&metric);
             if stop {
                 status.state = RunState::Stopping;
             }
