@@ -215,6 +215,8 @@ pub struct Settings {
     pub seeds_path: PathBuf,
     /// Whether `seeds_path` is the workspace's own (created from the bundled seeds when missing).
     pub seeds_in_workspace: bool,
+    /// The `--settings` file, made absolute (passed on to background trainers).
+    pub settings_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -255,11 +257,19 @@ impl Settings {
             Some(p) => (p.clone(), false),
             None => (workspace.data_dir.join(&config.workspace.seeds_file), true),
         };
+        let settings_file = match &overrides.config_file {
+            Some(p) => Some(std::path::absolute(p).map_err(|source| ConfigError::Read {
+                path: p.clone(),
+                source,
+            })?),
+            None => None,
+        };
         Ok(Settings {
             workspace,
             config,
             seeds_path,
             seeds_in_workspace,
+            settings_file,
         })
     }
 

@@ -46,14 +46,22 @@ enum Command {
     /// With a PROMPT, answers it and exits. Without, reads one prompt a line from standard
     /// input and keeps the conversation (/reset forgets it, /exit ends).
     Chat(ChatCli),
-    /// LoRA-tune the base model on instruction files, in the foreground, writing a run
-    /// folder (status.json, metrics.jsonl, train.log, checkpoints, final/ adapter).
+    /// LoRA-tune the base model on instruction files, writing a run folder (config.toml,
+    /// status.json, metrics.jsonl, train.log, checkpoint-<step>/, final/ adapter).
+    ///
+    /// Every check (config, data, model, output folder) runs before any training. In the
+    /// foreground, Ctrl-C stops after the current step with a checkpoint (twice: at once).
+    /// With --detach the trainer runs in its own session and outlives the terminal and the
+    /// SSH connection; follow it with `runs tail RUN -f`, stop it with `runs stop RUN`.
     Train {
         /// The run's configuration (see configs/smollm2-135m-cpu.toml).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Train in the background and return at once.
+        #[arg(long)]
+        detach: bool,
     },
-    /// Inspect training runs.
+    /// Inspect, stop and resume training runs.
     #[command(subcommand)]
     Runs(RunsCommand),
 }
@@ -74,6 +82,30 @@ enum RunsCommand {
         /// Keep printing new lines until the run ends.
         #[arg(long, short)]
         follow: bool,
+    },
+    /// Ask a run's trainer to stop: it finishes its step, checkpoints and marks the run
+    /// stopped (SIGTERM).
+    Stop {
+        /// Run id or folder.
+        run: String,
+        /// Return only once the trainer has stopped.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Continue a stopped, failed or interrupted run from its latest checkpoint: adapter,
+    /// optimizer moments, step, schedule and data order are restored.
+    Resume {
+        /// Run id or folder.
+        run: String,
+        /// Train in the background and return at once.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// The background trainer that `--detach` starts (not for direct use).
+    #[command(hide = true)]
+    Worker {
+        /// Run folder.
+        run: String,
     },
 }
 
@@ -299,11 +331,14 @@ fn run(cli: Cli) -> Result<()> {
             };
             chat::chat(&settings, &args, stdout)
         }
-        Command::Train { config } => train::train(&settings, &config, stdout),
+        Command::Train { config, detach } => train::train(&settings, &config, detach, stdout),
         Command::Runs(cmd) => match cmd {
             RunsCommand::List => train::list(&settings, stdout),
             RunsCommand::Show { run } => train::show(&settings, &run, stdout),
             RunsCommand::Tail { run, follow } => train::tail(&settings, &run, follow, stdout),
+            RunsCommand::Stop { run, wait } => train::stop(&settings, &run, wait, stdout),
+            RunsCommand::Resume { run, detach } => train::resume(&settings, &run, detach, stdout),
+            RunsCommand::Worker { run } => train::worker(&settings, &run),
         },
         Command::Models(cmd) => match cmd {
             ModelsCommand::List => models::list(&settings, stdout),

@@ -1,15 +1,17 @@
-//! `bioinstruct train` (in the foreground) and `bioinstruct runs list|show|tail`.
+//! `bioinstruct train [--detach]` and `bioinstruct runs list|show|tail|stop|resume`.
 
 use crate::config::Settings;
 use crate::data::{read_any, Instruction};
 use crate::model::{GgufCompute, LoadOptions, LoadedModel};
 use crate::train::config::TrainConfig;
 use crate::train::data::{build_examples, shuffle_split, BuildOptions};
-use crate::train::run::{Metric, RunDir, RunState};
+use crate::train::run::{Metric, RunDir, RunState, Status};
 use crate::train::trainer::{train as run_training, TrainSettings};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// The folder runs go in under these settings and config.
 pub fn runs_root(settings: &Settings, config: Option<&TrainConfig>) -> PathBuf {
@@ -19,13 +21,47 @@ pub fn runs_root(settings: &Settings, config: Option<&TrainConfig>) -> PathBuf {
     }
 }
 
-/// The instruction records of `[data] files`; every file must exist and parse cleanly.
-fn read_data(
-    settings: &Settings,
-    config: &TrainConfig,
-    config_path: &Path,
-) -> Result<Vec<Instruction>> {
+/// The instruction records of `[data] files` (resolved paths); every file must parse
+/// cleanly.
+fn read_data(config: &TrainConfig, config_path: &Path) -> Result<Vec<Instruction>> {
     let mut records = Vec::new();
+    for name in &config.data.files {
+        let path = Path::new(name);
+        if !path.exists() {
+            bail!("{}: data.files: {name:?} not found", config_path.display());
+        }
+        let loaded = read_any(path, None)?;
+        if let Some(e) = loaded.errors().next() {
+            bail!(
+                "{e} ({} invalid line(s); `bioinstruct seeds validate` lists them)",
+                loaded.invalid.len()
+            );
+        }
+        records.extend(loaded.records);
+    }
+    Ok(records)
+}
+
+/// A checked run, ready to train: its resolved config, the loaded base model and the
+/// examples.
+struct Prepared {
+    config: TrainConfig,
+    loaded: LoadedModel,
+    train_set: Vec<crate::train::data::Example>,
+    validation: Vec<crate::train::data::Example>,
+    stats: crate::train::data::BuildStats,
+    end_token: u32,
+}
+
+/// Makes the config independent of the working folder and of the settings it was started
+/// under: data files become absolute paths (`seeds` the workspace's seed file), a base
+/// model given as a path becomes absolute, and `output_dir` is filled in.
+fn resolve(
+    settings: &Settings,
+    mut config: TrainConfig,
+    config_path: &Path,
+) -> Result<TrainConfig> {
+    let mut files = Vec::with_capacity(config.data.files.len());
     for name in &config.data.files {
         let path = if name == "seeds" {
             settings.ensure_seeds()?;
@@ -46,34 +82,23 @@ fn read_data(
                 );
             }
         };
-        let loaded = read_any(&path, None)?;
-        if let Some(e) = loaded.errors().next() {
-            bail!(
-                "{e} ({} invalid line(s); `bioinstruct seeds validate` lists them)",
-                loaded.invalid.len()
-            );
-        }
-        records.extend(loaded.records);
+        files.push(std::path::absolute(&path)?.to_string_lossy().into_owned());
     }
-    Ok(records)
+    config.data.files = files;
+    let base = Path::new(&config.model.base);
+    if base.exists() {
+        config.model.base = std::path::absolute(base)?.to_string_lossy().into_owned();
+    }
+    config.run.output_dir = std::path::absolute(runs_root(settings, Some(&config)))?;
+    Ok(config)
 }
 
-/// `train --config FILE`: checks the config, the data and the output folder, loads the base
-/// model (a GGUF dequantized to float), builds the examples, then trains in the foreground
-/// with a progress bar, writing the run folder.
-///
-/// # Errors
-/// Every check fails before any training compute, with the file and field.
-pub fn train(settings: &Settings, config_path: &Path, out: &mut dyn Write) -> Result<()> {
-    let config = TrainConfig::from_file(config_path).map_err(anyhow::Error::msg)?;
-    let records = read_data(settings, &config, config_path)?;
-    let root = runs_root(settings, Some(&config));
-    std::fs::create_dir_all(&root)
-        .and_then(|()| tempfile::tempfile_in(&root).map(drop))
-        .with_context(|| format!("run folder {} is not writable", root.display()))?;
-
+/// Reads the data, loads the base model (a GGUF dequantized to float) and builds the
+/// examples; every check that can fail does so here, before any training compute.
+fn prepare(settings: &Settings, config: TrainConfig, config_path: &Path) -> Result<Prepared> {
+    let records = read_data(&config, config_path)?;
     let options = LoadOptions::for_device(&config.model.device, GgufCompute::Float)?;
-    let mut loaded = LoadedModel::load(&settings.resolver(), &config.model.base, &options)?;
+    let loaded = LoadedModel::load(&settings.resolver(), &config.model.base, &options)?;
     let end_token = loaded
         .stop_token_ids()
         .first()
@@ -99,37 +124,169 @@ pub fn train(settings: &Settings, config_path: &Path, out: &mut dyn Write) -> Re
     }
     let (train_set, validation) =
         shuffle_split(examples, config.run.seed, config.data.validation_fraction);
+    Ok(Prepared {
+        config,
+        loaded,
+        train_set,
+        validation,
+        stats,
+        end_token,
+    })
+}
 
-    let total = super::models::parameter_count(&loaded.model.config) as f64;
-    let trainable = config.lora.parameter_count(&loaded.model);
+/// `train --config FILE [--detach]`: checks the config, the data, the output folder and the
+/// model, creates the run folder (with the resolved `config.toml`), then trains in the
+/// foreground with a progress bar or, detached, in a background process of its own session.
+///
+/// # Errors
+/// Every check fails before any training compute, with the file and field.
+pub fn train(
+    settings: &Settings,
+    config_path: &Path,
+    detach: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let config = TrainConfig::from_file(config_path).map_err(anyhow::Error::msg)?;
+    let config = resolve(settings, config, config_path)?;
+    let root = config.run.output_dir.clone();
+    std::fs::create_dir_all(&root)
+        .and_then(|()| tempfile::tempfile_in(&root).map(drop))
+        .with_context(|| format!("run folder {} is not writable", root.display()))?;
+    let prepared = prepare(settings, config, config_path)?;
     let id = format!("run-{}", crate::train::run::unix_now() as u64);
     let run = RunDir::create(&root, &id)
         .with_context(|| format!("creating run {id} in {}", root.display()))?;
     crate::data::replace_atomic(
         &run.path.join("config.toml"),
-        toml::to_string_pretty(&config)?.as_bytes(),
+        toml::to_string_pretty(&prepared.config)?.as_bytes(),
     )?;
+    let total = super::models::parameter_count(&prepared.loaded.model.config) as f64;
+    let trainable = prepared.config.lora.parameter_count(&prepared.loaded.model);
+    let steps = TrainSettings::from_config(&prepared.config, prepared.end_token)
+        .total_steps(prepared.train_set.len());
     writeln!(
         out,
-        "run {id}: {} training and {} validation examples ({} truncated, {} dropped); \
+        "run {id}: {} training and {} validation examples ({} truncated, {} dropped), {steps} steps; \
          {trainable} trainable parameters ({:.3}% of {:.1} M)",
-        train_set.len(),
-        validation.len(),
-        stats.truncated,
-        stats.dropped.len(),
+        prepared.train_set.len(),
+        prepared.validation.len(),
+        prepared.stats.truncated,
+        prepared.stats.dropped.len(),
         100.0 * trainable as f64 / total,
         total / 1e6
     )?;
     writeln!(out, "run folder: {}", run.path.display())?;
+    run.write_status(&Status {
+        state: RunState::Queued,
+        pid: std::process::id(),
+        step: 0,
+        total_steps: steps,
+        error: None,
+        updated_unix_s: crate::train::run::unix_now(),
+    })?;
+    if detach {
+        drop(prepared);
+        let pid = spawn_detached(settings, &run)?;
+        writeln!(
+            out,
+            "training in the background (pid {pid}); follow it with `bioinstruct runs tail {id} -f`, \
+             stop it with `bioinstruct runs stop {id}`"
+        )?;
+        return Ok(());
+    }
+    run_prepared(prepared, &run, None, true, out)
+}
 
-    let train_settings = TrainSettings::from_config(&config, end_token);
-    let steps = train_settings.total_steps(train_set.len());
-    let bar = indicatif::ProgressBar::new(steps as u64);
+/// Starts `bioinstruct runs worker RUN` as a process of its own session (setsid), with no
+/// terminal, its output appended to `train.log`: it outlives the terminal and the SSH
+/// connection. Returns its pid.
+fn spawn_detached(settings: &Settings, run: &RunDir) -> Result<u32> {
+    let exe = std::env::current_exe().context("finding the bioinstruct executable")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.path.join("train.log"))?;
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(path) = &settings.settings_file {
+        cmd.arg("--settings").arg(path);
+    }
+    let child = cmd
+        .arg("runs")
+        .arg("worker")
+        .arg(&run.path)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the background trainer")?;
+    Ok(child.id())
+}
+
+/// `runs worker RUN`: the background trainer (started by `--detach` and `runs resume
+/// --detach`). Leaves the caller's session, then trains the run from its latest checkpoint;
+/// an error before training is recorded in `status.json` as `failed`.
+///
+/// # Errors
+/// No such run, or the run failed.
+pub fn worker(settings: &Settings, name: &str) -> Result<()> {
+    // A new session has no controlling terminal: no SIGHUP when the SSH connection drops.
+    let _ = rustix::process::setsid();
+    let run = find_run(settings, name)?;
+    let result = (|| {
+        let config_path = run.path.join("config.toml");
+        let config = TrainConfig::from_file(&config_path).map_err(anyhow::Error::msg)?;
+        let prepared = prepare(settings, config, &config_path)?;
+        let resume = run.latest_checkpoint().map(|(_, p)| p);
+        run_prepared(
+            prepared,
+            &run,
+            resume.as_deref(),
+            false,
+            &mut std::io::sink(),
+        )
+    })();
+    if let Err(e) = &result {
+        if let Ok(mut status) = run.read_status() {
+            if status.state != RunState::Failed {
+                let _ = run.log(&format!("failed: {e:#}"));
+                status.state = RunState::Failed;
+                status.pid = std::process::id();
+                status.error = Some(format!("{e:#}"));
+                status.updated_unix_s = crate::train::run::unix_now();
+                let _ = run.write_status(&status);
+            }
+        }
+    }
+    result
+}
+
+/// Trains a prepared run (from `resume`, a checkpoint folder, when given). SIGTERM (and
+/// SIGINT) ask the trainer to stop: it finishes the step, checkpoints and ends `stopped`;
+/// a second SIGINT quits at once.
+fn run_prepared(
+    mut p: Prepared,
+    run: &RunDir,
+    resume: Option<&Path>,
+    progress_bar: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let train_settings = TrainSettings::from_config(&p.config, p.end_token);
+    let steps = train_settings.total_steps(p.train_set.len());
+    let bar = if progress_bar {
+        indicatif::ProgressBar::new(steps as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed}<{eta} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let progress = |metric: &Metric| {
+    let on_step = |metric: &Metric| {
         if let Metric::Step {
             step,
             loss,
@@ -140,17 +297,27 @@ pub fn train(settings: &Settings, config_path: &Path, out: &mut dyn Write) -> Re
             bar.set_position(*step as u64);
             bar.set_message(format!("loss {loss:.4}, {tokens_per_s:.0} tokens/s"));
         }
-        false
+        stop.load(Ordering::Relaxed)
     };
     let outcome = run_training(
-        &mut loaded,
-        &train_set,
-        &validation,
+        &mut p.loaded,
+        &p.train_set,
+        &p.validation,
         &train_settings,
-        &run,
-        &progress,
+        run,
+        &on_step,
+        resume,
     )?;
     bar.finish();
+    if outcome.state == RunState::Stopped {
+        writeln!(
+            out,
+            "stopped at step {} of {steps}; continue with `bioinstruct runs resume {}`",
+            outcome.steps,
+            run.path.display()
+        )?;
+        return Ok(());
+    }
     match outcome.val_loss {
         Some((first, last)) => writeln!(
             out,
@@ -161,6 +328,136 @@ pub fn train(settings: &Settings, config_path: &Path, out: &mut dyn Write) -> Re
     }
     writeln!(out, "adapter: {}", run.path.join("final").display())?;
     Ok(())
+}
+
+/// Whether the trainer process `pid` is alive (not gone, not a zombie). Linux reads
+/// `/proc`; elsewhere a signal-0 probe.
+pub fn process_alive(pid: u32) -> bool {
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    if rustix::process::test_kill_process(p).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => !Path::new("/proc/self").exists(),
+    }
+}
+
+/// A run's state for display: `interrupted` when the status says it is queued, running or
+/// stopping but its trainer is gone (killed, or the machine restarted).
+fn shown_state(s: &Status) -> String {
+    let active = matches!(
+        s.state,
+        RunState::Queued | RunState::Running | RunState::Stopping
+    );
+    if active && !process_alive(s.pid) {
+        "interrupted".into()
+    } else {
+        format!("{:?}", s.state).to_lowercase()
+    }
+}
+
+/// `runs stop RUN [--wait]`: asks the run's trainer to stop (SIGTERM); it finishes its step,
+/// checkpoints and marks the run `stopped`. With `wait`, returns once it has.
+///
+/// # Errors
+/// No such run, or it is not running.
+pub fn stop(settings: &Settings, name: &str, wait: bool, out: &mut dyn Write) -> Result<()> {
+    let run = find_run(settings, name)?;
+    let status = run.read_status()?;
+    if !matches!(
+        status.state,
+        RunState::Queued | RunState::Running | RunState::Stopping
+    ) || !process_alive(status.pid)
+    {
+        bail!(
+            "run {} is not running (state: {})",
+            run.path.display(),
+            shown_state(&status)
+        );
+    }
+    let pid = i32::try_from(status.pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .context("status.json: pid is not a process id")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+        .with_context(|| format!("signalling trainer pid {}", status.pid))?;
+    writeln!(
+        out,
+        "asked the trainer (pid {}) to stop: it finishes step {} and checkpoints",
+        status.pid,
+        status.step + 1
+    )?;
+    if wait {
+        while process_alive(status.pid) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let now = run.read_status()?;
+        writeln!(out, "run is {} at step {}", shown_state(&now), now.step)?;
+    }
+    Ok(())
+}
+
+/// `runs resume RUN [--detach]`: continues a stopped, failed or interrupted run from its
+/// latest checkpoint (from the start if it has none), with the config it was started with.
+///
+/// # Errors
+/// No such run, it is still running or finished, or a check of [`train`]'s fails.
+pub fn resume(settings: &Settings, name: &str, detach: bool, out: &mut dyn Write) -> Result<()> {
+    let run = find_run(settings, name)?;
+    let status = run.read_status()?;
+    let active = matches!(
+        status.state,
+        RunState::Queued | RunState::Running | RunState::Stopping
+    );
+    if active && process_alive(status.pid) {
+        bail!(
+            "run {} is still running (pid {})",
+            run.path.display(),
+            status.pid
+        );
+    }
+    if status.state == RunState::Finished {
+        bail!(
+            "run {} has finished; its adapter is in final/",
+            run.path.display()
+        );
+    }
+    let from = run.latest_checkpoint();
+    match &from {
+        Some((step, _)) => writeln!(out, "resuming {} from step {step}", run.path.display())?,
+        None => writeln!(out, "no checkpoint yet: restarting {}", run.path.display())?,
+    }
+    if detach {
+        run.write_status(&Status {
+            state: RunState::Queued,
+            error: None,
+            updated_unix_s: crate::train::run::unix_now(),
+            ..status
+        })?;
+        let pid = spawn_detached(settings, &run)?;
+        writeln!(out, "training in the background (pid {pid})")?;
+        return Ok(());
+    }
+    let config_path = run.path.join("config.toml");
+    let config = TrainConfig::from_file(&config_path).map_err(anyhow::Error::msg)?;
+    let prepared = prepare(settings, config, &config_path)?;
+    run_prepared(
+        prepared,
+        &run,
+        from.as_ref().map(|(_, p)| p.as_path()),
+        true,
+        out,
+    )
 }
 
 /// The run named `name` (an id under the runs folder, or a path).
@@ -219,7 +516,7 @@ pub fn list(settings: &Settings, out: &mut dyn Write) -> Result<()> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            format!("{:?}", s.state).to_lowercase(),
+            shown_state(&s),
             s.step,
             s.total_steps,
             fmt(loss),
@@ -238,7 +535,8 @@ pub fn show(settings: &Settings, name: &str, out: &mut dyn Write) -> Result<()> 
     let s = run.read_status()?;
     let (loss, val) = last_losses(&run);
     writeln!(out, "run        {}", run.path.display())?;
-    writeln!(out, "state      {:?}", s.state)?;
+    writeln!(out, "state      {}", shown_state(&s))?;
+    writeln!(out, "pid        {}", s.pid)?;
     writeln!(out, "step       {}/{}", s.step, s.total_steps)?;
     if let Some(l) = loss {
         writeln!(out, "loss       {l:.4}")?;

@@ -19,12 +19,13 @@ use super::linear::Adapter;
 use super::llama::{Llama, PROJECTIONS};
 use super::ModelError;
 use crate::data::replace_atomic;
+use crate::rng::XorShift64Star;
 use candle_core::{DType, Device, Result as CandleResult, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// `target_modules` value that selects every projection of every block.
 pub const ALL_LINEAR: &str = "all-linear";
@@ -137,12 +138,34 @@ pub struct LoraLayer {
     scale: f64,
     dropout: f32,
     training: Arc<AtomicBool>,
+    rng: Arc<Mutex<XorShift64Star>>,
+}
+
+/// Inverted dropout with a mask drawn from `rng`: each element is zeroed with probability
+/// `p` and the rest scaled by `1 / (1 - p)` (as `torch.nn.Dropout`). A seeded generator,
+/// unlike candle's, makes a resumed run draw the masks an uninterrupted one draws.
+fn seeded_dropout(x: &Tensor, p: f32, rng: &Mutex<XorShift64Star>) -> CandleResult<Tensor> {
+    let keep = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = {
+        let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
+        (0..x.elem_count())
+            .map(|_| {
+                if (rng.next_f64() as f32) < p {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect()
+    };
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x * mask
 }
 
 impl Adapter for LoraLayer {
     fn forward(&self, x: &Tensor) -> CandleResult<Tensor> {
         let x = if self.dropout > 0.0 && self.training.load(Ordering::Relaxed) {
-            candle_nn::ops::dropout(x, self.dropout)?
+            seeded_dropout(x, self.dropout, &self.rng)?
         } else {
             x.clone()
         };
@@ -170,6 +193,7 @@ pub struct Lora {
     /// Every adapted projection, in model order.
     pub modules: Vec<LoraModule>,
     training: Arc<AtomicBool>,
+    rng: Arc<Mutex<XorShift64Star>>,
 }
 
 /// The rows of a q/k projection (or its `lora_B`) `[heads · head_dim, …]` between Hugging
@@ -211,6 +235,7 @@ fn attach(
     b: Tensor,
     config: &LoraConfig,
     training: &Arc<AtomicBool>,
+    rng: &Arc<Mutex<XorShift64Star>>,
 ) {
     for (name, linear) in model.projections_mut() {
         if name == path {
@@ -220,6 +245,7 @@ fn attach(
                 scale: config.scale(),
                 dropout: config.lora_dropout,
                 training: training.clone(),
+                rng: rng.clone(),
             })));
         }
     }
@@ -239,6 +265,7 @@ impl Lora {
         let targets = config.targets();
         let device = model.device().clone();
         let training = Arc::new(AtomicBool::new(true));
+        let rng = Arc::new(Mutex::new(XorShift64Star::new(seed)));
         let mut plan = Vec::new();
         for (path, linear) in model.projections_mut() {
             if targets.iter().any(|t| path.ends_with(t)) {
@@ -250,8 +277,7 @@ impl Lora {
             let bound = 1.0 / (inp as f32).sqrt();
             let dtype = model.dtype();
             let a = Tensor::from_vec(
-                crate::rng::XorShift64Star::new(seed.wrapping_add(i as u64))
-                    .uniform(config.r * inp, bound),
+                XorShift64Star::new(seed.wrapping_add(i as u64)).uniform(config.r * inp, bound),
                 (config.r, inp),
                 &device,
             )?
@@ -265,6 +291,7 @@ impl Lora {
                 lora_b.as_tensor().clone(),
                 config,
                 &training,
+                &rng,
             );
             modules.push(LoraModule {
                 path,
@@ -276,12 +303,57 @@ impl Lora {
             config: config.clone(),
             modules,
             training,
+            rng,
         })
     }
 
     /// Switches dropout on (training) or off (evaluation, generation).
     pub fn set_training(&self, training: bool) {
         self.training.store(training, Ordering::Relaxed);
+    }
+
+    /// Restarts the dropout masks' generator from `seed` (the trainer derives one from the
+    /// run's seed, the step and the micro-batch, so that masks do not depend on history).
+    pub fn reseed_dropout(&self, seed: u64) {
+        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = XorShift64Star::new(seed);
+    }
+
+    /// Overwrites `lora_A` and `lora_B` with those of a PEFT adapter file (as written by
+    /// [`Lora::save_peft`]), for resuming training: every module of this adapter must be
+    /// there with its shape.
+    ///
+    /// # Errors
+    /// [`ModelError::Weights`] naming the file and the missing or misshapen tensor.
+    pub fn restore_peft(&self, model: &Llama, weights_path: &Path) -> Result<(), ModelError> {
+        let werr = |problem: String| ModelError::Weights {
+            path: weights_path.to_path_buf(),
+            problem,
+        };
+        let tensors = candle_core::safetensors::load(weights_path, &Device::Cpu)
+            .map_err(|e| werr(e.to_string()))?;
+        for m in &self.modules {
+            for (part, var) in [("lora_A", &m.lora_a), ("lora_B", &m.lora_b)] {
+                let name = format!("base_model.model.{}.{part}.weight", m.path);
+                let t = tensors
+                    .get(&name)
+                    .ok_or_else(|| werr(format!("{name} is missing")))?;
+                if t.dims() != var.dims() {
+                    return Err(werr(format!(
+                        "{name} is {:?}, the adapter needs {:?}",
+                        t.dims(),
+                        var.dims()
+                    )));
+                }
+                let mut t = t.to_dtype(var.dtype())?.to_device(var.device())?;
+                if part == "lora_B" {
+                    if let Some(heads) = permuted_heads(model, &m.path) {
+                        t = permute_head_rows(&t, heads, true)?;
+                    }
+                }
+                var.set(&t)?;
+            }
+        }
+        Ok(())
     }
 
     /// The trainable tensors, for the optimizer.
@@ -407,6 +479,7 @@ impl Lora {
         let mut tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
             .map_err(|e| werr(e.to_string()))?;
         let training = Arc::new(AtomicBool::new(false));
+        let rng = Arc::new(Mutex::new(XorShift64Star::new(0)));
         let mut paths: Vec<(String, usize, usize)> = Vec::new();
         for (path, linear) in model.projections_mut() {
             paths.push((path, linear.in_features(), linear.out_features()));
@@ -437,11 +510,20 @@ impl Lora {
             if let Some(heads) = permuted_heads(model, &path) {
                 b = permute_head_rows(&b, heads, true)?;
             }
-            attach(model, &path, a.clone(), b.clone(), &config, &training);
+            let (lora_a, lora_b) = (Var::from_tensor(&a)?, Var::from_tensor(&b)?);
+            attach(
+                model,
+                &path,
+                lora_a.as_tensor().clone(),
+                lora_b.as_tensor().clone(),
+                &config,
+                &training,
+                &rng,
+            );
             modules.push(LoraModule {
                 path,
-                lora_a: Var::from_tensor(&a)?,
-                lora_b: Var::from_tensor(&b)?,
+                lora_a,
+                lora_b,
             });
         }
         if let Some(extra) = tensors.keys().next() {
@@ -456,6 +538,7 @@ impl Lora {
             config,
             modules,
             training,
+            rng,
         })
     }
 }

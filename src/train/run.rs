@@ -87,6 +87,15 @@ pub enum Metric {
     },
 }
 
+impl Metric {
+    /// The optimizer step the line belongs to.
+    pub fn step(&self) -> usize {
+        match self {
+            Metric::Step { step, .. } | Metric::Eval { step, .. } => *step,
+        }
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -176,6 +185,21 @@ impl RunDir {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect())
+    }
+
+    /// Rewrites `metrics.jsonl` (atomically) with only the lines `keep` accepts; a resumed
+    /// run drops what a killed one wrote after its last checkpoint.
+    ///
+    /// # Errors
+    /// The file cannot be read or written.
+    pub fn retain_metrics(&self, keep: impl Fn(&Metric) -> bool) -> std::io::Result<()> {
+        let mut text = String::new();
+        for m in self.read_metrics()?.iter().filter(|m| keep(m)) {
+            text.push_str(&serde_json::to_string(m).unwrap_or_default());
+            text.push('\n');
+        }
+        replace_atomic(&self.path.join("metrics.jsonl"), text.as_bytes())
+            .map_err(std::io::Error::other)
     }
 
     /// Appends a timestamped line to `train.log`.

@@ -166,13 +166,18 @@ fn save_checkpoint(
     loaded: &LoadedModel,
     base: &str,
     step: usize,
+    elapsed_s: f64,
 ) -> Result<(), TrainError> {
     lora.save_peft(&loaded.model, dir, base)?;
     let (state, opt_step) = opt.state();
     let bytes = safetensors::serialize(state.iter().map(|(k, v)| (k.as_str(), v)), None)
         .map_err(|e| TrainError::Settings(format!("optimizer state: {e}")))?;
     crate::data::replace_atomic(&dir.join("optimizer.safetensors"), &bytes)?;
-    let trainer_state = serde_json::json!({ "step": step, "optimizer_step": opt_step });
+    let trainer_state = serde_json::json!({
+        "step": step,
+        "optimizer_step": opt_step,
+        "elapsed_s": elapsed_s,
+    });
     crate::data::replace_atomic(
         &dir.join("trainer_state.json"),
         trainer_state.to_string().as_bytes(),
@@ -180,10 +185,60 @@ fn save_checkpoint(
     Ok(())
 }
 
+/// `trainer_state.json` of a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+struct TrainerState {
+    step: usize,
+    optimizer_step: usize,
+    #[serde(default)]
+    elapsed_s: f64,
+}
+
+/// Restores adapter weights and optimizer state from checkpoint folder `dir`; returns the
+/// trainer state.
+fn restore_checkpoint(
+    dir: &Path,
+    lora: &Lora,
+    opt: &mut AdamW,
+    loaded: &LoadedModel,
+) -> Result<TrainerState, TrainError> {
+    let bad = |file: &str, e: String| {
+        TrainError::Settings(format!("checkpoint {}: {e}", dir.join(file).display()))
+    };
+    let text = std::fs::read_to_string(dir.join("trainer_state.json"))
+        .map_err(|e| bad("trainer_state.json", e.to_string()))?;
+    let state: TrainerState =
+        serde_json::from_str(&text).map_err(|e| bad("trainer_state.json", e.to_string()))?;
+    lora.restore_peft(
+        &loaded.model,
+        &dir.join(crate::model::lora::ADAPTER_WEIGHTS),
+    )?;
+    let moments =
+        candle_core::safetensors::load(dir.join("optimizer.safetensors"), loaded.model.device())
+            .map_err(|e| bad("optimizer.safetensors", e.to_string()))?;
+    opt.restore(&moments, state.optimizer_step)
+        .map_err(|e| bad("optimizer.safetensors", e.to_string()))?;
+    Ok(state)
+}
+
+/// The seed of the dropout masks of one micro-batch: a function of the run's seed, the
+/// optimizer step and the micro-batch alone, so that a resumed run draws what an
+/// uninterrupted one would.
+fn dropout_seed(seed: u64, step: usize, micro: usize) -> u64 {
+    seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (micro as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
+}
+
 /// Trains a LoRA adapter on `train`, evaluating on `validation`, recording everything in
 /// `run`. `on_step` gets each optimizer step's metric as it is recorded (for progress
 /// display) and returns whether to stop; when it says yes the run checkpoints and ends as
 /// [`RunState::Stopped`].
+///
+/// With `resume_from` (a `checkpoint-<step>/` folder of this run), the adapter, the AdamW
+/// moments, the step (and so the schedule) and the elapsed time are restored, the data
+/// order of the epoch is replayed from `(seed, epoch)` and the steps already done are
+/// skipped; metrics recorded after the checkpoint (by a run that was killed) are dropped,
+/// so `metrics.jsonl` reads as one uninterrupted run.
 ///
 /// # Errors
 /// [`TrainError`]; the status file then says `failed` with the message.
@@ -194,8 +249,9 @@ pub fn train(
     s: &TrainSettings,
     run: &RunDir,
     on_step: &dyn Fn(&Metric) -> bool,
+    resume_from: Option<&Path>,
 ) -> Result<TrainOutcome, TrainError> {
-    let result = train_inner(loaded, train, validation, s, run, on_step);
+    let result = train_inner(loaded, train, validation, s, run, on_step, resume_from);
     if let Err(e) = &result {
         let _ = run.log(&format!("failed: {e}"));
         let mut status = run.read_status().unwrap_or(Status {
@@ -221,6 +277,7 @@ fn train_inner(
     s: &TrainSettings,
     run: &RunDir,
     on_step: &dyn Fn(&Metric) -> bool,
+    resume_from: Option<&Path>,
 ) -> Result<TrainOutcome, TrainError> {
     if train.is_empty() {
         return Err(TrainError::Settings("no training example".into()));
@@ -245,10 +302,30 @@ fn train_inner(
     ))?;
     let vars = lora.vars();
     let mut opt = AdamW::new(vars.clone(), s.adamw)?;
+    let (mut step, elapsed_before) = match resume_from {
+        None => (0, 0.0),
+        Some(dir) => {
+            let state = restore_checkpoint(dir, &lora, &mut opt, loaded)?;
+            if state.step > total_steps {
+                return Err(TrainError::Settings(format!(
+                    "checkpoint {} is at step {} of a run of {total_steps} steps: the data changed",
+                    dir.display(),
+                    state.step
+                )));
+            }
+            run.retain_metrics(|m| m.step() <= state.step)?;
+            run.log(&format!(
+                "resumed from {} at step {} of {total_steps}",
+                dir.display(),
+                state.step
+            ))?;
+            (state.step, state.elapsed_s)
+        }
+    };
     let mut status = Status {
         state: RunState::Running,
         pid: std::process::id(),
-        step: 0,
+        step,
         total_steps,
         error: None,
         updated_unix_s: unix_now(),
@@ -270,12 +347,20 @@ fn train_inner(
             })?;
             Ok(Some(loss))
         };
-    let first_val = eval(loaded, &lora, 0)?;
+    let first_val = if step == 0 {
+        eval(loaded, &lora, 0)?
+    } else {
+        run.read_metrics()?.iter().find_map(|m| match m {
+            Metric::Eval { val_loss, .. } => Some(*val_loss),
+            Metric::Step { .. } => None,
+        })
+    };
     let start = Instant::now();
-    let mut step = 0;
-    for epoch in 0..s.epochs.max(1) {
+    let first_step = step;
+    for epoch in step / steps_per_epoch..s.epochs.max(1) {
         let order = epoch_order(train.len(), s.seed, epoch);
-        for chunk in order.chunks(per_step) {
+        let done_in_epoch = step - epoch * steps_per_epoch;
+        for chunk in order.chunks(per_step).skip(done_in_epoch) {
             let step_start = Instant::now();
             let examples: Vec<&Example> = chunk.iter().map(|&i| &train[i]).collect();
             let step_loss_tokens: usize = examples
@@ -285,7 +370,8 @@ fn train_inner(
                 .max(1);
             let (mut grads, mut loss_sum, mut tokens): (Option<GradStore>, f64, usize) =
                 (None, 0.0, 0);
-            for micro in examples.chunks(s.micro_batch_size.max(1)) {
+            for (m, micro) in examples.chunks(s.micro_batch_size.max(1)).enumerate() {
+                lora.reseed_dropout(dropout_seed(s.seed, step, m));
                 let batch = collate(micro, s.pad_id, loaded.model.device())?;
                 let logits = loaded
                     .model
@@ -316,7 +402,7 @@ fn train_inner(
             opt.set_lr(lr);
             opt.step(&grads)?;
             step += 1;
-            let elapsed = start.elapsed().as_secs_f64();
+            let elapsed = elapsed_before + start.elapsed().as_secs_f64();
             let metric = Metric::Step {
                 step,
                 epoch: step as f64 / steps_per_epoch as f64,
@@ -326,7 +412,8 @@ fn train_inner(
                 tokens,
                 tokens_per_s: tokens as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
                 elapsed_s: elapsed,
-                eta_s: elapsed / step as f64 * (total_steps - step) as f64,
+                eta_s: start.elapsed().as_secs_f64() / (step - first_step) as f64
+                    * (total_steps - step) as f64,
                 mem_bytes: peak_rss_bytes(),
             };
             run.append_metric(&metric)?;
@@ -344,7 +431,7 @@ fn train_inner(
                 || (s.checkpoint_every > 0 && step % s.checkpoint_every == 0 && step < total_steps)
             {
                 run.write_checkpoint::<TrainError>(step, |dir| {
-                    save_checkpoint(dir, &lora, &opt, loaded, &s.base_model, step)
+                    save_checkpoint(dir, &lora, &opt, loaded, &s.base_model, step, elapsed)
                 })?;
                 run.log(&format!("checkpoint at step {step}"))?;
             }
