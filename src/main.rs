@@ -3,7 +3,7 @@
 use anyhow::Result;
 use bioinstruct::commands::chat::ChatArgs;
 use bioinstruct::commands::seeds::{self, FieldArgs};
-use bioinstruct::commands::{chat, models, train};
+use bioinstruct::commands::{adapters, chat, models, train};
 use bioinstruct::config::{Overrides, Settings};
 use bioinstruct::data::{Category, Format};
 use bioinstruct::model::GgufCompute;
@@ -61,6 +61,9 @@ enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// Work with LoRA adapters.
+    #[command(subcommand)]
+    Adapters(AdaptersCommand),
     /// Inspect, stop and resume training runs.
     #[command(subcommand)]
     Runs(RunsCommand),
@@ -106,6 +109,23 @@ enum RunsCommand {
     Worker {
         /// Run folder.
         run: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdaptersCommand {
+    /// Fold an adapter into its base model (W + lora_alpha/r · B A) and write a Hugging Face
+    /// model folder (model.safetensors, config.json, tokenizer.json) that other tools load.
+    Merge {
+        /// The adapter folder (adapter_config.json, adapter_model.safetensors), e.g. a run's
+        /// final/.
+        adapter: PathBuf,
+        /// The new model folder.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Base model; default: the adapter's base_model_name_or_path, else [model] base.
+        #[arg(long, value_name = "SPEC")]
+        base: Option<String>,
     },
 }
 
@@ -330,6 +350,9 @@ fn run(cli: Cli) -> Result<()> {
                 adapter: c.adapter,
             };
             chat::chat(&settings, &args, stdout)
+        }
+        Command::Adapters(AdaptersCommand::Merge { adapter, out, base }) => {
+            adapters::merge(&settings, &adapter, base.as_deref(), &out, stdout)
         }
         Command::Train { config, detach } => train::train(&settings, &config, detach, stdout),
         Command::Runs(cmd) => match cmd {

@@ -445,3 +445,69 @@ fn adamw_on_the_adapters_lowers_the_loss_and_leaves_the_base_frozen() {
         "base weights are frozen"
     );
 }
+
+#[test]
+fn merged_weights_give_the_logits_of_base_plus_adapter() {
+    // f32 throughout: W + s·BA computed once versus W x + s·B(A x) at every call differ only
+    // by rounding; the tolerance is 1e-4 on logits of magnitude ~1.
+    let (dir, mut hf) = tiny_model(DType::F32);
+    let config = LoraConfig {
+        target_modules: vec!["all-linear".into()],
+        lora_alpha: 32.0,
+        ..LoraConfig::default()
+    };
+    let lora = Lora::init(&mut hf.model, &config, 5).expect("init");
+    lora.set_training(false);
+    randomize_b(&lora, 21);
+    let x = input(&hf);
+    let want = hf.model.forward_all(&x, None).expect("forward");
+    let base = load(dir.path(), DType::F32)
+        .model
+        .forward_all(&x, None)
+        .expect("forward");
+    assert!(max_diff(&want, &base) > 1e-2, "the adapter matters");
+
+    // The library on the Hugging Face layout, and on the GGUF layout (q/k rows put back).
+    let merged = dir.path().join("merged");
+    bioinstruct::model::merge::write_merged(&hf, &lora, &merged).expect("merges");
+    let got = load(&merged, DType::F32)
+        .model
+        .forward_all(&x, None)
+        .expect("forward");
+    assert!(max_diff(&want, &got) < 1e-4, "{}", max_diff(&want, &got));
+    let adapter = dir.path().join("adapter");
+    lora.save_peft(&hf.model, &adapter, "tiny").expect("saves");
+    let mut gguf = load(dir.path(), DType::F32);
+    to_gguf_layout(&mut gguf);
+    let gguf_lora = Lora::load_peft(&mut gguf.model, &adapter).expect("loads");
+    let from_gguf = dir.path().join("merged-from-gguf");
+    bioinstruct::model::merge::write_merged(&gguf, &gguf_lora, &from_gguf).expect("merges");
+    let got = load(&from_gguf, DType::F32)
+        .model
+        .forward_all(&x, None)
+        .expect("forward");
+    assert!(max_diff(&want, &got) < 1e-4, "{}", max_diff(&want, &got));
+    assert!(
+        bioinstruct::model::merge::write_merged(&hf, &lora, &merged).is_err(),
+        "an existing folder is never overwritten"
+    );
+
+    // The command: base from the adapter's config unless --base is given.
+    let ws = common::Workspace::new();
+    let out = ws.home.path().join("cli-merged");
+    let said = ws.ok(&[
+        "adapters",
+        "merge",
+        adapter.to_str().expect("utf-8"),
+        "--base",
+        dir.path().to_str().expect("utf-8"),
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(said.contains("merged 14 LoRA modules"), "{said}");
+    let got = load(&out, DType::F32)
+        .model
+        .forward_all(&x, None)
+        .expect("forward");
+    assert!(max_diff(&want, &got) < 1e-4);
+}

@@ -7,7 +7,7 @@ use bioinstruct::model::{
     generate, load_files, LoadOptions, LoadedModel, ModelError, Resolved, Resolver, Sampling,
     StopReason,
 };
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, D};
 use common::{tiny, Workspace, BIN};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -545,4 +545,96 @@ fn models_list_and_info_report_cached_models_and_their_shape() {
         info.contains(&format!("folder           {}", snapshot.display())),
         "{info}"
     );
+}
+
+/// Value and input gradient of `ours` and `reference` on the same random input, weighted by a
+/// random cotangent; returns the largest differences.
+fn compare_op(
+    shape: &[usize],
+    ours: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+    reference: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> (f32, f32) {
+    let n: usize = shape.iter().product();
+    let x = candle_core::Var::from_tensor(
+        &Tensor::from_vec(common::tiny::values(n, 1, 2.0), shape, &Device::Cpu).expect("x"),
+    )
+    .expect("var");
+    let w = Tensor::from_vec(common::tiny::values(n, 2, 1.0), shape, &Device::Cpu).expect("w");
+    let run = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| {
+        let y = f(x.as_tensor()).expect("forward");
+        let g = (&y * &w)
+            .and_then(|l| l.sum_all())
+            .and_then(|l| l.backward())
+            .expect("backward");
+        (y, g.get(x.as_tensor()).expect("a gradient").clone())
+    };
+    let (y1, g1) = run(&ours);
+    let (y2, g2) = run(&reference);
+    let diff = |a: &Tensor, b: &Tensor| {
+        (a - b)
+            .and_then(|d| d.abs())
+            .and_then(|d| d.flatten_all())
+            .and_then(|d| d.max(0))
+            .and_then(|d| d.to_scalar::<f32>())
+            .expect("diff")
+    };
+    (diff(&y1, &y2), diff(&g1, &g2))
+}
+
+#[test]
+fn fused_kernels_with_a_backward_match_the_composed_ops() {
+    use bioinstruct::model::autograd;
+    // f32: the fused kernels and the composed ops round differently, hence 1e-5.
+    let (t, half) = (6, 4);
+    let cos = Tensor::from_vec(
+        common::tiny::values(t * half, 3, 1.0),
+        (t, half),
+        &Device::Cpu,
+    )
+    .expect("cos");
+    let sin = Tensor::from_vec(
+        common::tiny::values(t * half, 4, 1.0),
+        (t, half),
+        &Device::Cpu,
+    )
+    .expect("sin");
+    let weight = Tensor::from_vec(common::tiny::values(16, 5, 1.0), 16, &Device::Cpu).expect("w");
+    let cases: Vec<(&str, (f32, f32))> = vec![
+        (
+            "softmax",
+            compare_op(&[2, 3, 5, 7], autograd::softmax_last_dim, |x| {
+                candle_nn::ops::softmax(x, D::Minus1)
+            }),
+        ),
+        (
+            "rms_norm",
+            compare_op(
+                &[2, 5, 16],
+                |x| autograd::rms_norm(x, &weight, 1e-5),
+                |x| candle_nn::ops::rms_norm_slow(x, &weight, 1e-5),
+            ),
+        ),
+        (
+            "rope (halves)",
+            compare_op(
+                &[1, 2, t, 2 * half],
+                |x| autograd::rope(x, &cos, &sin, false),
+                |x| candle_nn::rotary_emb::rope_slow(x, &cos, &sin),
+            ),
+        ),
+        (
+            "rope (interleaved)",
+            compare_op(
+                &[1, 2, t, 2 * half],
+                |x| autograd::rope(x, &cos, &sin, true),
+                |x| candle_nn::rotary_emb::rope_i_slow(x, &cos, &sin),
+            ),
+        ),
+    ];
+    for (name, (value, grad)) in cases {
+        assert!(
+            value < 1e-5 && grad < 1e-5,
+            "{name}: value {value}, gradient {grad}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! returns an error (one line, naming the file, line and field where there is one) for the
 //! binary to print and exit non-zero on.
 
+pub mod adapters;
 pub mod chat;
 pub mod models;
 pub mod seeds;

@@ -1,9 +1,89 @@
 //! A linear projection whose weight is a float tensor or a quantized GGUF tensor, with a slot
 //! where an adapter (LoRA) adds its output.
 
+use candle_core::backend::BackendStorage;
 use candle_core::quantized::QMatMul;
-use candle_core::{Module, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Storage, Tensor};
 use std::sync::Arc;
+
+/// `x W^T` for a frozen weight `W` `[out, in]`, as a custom op whose backward returns the
+/// input's gradient `g W` only. candle's own matmul backward also computes `x^T g` for the
+/// weight (and keeps a zero-initialised gradient buffer for it) even when the weight is not a
+/// variable: for LoRA, where every base weight is frozen, that is about half the backward
+/// pass's work (the 49152 x 576 tied output head of SmolLM2 included) and a weight-sized
+/// buffer per projection, all thrown away.
+///
+/// The forward is candle's own backend matmul on the same storage (so the CPU result is
+/// candle's gemm), for an input that is contiguous.
+#[derive(Debug)]
+struct FrozenMatmul {
+    /// `[out, in]`.
+    weight: Tensor,
+}
+
+impl FrozenMatmul {
+    /// `x` `[.., in]` (contiguous, layout `l`) times `W^T` on backend storage `B`.
+    fn fwd<B: BackendStorage>(&self, x: &B, l: &Layout, w: &B, wl: &Layout) -> Result<(B, Shape)> {
+        let dims = l.shape().dims();
+        let k = dims.last().copied().unwrap_or(1);
+        let m = l.shape().elem_count() / k.max(1);
+        let (out, inp) = self.weight.dims2()?;
+        if inp != k || !l.is_contiguous() || !wl.is_contiguous() {
+            candle_core::bail!(
+                "frozen linear: input {:?} (contiguous: {}) does not fit weight [{out}, {inp}]",
+                dims,
+                l.is_contiguous()
+            );
+        }
+        let lhs = Layout::contiguous_with_offset((1, m, k), l.start_offset());
+        let rhs = Layout::contiguous_with_offset((1, out, k), wl.start_offset()).transpose(1, 2)?;
+        let y = x.matmul(w, (1, m, out, k), &lhs, &rhs)?;
+        let mut shape = dims.to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = out;
+        }
+        Ok((y, Shape::from(shape)))
+    }
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (storage, wl) = self.weight.storage_and_layout();
+        match &*storage {
+            Storage::Cpu(w) => self.fwd(x, l, w, wl),
+            _ => candle_core::bail!("frozen linear: the weight is not on the CPU"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (storage, wl) = self.weight.storage_and_layout();
+        match &*storage {
+            Storage::Cuda(w) => self.fwd(x, l, w, wl),
+            _ => candle_core::bail!("frozen linear: the weight is not on the GPU"),
+        }
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dims = grad.dims();
+        let out = dims.last().copied().unwrap_or(1);
+        let rows = grad.elem_count() / out.max(1);
+        let dx = grad.reshape((rows, out))?.matmul(&self.weight)?;
+        let mut shape = dims.to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = self.weight.dim(1)?;
+        }
+        Ok(Some(dx.reshape(shape)?))
+    }
+}
 
 /// Something added to a projection's output: `y = base(x) + adapter(x)`. LoRA (Hu et al.,
 /// 2021) is one: `adapter(x) = scale * B(A(dropout(x)))`.
@@ -100,6 +180,10 @@ impl Linear {
     /// Shape or dtype mismatch.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.base {
+            // Training: the input carries gradients, the weight never does.
+            BaseWeight::Float(l) if x.track_op() => x.contiguous()?.apply_op1(FrozenMatmul {
+                weight: l.weight().clone(),
+            })?,
             BaseWeight::Float(l) => l.forward(x)?,
             BaseWeight::Quantized(q) => q.forward(x)?,
             BaseWeight::Q4_1(m) => x.contiguous()?.apply_op1_no_bwd(m.as_ref())?,

@@ -9,7 +9,7 @@
 
 use super::config::{LlamaConfig, RopeLayout};
 use super::linear::Linear;
-use candle_core::{DType, Device, IndexOp, Result, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 
 /// The seven projections of a block, with Hugging Face's (and PEFT's) names.
@@ -22,6 +22,17 @@ pub const PROJECTIONS: [&str; 7] = [
     "up_proj",
     "down_proj",
 ];
+
+/// The Hugging Face (and PEFT) module path of projection `name` of block `layer`:
+/// `model.layers.N.self_attn.q_proj`, `model.layers.N.mlp.gate_proj`, ...
+pub fn module_path(layer: usize, name: &str) -> String {
+    let group = if ["gate_proj", "up_proj", "down_proj"].contains(&name) {
+        "mlp"
+    } else {
+        "self_attn"
+    };
+    format!("model.layers.{layer}.{group}.{name}")
+}
 
 /// One transformer block.
 #[derive(Debug, Clone)]
@@ -113,14 +124,14 @@ impl Cache {
 enum Kernels {
     /// candle's fused `rms_norm`, `rope`, `softmax_last_dim` (no backward).
     Fused,
-    /// Composed ops that autograd can differentiate.
+    /// The same kernels with a backward ([`super::autograd`]).
     Differentiable,
 }
 
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, k: Kernels) -> Result<Tensor> {
     match k {
         Kernels::Fused => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32),
-        Kernels::Differentiable => candle_nn::ops::rms_norm_slow(x, weight, eps as f32),
+        Kernels::Differentiable => super::autograd::rms_norm(x, weight, eps as f32),
     }
 }
 
@@ -212,12 +223,7 @@ impl Llama {
         let mut out = Vec::new();
         for (i, block) in self.layers.iter_mut().enumerate() {
             for (name, linear) in block.projections_mut() {
-                let group = if ["gate_proj", "up_proj", "down_proj"].contains(&name) {
-                    "mlp"
-                } else {
-                    "self_attn"
-                };
-                out.push((format!("model.layers.{i}.{group}.{name}"), linear));
+                out.push((module_path(i, name), linear));
             }
         }
         out
@@ -231,13 +237,13 @@ impl Llama {
         match (self.config.rope_layout, k) {
             (RopeLayout::Halves, Kernels::Fused) => candle_nn::rotary_emb::rope(&x, &cos, &sin),
             (RopeLayout::Halves, Kernels::Differentiable) => {
-                candle_nn::rotary_emb::rope_slow(&x, &cos, &sin)
+                super::autograd::rope(&x, &cos, &sin, false)
             }
             (RopeLayout::Interleaved, Kernels::Fused) => {
                 candle_nn::rotary_emb::rope_i(&x, &cos, &sin)
             }
             (RopeLayout::Interleaved, Kernels::Differentiable) => {
-                candle_nn::rotary_emb::rope_i_slow(&x, &cos, &sin)
+                super::autograd::rope(&x, &cos, &sin, true)
             }
         }
     }
@@ -287,7 +293,7 @@ impl Llama {
         let scale = 1.0 / (hd as f64).sqrt();
         let softmax = |scores: &Tensor| match k {
             Kernels::Fused => candle_nn::ops::softmax_last_dim(scores),
-            Kernels::Differentiable => candle_nn::ops::softmax(scores, D::Minus1),
+            Kernels::Differentiable => super::autograd::softmax_last_dim(scores),
         };
         let y = if t == 1 && rep > 1 {
             // Decoding one token: group the query heads by the key/value head they share,

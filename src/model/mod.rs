@@ -4,12 +4,14 @@
 //! Everything that prompts a model (the teacher, the side-by-side chat, evaluation) goes
 //! through [`LoadedModel`] and [`generate`].
 
+pub mod autograd;
 pub mod config;
 pub mod generate;
 pub mod linear;
 pub mod llama;
 pub mod load;
 pub mod lora;
+pub mod merge;
 mod mmap;
 pub mod q4_1;
 pub mod source;

@@ -123,16 +123,34 @@ pub fn collate(examples: &[&Example], pad_id: u32, device: &Device) -> Result<Ba
 ///
 /// `logits` `[b, t, vocab]`, `labels` `[b, t]` i64.
 ///
+/// A fused cross-entropy: the forward is `logsumexp(z) − z[label]` per position, computed
+/// outside the graph, and the backward is the closed form `g · keep · (softmax(z) −
+/// onehot(label))` (softmax by candle's fused kernel) instead of autograd through a composed
+/// log-softmax and gather over the whole `[b·t, vocab]` matrix.
+///
 /// # Errors
 /// Shape mismatch.
 pub fn masked_nll_sum(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let keep = labels.ne(IGNORE)?; // u8 [b, t]
-    let safe = keep.where_cond(labels, &labels.zeros_like()?)?;
-    let picked = logp
-        .gather(&safe.to_dtype(DType::U32)?.unsqueeze(D::Minus1)?, D::Minus1)?
-        .squeeze(D::Minus1)?;
-    (picked * keep.to_dtype(logits.dtype())?)?.sum_all()?.neg()
+    let vocab = logits.dim(D::Minus1)?;
+    let z = logits.detach().reshape(((), vocab))?;
+    let labels = labels.flatten_all()?;
+    let keep = labels.ne(IGNORE)?; // u8 [n]
+    let safe = keep
+        .where_cond(&labels, &labels.zeros_like()?)?
+        .to_dtype(DType::U32)?
+        .unsqueeze(1)?; // [n, 1]
+    let keep = keep.to_dtype(logits.dtype())?.unsqueeze(1)?; // [n, 1]
+    let max = z.max_keepdim(1)?;
+    let lse = (z.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + &max)?;
+    let picked = z.gather(&safe, 1)?;
+    let loss = ((lse - picked)? * &keep)?.sum_all()?;
+    crate::model::autograd::attach("cross-entropy", logits, loss, move |x, _loss, g| {
+        let dims = x.dims().to_vec();
+        let z = x.detach().reshape(((), vocab))?;
+        let scale = keep.broadcast_mul(&g.reshape((1, 1))?)?; // [n, 1]
+        let p = crate::model::autograd::softmax_last_dim(&z)?.broadcast_mul(&scale)?;
+        p.scatter_add(&safe, &scale.neg()?, 1)?.reshape(dims)
+    })
 }
 
 /// The global L2 norm of the gradients of `vars`; when it exceeds `max_norm`, every gradient
@@ -411,6 +429,37 @@ mod tests {
         let nll = masked_nll_sum(&logits, &labels)?.to_scalar::<f32>()?;
         let expected = -(3f32 - (1f32.exp() + 2f32.exp() + 3f32.exp()).ln());
         assert!((nll - expected).abs() < 1e-6, "{nll} vs {expected}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_fused_loss_has_the_gradient_of_log_softmax_and_gather() -> Result<()> {
+        let dev = Device::Cpu;
+        let values: Vec<f32> = (0..2 * 3 * 5)
+            .map(|i| ((i * 37 % 11) as f32) * 0.3 - 1.2)
+            .collect();
+        let z = Var::from_vec(values, (2, 3, 5), &dev)?;
+        let labels = Tensor::new(&[[4i64, IGNORE, 0], [2, 2, IGNORE]], &dev)?;
+        // Weighted, so the incoming gradient is not 1.
+        let ours = (masked_nll_sum(z.as_tensor(), &labels)? * 0.7)?;
+        let g_ours = ours.backward()?;
+        let logp = candle_nn::ops::log_softmax(z.as_tensor(), D::Minus1)?;
+        let keep = labels.ne(IGNORE)?;
+        let safe = keep.where_cond(&labels, &labels.zeros_like()?)?;
+        let picked = logp
+            .gather(&safe.to_dtype(DType::U32)?.unsqueeze(D::Minus1)?, D::Minus1)?
+            .squeeze(D::Minus1)?;
+        let reference = ((picked * keep.to_dtype(DType::F32)?)?.sum_all()?.neg()? * 0.7)?;
+        let g_ref = reference.backward()?;
+        let diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
+            (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+        };
+        assert!(diff(&ours, &reference)? < 1e-5);
+        let (a, b) = (
+            g_ours.get(z.as_tensor()).expect("gradient"),
+            g_ref.get(z.as_tensor()).expect("gradient"),
+        );
+        assert!(diff(a, b)? < 1e-6, "{a} vs {b}");
         Ok(())
     }
 
