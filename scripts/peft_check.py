@@ -19,6 +19,7 @@ p.add_argument("gguf")
 p.add_argument("adapter")
 p.add_argument("prompt")
 p.add_argument("--merged")
+p.add_argument("--make-adapter", help="also save a PEFT-made adapter here and decode with it")
 p.add_argument("--max-new-tokens", type=int, default=20)
 a = p.parse_args()
 
@@ -47,8 +48,25 @@ def greedy(model):
     return {"ids": new, "text": tok.decode(new, skip_special_tokens=True)}
 
 
-base = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=torch.float32)
-result = {"prompt_ids": ids[0].tolist(), "peft": greedy(PeftModel.from_pretrained(base, a.adapter))}
+def load_base():
+    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=torch.float32)
+
+
+result = {"prompt_ids": ids[0].tolist(), "peft": greedy(PeftModel.from_pretrained(load_base(), a.adapter))}
+if a.make_adapter:
+    # An adapter made by PEFT itself: all seven projections, r = 4, random A and B (B scaled
+    # down so the model stays fluent), saved with save_pretrained.
+    from peft import LoraConfig, get_peft_model
+
+    made = get_peft_model(load_base(), LoraConfig(
+        r=4, lora_alpha=8, init_lora_weights=False, task_type="CAUSAL_LM",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    with torch.no_grad():
+        for n, prm in made.named_parameters():
+            if "lora_B" in n:
+                prm.mul_(0.5)
+    made.save_pretrained(a.make_adapter)
+    result["peft_made"] = greedy(made)
 if a.merged:
     result["merged"] = greedy(AutoModelForCausalLM.from_pretrained(a.merged, torch_dtype=torch.float32))
 print(json.dumps(result))
