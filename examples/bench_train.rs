@@ -28,6 +28,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     bioinstruct::model::pin_thread_count();
+    bioinstruct::train::tune_cpu_for_training();
     let args: Vec<String> = std::env::args().collect();
     let options = LoadOptions {
         gguf: GgufCompute::Float,

@@ -392,7 +392,17 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() {
     bioinstruct::model::pin_thread_count();
-    if let Err(e) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Some(Command::Train { .. })
+            | Some(Command::Runs(
+                RunsCommand::Resume { .. } | RunsCommand::Worker { .. }
+            ))
+    ) {
+        bioinstruct::train::tune_cpu_for_training();
+    }
+    if let Err(e) = run(cli) {
         // A closed pipe (`bioinstruct seeds list | head`) is not an error.
         let broken_pipe = e
             .chain()

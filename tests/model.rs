@@ -599,12 +599,31 @@ fn fused_kernels_with_a_backward_match_the_composed_ops() {
     )
     .expect("sin");
     let weight = Tensor::from_vec(common::tiny::values(16, 5, 1.0), 16, &Device::Cpu).expect("w");
+    // Causal, with -inf above the diagonal as the model's mask.
+    let causal: Vec<f32> = (0..25)
+        .map(|i| {
+            if i % 5 > i / 5 {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(causal, (5, 5), &Device::Cpu).expect("mask");
     let cases: Vec<(&str, (f32, f32))> = vec![
         (
             "softmax",
             compare_op(&[2, 3, 5, 7], autograd::softmax_last_dim, |x| {
                 candle_nn::ops::softmax(x, D::Minus1)
             }),
+        ),
+        (
+            "scaled masked softmax",
+            compare_op(
+                &[2, 3, 5, 5],
+                |x| autograd::scaled_masked_softmax(x, 0.125, Some(&mask)),
+                |x| candle_nn::ops::softmax(&(x * 0.125)?.broadcast_add(&mask)?, D::Minus1),
+            ),
         ),
         (
             "rms_norm",

@@ -115,6 +115,30 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     })
 }
 
+/// Attention probabilities `softmax(scale · x + mask)` over the last dimension, `mask`
+/// additive and broadcastable to `x` (a constant: it gets no gradient), as one node:
+/// `dx = scale · y ⊙ (g − Σ g ⊙ y)`. Saves autograd the scaled and masked copies of the
+/// `[b, heads, t, t]` scores and their gradients (the mask's included, which candle would
+/// compute and discard).
+///
+/// # Errors
+/// Tensor errors.
+pub fn scaled_masked_softmax(x: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
+    let mut z = (x.detach() * scale)?;
+    if let Some(m) = mask {
+        z = z.broadcast_add(&m.detach())?;
+    }
+    let y = if x.dtype() == DType::F64 {
+        candle_nn::ops::softmax(&z, D::Minus1)?
+    } else {
+        candle_nn::ops::softmax_last_dim(&z.contiguous()?)?
+    };
+    attach("scaled-masked-softmax", x, y, move |_x, y, g| {
+        let dot = (g * y)?.sum_keepdim(D::Minus1)?;
+        (y * g.broadcast_sub(&dot)?)? * scale
+    })
+}
+
 /// RMSNorm `[.., hidden]` with a frozen weight `[hidden]` (candle's fused kernel) with a
 /// backward for the input.
 ///

@@ -291,15 +291,22 @@ impl Llama {
         };
         let rep = nh / nkv;
         let scale = 1.0 / (hd as f64).sqrt();
-        let softmax = |scores: &Tensor| match k {
-            Kernels::Fused => candle_nn::ops::softmax_last_dim(scores),
-            Kernels::Differentiable => super::autograd::softmax_last_dim(scores),
-        };
-        let y = if t == 1 && rep > 1 {
+        let y = if k == Kernels::Differentiable {
+            // Training: the query heads that share a key/value head side by side, [b, nkv,
+            // rep·t, hd], so keys and values are not copied `rep` times (nor their gradients
+            // summed back), and scale, mask and softmax as one node with a backward.
+            let q = q.contiguous()?.reshape((b, nkv, rep * t, hd))?;
+            let scores = q.matmul(&key.t()?)?.reshape((b, nh, t, t))?;
+            let probs = super::autograd::scaled_masked_softmax(&scores, scale, mask)?;
+            probs
+                .reshape((b, nkv, rep * t, t))?
+                .matmul(&value)?
+                .reshape((b, nh, t, hd))?
+        } else if t == 1 && rep > 1 {
             // Decoding one token: group the query heads by the key/value head they share,
             // [b, nkv, rep, hd], instead of copying keys and values `rep` times.
             let q = q.reshape((b, nkv, rep, hd))?;
-            let probs = softmax(&(q.matmul(&key.t()?)? * scale)?)?;
+            let probs = candle_nn::ops::softmax_last_dim(&(q.matmul(&key.t()?)? * scale)?)?;
             probs.matmul(&value)?.reshape((b, nh, 1, hd))?
         } else {
             // Hugging Face's `repeat_kv` layout, as candle-transformers' quantized_llama:
@@ -311,7 +318,7 @@ impl Llama {
                 Some(m) => scores.broadcast_add(m)?,
                 None => scores,
             };
-            softmax(&scores)?.matmul(&value)?
+            candle_nn::ops::softmax_last_dim(&scores)?.matmul(&value)?
         };
         let y = y.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         block.o_proj.forward(&y)
