@@ -351,9 +351,10 @@ fn bad_training_setups_fail_before_any_compute_with_a_clear_message() {
     let blocker = ws.home.path().join("a-file");
     std::fs::write(&blocker, "").expect("file");
     let cases = [
+        ("[lora]\nr = 0\n", "lora.r: must be at least 1"),
         (
-            "[lora]\nr = 0\ntarget_modules = [\"qkv_proj\"]\n",
-            "lora.r: must be at least 1",
+            "[lora]\ntarget_modules = [\"qkv_proj\"]\n",
+            "unknown module \"qkv_proj\"",
         ),
         (
             "[data]\nfiles = [\"/no/such/data.jsonl\"]\n",

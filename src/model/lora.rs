@@ -146,18 +146,21 @@ pub struct LoraLayer {
 /// unlike candle's, makes a resumed run draw the masks an uninterrupted one draws.
 fn seeded_dropout(x: &Tensor, p: f32, rng: &Mutex<XorShift64Star>) -> CandleResult<Tensor> {
     let keep = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = {
+    // An element is dropped when a 32-bit draw falls below p · 2^32; each 64-bit draw
+    // decides two elements.
+    let threshold = (f64::from(p) * 4_294_967_296.0) as u64;
+    let n = x.elem_count();
+    let mut mask: Vec<f32> = Vec::with_capacity(n + 1);
+    {
         let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
-        (0..x.elem_count())
-            .map(|_| {
-                if (rng.next_f64() as f32) < p {
-                    0.0
-                } else {
-                    keep
-                }
-            })
-            .collect()
-    };
+        while mask.len() < n {
+            let bits = rng.next_u64();
+            for half in [bits & 0xFFFF_FFFF, bits >> 32] {
+                mask.push(if half < threshold { 0.0 } else { keep });
+            }
+        }
+    }
+    mask.truncate(n);
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     x * mask
 }
@@ -540,5 +543,25 @@ impl Lora {
             training,
             rng,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_dropout_drops_its_share_scales_the_rest_and_repeats_by_seed() -> CandleResult<()> {
+        let x = Tensor::ones(20_000, DType::F32, &Device::Cpu)?;
+        let draw = |seed| {
+            seeded_dropout(&x, 0.25, &Mutex::new(XorShift64Star::new(seed)))?.to_vec1::<f32>()
+        };
+        let a = draw(1)?;
+        let dropped = a.iter().filter(|&&v| v == 0.0).count() as f64 / a.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.01, "{dropped}");
+        assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+        assert_eq!(a, draw(1)?);
+        assert_ne!(a, draw(2)?);
+        Ok(())
     }
 }
