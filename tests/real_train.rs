@@ -6,23 +6,8 @@
 
 mod common;
 
+use common::gguf_path;
 use std::path::PathBuf;
-
-fn gguf_path() -> PathBuf {
-    let path = std::env::var_os("BIOINSTRUCT_TEST_GGUF").map_or_else(
-        || {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join(".models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        },
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/fetch-test-model.sh (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn a_detached_run_on_the_seeds_lowers_validation_loss_and_its_adapter_chats() {
@@ -41,13 +26,7 @@ fn a_detached_run_on_the_seeds_lowers_validation_loss_and_its_adapter_chats() {
     assert!(text.contains("epochs = 1") && text.contains("learning_rate = 1e-3"));
     let config = ws.home.path().join("smollm2.toml");
     std::fs::write(&config, text).expect("config");
-    let run = |args: &[&str]| {
-        ws.cmd()
-            .env("HF_HUB_OFFLINE", "1")
-            .args(args)
-            .output()
-            .expect("run")
-    };
+    let run = |args: &[&str]| ws.offline(args);
 
     let out = run(&[
         "train",
@@ -65,11 +44,7 @@ fn a_detached_run_on_the_seeds_lowers_validation_loss_and_its_adapter_chats() {
         stdout.contains("70 training and 8 validation examples") && stdout.contains("18 steps"),
         "{stdout}"
     );
-    let id = stdout
-        .split_whitespace()
-        .nth(1)
-        .map(|s| s.trim_end_matches(':').to_string())
-        .expect("run id");
+    let id = common::run_id(&stdout);
 
     // `runs tail --follow` returns when the run ends.
     let tail = run(&["runs", "tail", &id, "--follow"]);

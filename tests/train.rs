@@ -294,13 +294,7 @@ fn the_train_command_runs_and_the_runs_commands_report_it() {
         ),
     )
     .expect("config");
-    let run = |args: &[&str]| {
-        ws.cmd()
-            .env("HF_HUB_OFFLINE", "1")
-            .args(args)
-            .output()
-            .expect("run")
-    };
+    let run = |args: &[&str]| ws.offline(args);
     let out = run(&["train", "--config", config.to_str().expect("utf-8")]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -430,15 +424,6 @@ fn write_config(ws: &common::Workspace, name: &str, optim: &str, run: &str) -> s
     config
 }
 
-/// The run id a `train` command printed.
-fn run_id(stdout: &str) -> String {
-    stdout
-        .split_whitespace()
-        .nth(1)
-        .map(|s| s.trim_end_matches(':').to_string())
-        .expect("run id")
-}
-
 /// `(step, loss)` of every optimizer step in a run's metrics.
 fn step_losses(run: &RunDir) -> Vec<(usize, f64)> {
     run.read_metrics()
@@ -476,13 +461,7 @@ fn a_run_killed_with_sigkill_and_resumed_matches_the_uninterrupted_run() {
         "eval_every = 50\ncheckpoint_every = 5\nseed = 11",
     );
     let config = config.to_str().expect("utf-8");
-    let quiet = |args: &[&str]| {
-        ws.cmd()
-            .env("HF_HUB_OFFLINE", "1")
-            .args(args)
-            .output()
-            .expect("run")
-    };
+    let quiet = |args: &[&str]| ws.offline(args);
 
     let reference = quiet(&["train", "--config", config]);
     assert!(
@@ -495,7 +474,7 @@ fn a_run_killed_with_sigkill_and_resumed_matches_the_uninterrupted_run() {
             .home
             .path()
             .join("data/runs")
-            .join(run_id(&String::from_utf8_lossy(&reference.stdout))),
+            .join(common::run_id(&String::from_utf8_lossy(&reference.stdout))),
     };
     std::thread::sleep(std::time::Duration::from_millis(1100)); // run ids are Unix seconds
 
@@ -505,7 +484,7 @@ fn a_run_killed_with_sigkill_and_resumed_matches_the_uninterrupted_run() {
         "{}",
         String::from_utf8_lossy(&detached.stderr)
     );
-    let id = run_id(&String::from_utf8_lossy(&detached.stdout));
+    let id = common::run_id(&String::from_utf8_lossy(&detached.stdout));
     let run = RunDir {
         path: ws.home.path().join("data/runs").join(&id),
     };
@@ -567,13 +546,7 @@ fn a_detached_run_stops_on_request_with_a_loadable_checkpoint_and_resumes() {
         "eval_every = 0\ncheckpoint_every = 0",
     );
     let config = config.to_str().expect("utf-8");
-    let quiet = |args: &[&str]| {
-        ws.cmd()
-            .env("HF_HUB_OFFLINE", "1")
-            .args(args)
-            .output()
-            .expect("run")
-    };
+    let quiet = |args: &[&str]| ws.offline(args);
     let out = quiet(&["train", "--config", config, "--detach"]);
     assert!(
         out.status.success(),
@@ -582,7 +555,7 @@ fn a_detached_run_stops_on_request_with_a_loadable_checkpoint_and_resumes() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("training in the background"), "{stdout}");
-    let id = run_id(&stdout);
+    let id = common::run_id(&stdout);
     let run = RunDir {
         path: ws.home.path().join("data/runs").join(&id),
     };

@@ -40,6 +40,15 @@ impl Workspace {
         self.cmd().args(args).output().expect("run bioinstruct")
     }
 
+    /// Runs the binary with `args` and the Hugging Face Hub switched off (`HF_HUB_OFFLINE`).
+    pub fn offline(&self, args: &[&str]) -> Output {
+        self.cmd()
+            .env("HF_HUB_OFFLINE", "1")
+            .args(args)
+            .output()
+            .expect("run bioinstruct")
+    }
+
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -58,4 +67,28 @@ pub fn fixture(name: &str) -> PathBuf {
         .join("tests")
         .join("fixtures")
         .join(name)
+}
+
+/// The real default model's GGUF (`BIOINSTRUCT_TEST_GGUF`, else `.models/`, where
+/// `scripts/fetch-test-model.sh` puts it).
+pub fn gguf_path() -> PathBuf {
+    let path = std::env::var_os("BIOINSTRUCT_TEST_GGUF").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-test-model.sh (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The run id that `bioinstruct train` printed first (`run <id>: …`).
+pub fn run_id(stdout: &str) -> String {
+    stdout
+        .split_whitespace()
+        .nth(1)
+        .map(|s| s.trim_end_matches(':').to_string())
+        .expect("run id")
 }
