@@ -155,3 +155,119 @@ fn the_workbench_opens_a_file_with_bad_lines_and_shows_them() {
     tmux.keys(&["q"]);
     tmux.wait_exit();
 }
+
+/// The step counter of the first run in the Train pane's table (`12/10000`).
+fn first_run_step(screen: &str) -> Option<usize> {
+    screen
+        .lines()
+        .find(|l| l.contains("run-") && (l.contains("running") || l.contains("queued")))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find(|w| w.contains('/') && w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+                .and_then(|w| w.split('/').next())
+                .and_then(|n| n.parse().ok())
+        })
+}
+
+fn wait_for_step_above(tmux: &Tmux, above: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let screen = tmux.screen();
+        if let Some(step) = first_run_step(&screen).filter(|&s| s > above) {
+            return step;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the step counter never passed {above}; screen:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_run_started_in_the_train_pane_outlives_the_workbench_and_stops_from_it() {
+    let ws = Workspace::new();
+    let model = ws.home.path().join("tiny");
+    common::tiny::write(&model);
+    let data = ws.home.path().join("drugs.jsonl");
+    let lines: Vec<String> = (0..6)
+        .map(|i| {
+            format!(
+                r#"{{"id":"t-{i}","category":"qa","task":"drug_naming","instruction":"Name drug {i}.","input":"","output":"Drug {i}."}}"#
+            )
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n") + "\n").expect("data");
+    let command = format!(
+        "env BIOINSTRUCT_HOME='{}' HF_HUB_OFFLINE=1 '{BIN}'",
+        ws.home.path().display()
+    );
+    let tmux = Tmux::start("train", &command, 120, 40);
+    tmux.wait_for("seed-019");
+    tmux.keys(&["Tab"]);
+    tmux.wait_for("No runs in");
+    tmux.keys(&["n"]);
+    tmux.wait_for("New run");
+    // model.base, data.files, data.categories, data.format: replace the defaults.
+    let clear = |n: usize| tmux.keys(&vec!["BSpace"; n]);
+    clear("HuggingFaceTB/SmolLM2-135M-Instruct".len());
+    tmux.text(&model.display().to_string());
+    tmux.keys(&["Tab"]);
+    clear("seeds".len());
+    tmux.text(&data.display().to_string());
+    tmux.keys(&["Tab", "Tab"]);
+    clear("alpaca".len());
+    tmux.text("chat");
+    tmux.keys(&["Tab", "Tab", "Tab", "Tab", "Tab"]); // max_seq_len r alpha targets lr
+    tmux.keys(&["Tab"]); // epochs
+    clear(1);
+    tmux.text("5000");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("training in the background");
+    let first = wait_for_step_above(&tmux, 0);
+    let later = wait_for_step_above(&tmux, first);
+    assert!(later > first);
+    assert!(tmux.screen().contains("loss"), "the chart is drawn");
+
+    // Quit the workbench: the trainer goes on.
+    tmux.keys(&["q"]);
+    tmux.wait_exit();
+    let runs = ws.home.path().join("data/runs");
+    let run = std::fs::read_dir(&runs)
+        .expect("runs")
+        .flatten()
+        .map(|e| bioinstruct::train::run::RunDir { path: e.path() })
+        .find(|r| r.read_status().is_ok())
+        .expect("a run folder");
+    let status = run.read_status().expect("status");
+    assert!(
+        bioinstruct::commands::train::process_alive(status.pid),
+        "the trainer outlives the workbench"
+    );
+
+    // Reopen: the same run, still progressing; stop it from the pane.
+    let tmux = Tmux::start("train-again", &command, 120, 40);
+    tmux.wait_for("seed-019");
+    tmux.keys(&["Tab"]);
+    let seen = wait_for_step_above(&tmux, status.step);
+    wait_for_step_above(&tmux, seen);
+    tmux.keys(&["x"]);
+    tmux.wait_for("Stop run-");
+    tmux.keys(&["y"]);
+    tmux.wait_for("stopped");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while bioinstruct::commands::train::process_alive(status.pid) {
+        assert!(Instant::now() < deadline, "the trainer did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        run.read_status().expect("status").state,
+        bioinstruct::train::run::RunState::Stopped
+    );
+    assert!(
+        run.latest_checkpoint().is_some(),
+        "stopping wrote a checkpoint"
+    );
+    tmux.keys(&["q"]);
+    tmux.wait_exit();
+}

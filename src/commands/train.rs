@@ -354,7 +354,7 @@ pub fn process_alive(pid: u32) -> bool {
 
 /// A run's state for display: `interrupted` when the status says it is queued, running or
 /// stopping but its trainer is gone (killed, or the machine restarted).
-fn shown_state(s: &Status) -> String {
+pub fn state_label(s: &Status) -> String {
     let active = matches!(
         s.state,
         RunState::Queued | RunState::Running | RunState::Stopping
@@ -382,7 +382,7 @@ pub fn stop(settings: &Settings, name: &str, wait: bool, out: &mut dyn Write) ->
         bail!(
             "run {} is not running (state: {})",
             run.path.display(),
-            shown_state(&status)
+            state_label(&status)
         );
     }
     let pid = i32::try_from(status.pid)
@@ -402,7 +402,7 @@ pub fn stop(settings: &Settings, name: &str, wait: bool, out: &mut dyn Write) ->
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
         let now = run.read_status()?;
-        writeln!(out, "run is {} at step {}", shown_state(&now), now.step)?;
+        writeln!(out, "run is {} at step {}", state_label(&now), now.step)?;
     }
     Ok(())
 }
@@ -516,7 +516,7 @@ pub fn list(settings: &Settings, out: &mut dyn Write) -> Result<()> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            shown_state(&s),
+            state_label(&s),
             s.step,
             s.total_steps,
             fmt(loss),
@@ -535,7 +535,7 @@ pub fn show(settings: &Settings, name: &str, out: &mut dyn Write) -> Result<()> 
     let s = run.read_status()?;
     let (loss, val) = last_losses(&run);
     writeln!(out, "run        {}", run.path.display())?;
-    writeln!(out, "state      {}", shown_state(&s))?;
+    writeln!(out, "state      {}", state_label(&s))?;
     writeln!(out, "pid        {}", s.pid)?;
     writeln!(out, "step       {}/{}", s.step, s.total_steps)?;
     if let Some(l) = loss {

@@ -94,6 +94,26 @@ pub enum Action {
         /// Row, from 0.
         row: u16,
     },
+    /// Time passed (every 250 ms without input): the Train pane rereads its runs.
+    Tick,
+    /// Train pane: open the new-run form.
+    NewRun,
+    /// Train pane: stop the selected run (asks first).
+    StopRun,
+    /// Train pane: resume the selected run (asks first).
+    ResumeRun,
+    /// New-run form: a character typed into the focused field.
+    RunFormChar(char),
+    /// New-run form: delete the last character of the focused field.
+    RunFormBackspace,
+    /// New-run form: check the fields and start the run in the background.
+    LaunchRun,
+    /// A background job (start, stop or resume a run) ended: what to tell the user.
+    #[serde(skip)]
+    JobDone {
+        /// A message for the status line, or the error.
+        result: Result<String, String>,
+    },
     /// The terminal was resized.
     Resize {
         /// Columns.

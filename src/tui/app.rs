@@ -3,12 +3,28 @@
 use super::action::Action;
 use super::form::{EditForm, FormTarget};
 use super::panes::seeds::{SeedsPane, SeedsView};
+use super::panes::train::{RunForm, TrainPane};
 use super::ui::{self, AppLayout};
 use crate::data::InstructionFile;
 use ratatui::layout::{Position, Rect};
 
 /// The panes that exist, in tab order.
-pub const TABS: [&str; 1] = ["Seeds"];
+pub const TABS: [&str; 2] = ["Seeds", "Train"];
+
+/// Index of the Train pane in [`TABS`].
+pub const TRAIN_TAB: usize = 1;
+
+/// Work the event loop does for the app outside [`App::update`] (it needs the settings, or
+/// takes time); its outcome comes back as [`Action::JobDone`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Job {
+    /// Check a new run's configuration and start it detached (in a background thread).
+    Launch(Box<crate::train::config::TrainConfig>),
+    /// Send the run's trainer SIGTERM.
+    Stop(std::path::PathBuf),
+    /// Resume the run detached.
+    Resume(std::path::PathBuf),
+}
 
 /// A window over the pane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +46,16 @@ pub enum Overlay {
     },
     /// "Unsaved changes: save, discard or cancel?"
     ConfirmQuit,
+    /// "Stop this run?" (index into the Train pane's runs)
+    ConfirmStop {
+        /// Index of the run.
+        index: usize,
+    },
+    /// "Resume this run?"
+    ConfirmResume {
+        /// Index of the run.
+        index: usize,
+    },
 }
 
 /// Where keys go, which decides what they mean (see [`super::keymap`]).
@@ -47,6 +73,10 @@ pub enum Mode {
     Overlay,
     /// A yes/no prompt.
     Prompt,
+    /// The Train pane's runs.
+    Runs,
+    /// The new-run form.
+    RunForm,
 }
 
 /// How a status message is shown.
@@ -75,6 +105,10 @@ pub struct App {
     pub should_quit: bool,
     /// A request for the event loop: edit the record at this index in `$EDITOR`.
     pub pending_external_edit: Option<usize>,
+    /// The Train pane.
+    pub train: TrainPane,
+    /// A request for the event loop: a job to run (see [`Job`]).
+    pub pending_job: Option<Job>,
 }
 
 impl App {
@@ -90,14 +124,32 @@ impl App {
             size,
             should_quit: false,
             pending_external_edit: None,
+            train: TrainPane::new(
+                std::path::PathBuf::new(),
+                crate::train::config::TrainConfig::default(),
+            ),
+            pending_job: None,
         }
+    }
+
+    /// The same app with `train` as its Train pane.
+    pub fn with_train(mut self, train: TrainPane) -> App {
+        self.train = train;
+        self
     }
 
     /// Where keys go now.
     pub fn mode(&self) -> Mode {
         match &self.overlay {
-            Some(Overlay::ConfirmDelete { .. } | Overlay::ConfirmQuit) => Mode::Prompt,
+            Some(
+                Overlay::ConfirmDelete { .. }
+                | Overlay::ConfirmQuit
+                | Overlay::ConfirmStop { .. }
+                | Overlay::ConfirmResume { .. },
+            ) => Mode::Prompt,
             Some(_) => Mode::Overlay,
+            None if self.tab == TRAIN_TAB && self.train.form.is_some() => Mode::RunForm,
+            None if self.tab == TRAIN_TAB => Mode::Runs,
             None => match &self.seeds.view {
                 SeedsView::Form(_) => Mode::Form,
                 SeedsView::Detail { .. } => Mode::Detail,
@@ -126,7 +178,7 @@ impl App {
 
     /// Applies one action. The only place state changes.
     pub fn update(&mut self, action: Action) {
-        if !matches!(action, Action::Resize { .. }) {
+        if !matches!(action, Action::Resize { .. } | Action::Tick) {
             self.message = None;
         }
         if let Some(overlay) = self.overlay {
@@ -163,6 +215,17 @@ impl App {
             }
             Action::Confirm => {
                 self.overlay = None;
+                if let Overlay::ConfirmStop { index } | Overlay::ConfirmResume { index } = overlay {
+                    if let Some(run) = self.train.runs.get(index) {
+                        let path = run.dir.path.clone();
+                        self.pending_job =
+                            Some(if matches!(overlay, Overlay::ConfirmStop { .. }) {
+                                Job::Stop(path)
+                            } else {
+                                Job::Resume(path)
+                            });
+                    }
+                }
                 if let Overlay::ConfirmDelete { index } = overlay {
                     if index < self.seeds.file.records.len() {
                         let r = self.seeds.remove(index);
@@ -178,7 +241,9 @@ impl App {
                 }
             }
             Action::DiscardAndQuit if overlay == Overlay::ConfirmQuit => self.should_quit = true,
-            Action::ExternalEdited { .. } => self.update_pane(action),
+            Action::ExternalEdited { .. } | Action::Tick | Action::JobDone { .. } => {
+                self.update_pane(action)
+            }
             _ => self.overlay = None,
         }
     }
@@ -198,8 +263,25 @@ impl App {
             }
             Action::ShowErrors => self.overlay = Some(Overlay::Errors { scroll: 0 }),
             Action::Resize { width, height } => self.size = (width, height),
-            Action::NextTab => self.tab = (self.tab + 1) % TABS.len(),
-            Action::PrevTab => self.tab = (self.tab + TABS.len() - 1) % TABS.len(),
+            Action::NextTab => self.switch_tab((self.tab + 1) % TABS.len()),
+            Action::PrevTab => self.switch_tab((self.tab + TABS.len() - 1) % TABS.len()),
+            Action::Tick => {
+                if self.tab == TRAIN_TAB {
+                    self.train.refresh();
+                }
+            }
+            Action::JobDone { result } => {
+                self.train.launching = false;
+                match result {
+                    Ok(message) => {
+                        self.train.form = None;
+                        self.train.refresh();
+                        self.info(message);
+                    }
+                    Err(e) => self.error(e),
+                }
+            }
+            other if self.tab == TRAIN_TAB => self.update_train(other),
             Action::Undo => match self.seeds.undo() {
                 Some(what) => self.info(format!("Undid {what}.")),
                 None => self.info("Nothing to undo."),
@@ -231,6 +313,71 @@ impl App {
                 SeedsView::List if self.seeds.searching => self.update_search(other),
                 SeedsView::List => self.update_list(other, rows),
             },
+        }
+    }
+
+    fn switch_tab(&mut self, tab: usize) {
+        self.tab = tab;
+        if tab == TRAIN_TAB {
+            self.train.refresh();
+        }
+    }
+
+    fn update_train(&mut self, action: Action) {
+        if let Action::Click { column, row } = action {
+            self.click(column, row);
+            return;
+        }
+        let t = &mut self.train;
+        if let Some(form) = &mut t.form {
+            match action {
+                Action::RunFormChar(c) => form.type_char(c),
+                Action::RunFormBackspace => form.backspace(),
+                Action::FormNextField | Action::Down => form.move_focus(1),
+                Action::FormPrevField | Action::Up => form.move_focus(-1),
+                Action::Cancel if !t.launching => t.form = None,
+                Action::LaunchRun if t.launching => {}
+                Action::LaunchRun => match form.validate() {
+                    Some(config) => {
+                        t.launching = true;
+                        self.pending_job = Some(Job::Launch(Box::new(config)));
+                        self.info("Checking the data and the model, then starting the run…");
+                    }
+                    None => self.error("Fix the fields marked ✗ first."),
+                },
+                _ => {}
+            }
+            return;
+        }
+        match action {
+            Action::Up | Action::ScrollUp => t.move_selection(-1),
+            Action::Down | Action::ScrollDown => t.move_selection(1),
+            Action::Top => t.move_selection(isize::MIN / 2),
+            Action::Bottom => t.move_selection(isize::MAX / 2),
+            Action::NewRun => t.form = Some(RunForm::new(t.defaults.clone())),
+            Action::StopRun => match t.selected() {
+                Some(run) if run.is_active() => {
+                    self.overlay = Some(Overlay::ConfirmStop { index: t.selected })
+                }
+                Some(run) => {
+                    let msg = format!("{} is not running ({}).", run.id, run.state_label());
+                    self.info(msg)
+                }
+                None => {}
+            },
+            Action::ResumeRun => match t.selected() {
+                Some(run) if run.is_active() => {
+                    let msg = format!("{} is still running.", run.id);
+                    self.info(msg)
+                }
+                Some(run) if run.status.state == crate::train::run::RunState::Finished => {
+                    let msg = format!("{} has finished.", run.id);
+                    self.info(msg)
+                }
+                Some(_) => self.overlay = Some(Overlay::ConfirmResume { index: t.selected }),
+                None => {}
+            },
+            _ => {}
         }
     }
 
@@ -372,7 +519,8 @@ impl App {
         let layout = self.layout();
         let at = Position::new(column, row);
         if let Some(tab) = layout.tab_at(at) {
-            self.tab = tab;
+            self.switch_tab(tab);
+        } else if self.tab == TRAIN_TAB {
         } else if layout.list_inner.contains(at) {
             let clicked = self.seeds.offset + (row - layout.list_inner.y) as usize;
             if clicked < self.seeds.visible.len() {

@@ -21,6 +21,10 @@ pub enum Context {
     Form,
     /// A yes/no prompt or the unsaved-changes prompt.
     Prompt,
+    /// The Train pane's runs.
+    Runs,
+    /// The new-run form.
+    RunForm,
 }
 
 impl Context {
@@ -33,6 +37,8 @@ impl Context {
             Context::Search => "Search",
             Context::Form => "Edit form",
             Context::Prompt => "Prompts",
+            Context::Runs => "Train pane",
+            Context::RunForm => "New-run form",
         }
     }
 }
@@ -119,7 +125,20 @@ fn table() -> Vec<Binding> {
         bind!(Form, "Shift-Tab", [BackTab], KeyModifiers::SHIFT, Action::FormPrevField, ""),
         bind!(Form, "Ctrl-s", [Char('s')], CTRL, Action::FormSubmit, "apply the changes (then s saves the file)"),
         bind!(Form, "Esc", [Esc], NONE, Action::Cancel, "discard the changes"),
-        bind!(Prompt, "y", [Char('y')], NONE, Action::Confirm, "yes (delete the record)"),
+        bind!(Runs, "↑ / k", [Up, Char('k')], NONE, Action::Up, "previous run"),
+        bind!(Runs, "↓ / j", [Down, Char('j')], NONE, Action::Down, "next run"),
+        bind!(Runs, "Home / g", [Home, Char('g')], NONE, Action::Top, "newest run"),
+        bind!(Runs, "End / G", [End, Char('G')], NONE, Action::Bottom, "oldest run"),
+        bind!(Runs, "n", [Char('n')], NONE, Action::NewRun, "new run (starts detached: it outlives the workbench)"),
+        bind!(Runs, "x", [Char('x')], NONE, Action::StopRun, "stop the run: finish the step, checkpoint (asks first)"),
+        bind!(Runs, "r", [Char('r')], NONE, Action::ResumeRun, "resume a stopped or interrupted run (asks first)"),
+        bind!(RunForm, "Tab / ↓", [Tab, Down], NONE, Action::FormNextField, "next field"),
+        bind!(RunForm, "Shift-Tab / ↑", [BackTab, Up], NONE, Action::FormPrevField, "previous field"),
+        bind!(RunForm, "Shift-Tab", [BackTab], KeyModifiers::SHIFT, Action::FormPrevField, ""),
+        bind!(RunForm, "Backspace", [Backspace], NONE, Action::RunFormBackspace, "delete a character"),
+        bind!(RunForm, "Enter", [Enter], NONE, Action::LaunchRun, "check the fields and start the run"),
+        bind!(RunForm, "Esc", [Esc], NONE, Action::Cancel, "close the form"),
+        bind!(Prompt, "y", [Char('y')], NONE, Action::Confirm, "yes (delete the record; stop or resume the run)"),
         bind!(Prompt, "s", [Char('s')], NONE, Action::SaveAndQuit, "unsaved changes: save and quit"),
         bind!(Prompt, "d", [Char('d')], NONE, Action::DiscardAndQuit, "unsaved changes: quit without saving"),
         bind!(Prompt, "n / Esc", [Char('n'), Esc], NONE, Action::Cancel, "no: go back"),
@@ -190,6 +209,15 @@ fn map_key(app: &App, key: &KeyEvent) -> Option<Action> {
         Mode::Form => lookup(Context::Form, key).or(Some(Action::FormInput((*key).into()))),
         Mode::List => lookup(Context::List, key).or_else(|| lookup(Context::Global, key)),
         Mode::Detail => lookup(Context::Detail, key).or_else(|| lookup(Context::Global, key)),
+        // The seed file's keys (undo, invalid lines) stay with the Seeds pane.
+        Mode::Runs => lookup(Context::Runs, key).or_else(|| {
+            lookup(Context::Global, key).filter(|a| !matches!(a, Action::Undo | Action::ShowErrors))
+        }),
+        Mode::RunForm => lookup(Context::RunForm, key).or(match key.code {
+            KeyCode::Char(c) if !key.modifiers.contains(CTRL) => Some(Action::RunFormChar(c)),
+            KeyCode::Char('c') => Some(Action::Quit),
+            _ => None,
+        }),
     }
 }
 

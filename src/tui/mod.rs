@@ -39,7 +39,11 @@ pub fn run(settings: &Settings) -> Result<()> {
         previous_hook(info);
     }));
     let size = terminal.size()?;
-    let mut app = App::new(file, (size.width, size.height));
+    let mut defaults = crate::train::config::TrainConfig::default();
+    defaults.model.base = settings.config.model.base.clone();
+    let train =
+        panes::train::TrainPane::new(crate::commands::train::runs_root(settings, None), defaults);
+    let mut app = App::new(file, (size.width, size.height)).with_train(train);
     let result = event_loop(&mut terminal, &mut app, settings, mouse);
     leave(mouse);
     result
@@ -60,16 +64,87 @@ fn leave(mouse: bool) {
     ratatui::restore();
 }
 
+/// How often the Train pane rereads its runs while no key is pressed.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Runs `job` for the app: stop and resume at once (they only signal or spawn the
+/// trainer), a launch in a thread (it loads the model to check the run), each ending in an
+/// [`Action::JobDone`] sent to `done`.
+fn start_job(job: app::Job, settings: &Settings, done: &std::sync::mpsc::Sender<Action>) {
+    let settings = settings.clone();
+    let report = |result: Result<Vec<u8>>| {
+        let result = result
+            .map(|out| {
+                String::from_utf8_lossy(&out)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .map_err(|e| format!("{e:#}"));
+        Action::JobDone { result }
+    };
+    match job {
+        app::Job::Stop(path) => {
+            let mut out = Vec::new();
+            let r =
+                crate::commands::train::stop(&settings, &path.to_string_lossy(), false, &mut out);
+            let _ = done.send(report(r.map(|()| out)));
+        }
+        app::Job::Resume(path) => {
+            let mut out = Vec::new();
+            let r =
+                crate::commands::train::resume(&settings, &path.to_string_lossy(), true, &mut out);
+            let _ = done.send(report(r.map(|()| out)));
+        }
+        app::Job::Launch(config) => {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let result = (|| -> Result<Vec<u8>> {
+                    let dir = settings.workspace.data_dir.join("run-configs");
+                    std::fs::create_dir_all(&dir)?;
+                    let path =
+                        dir.join(format!("tui-{}.toml", crate::train::run::unix_now() as u64));
+                    crate::data::replace_atomic(
+                        &path,
+                        toml::to_string_pretty(&*config)?.as_bytes(),
+                    )?;
+                    let mut out = Vec::new();
+                    crate::commands::train::train(&settings, &path, true, &mut out)?;
+                    let id = String::from_utf8_lossy(&out)
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .trim_end_matches(':')
+                        .to_string();
+                    Ok(format!(
+                        "Started {id}: training in the background; it goes on after you quit."
+                    )
+                    .into_bytes())
+                })();
+                let _ = done.send(report(result));
+            });
+        }
+    }
+}
+
 fn event_loop(
     terminal: &mut DefaultTerminal,
     app: &mut App,
     settings: &Settings,
     mouse: bool,
 ) -> Result<()> {
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Action>();
     loop {
         terminal.draw(|frame| ui::draw(frame, app))?;
         if app.should_quit {
             return Ok(());
+        }
+        if let Some(job) = app.pending_job.take() {
+            start_job(job, settings, &done_tx);
+        }
+        while let Ok(action) = done_rx.try_recv() {
+            app.update(action);
         }
         if let Some(index) = app.pending_external_edit.take() {
             // Hand the terminal to the editor, then take it back.
@@ -84,7 +159,12 @@ fn event_loop(
             app.update(Action::ExternalEdited { index, result });
             continue;
         }
-        // Block for the next event, then apply everything already queued before drawing.
+        // Wait for the next event (a tick after 250 ms without one), then apply everything
+        // already queued before drawing.
+        if !event::poll(TICK)? {
+            app.update(Action::Tick);
+            continue;
+        }
         let mut event = event::read()?;
         loop {
             if let Some(action) = keymap::map_event(app, &event) {

@@ -1,10 +1,10 @@
 //! Drawing the frame: tab bar, the active pane, status bar, key hints and overlays.
 //! Rendering reads the [`App`] and changes nothing.
 
-use super::app::{App, Mode, Overlay, Tone, TABS};
+use super::app::{App, Mode, Overlay, Tone, TABS, TRAIN_TAB};
 use super::keymap::{help_rows, Context};
 use super::panes::seeds::SeedsView;
-use super::panes::seeds_view;
+use super::panes::{seeds_view, train_view};
 use crate::data::Category;
 use ratatui::layout::{Constraint, Layout, Margin, Position, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -97,8 +97,13 @@ pub fn app_layout(area: Rect, app: &App) -> AppLayout {
 pub fn draw(frame: &mut Frame, app: &App) {
     let layout = app_layout(frame.area(), app);
     draw_tabs(frame, layout.tabs, app);
-    seeds_view::draw(frame, &layout, &app.seeds);
-    draw_status(frame, layout.status, app);
+    if app.tab == TRAIN_TAB {
+        train_view::draw(frame, layout.body, &app.train);
+        draw_train_status(frame, layout.status, app);
+    } else {
+        seeds_view::draw(frame, &layout, &app.seeds);
+        draw_status(frame, layout.status, app);
+    }
     draw_hints(frame, layout.hints, app);
     match &app.overlay {
         Some(Overlay::Help { scroll }) => draw_help(frame, *scroll),
@@ -144,8 +149,54 @@ pub fn draw(frame: &mut Frame, app: &App) {
                 ]),
             ],
         ),
+        Some(o @ (Overlay::ConfirmStop { index } | Overlay::ConfirmResume { index })) => {
+            let stop = matches!(o, Overlay::ConfirmStop { .. });
+            let id = app
+                .train
+                .runs
+                .get(*index)
+                .map_or_else(String::new, |r| r.id.clone());
+            let (title, question, detail) = if stop {
+                (
+                    " Stop ",
+                    format!("Stop {id}?"),
+                    "It finishes the current step and writes a checkpoint.",
+                )
+            } else {
+                (
+                    " Resume ",
+                    format!("Resume {id}?"),
+                    "It continues from its latest checkpoint, in the background.",
+                )
+            };
+            draw_prompt(
+                frame,
+                title,
+                vec![
+                    Line::from(question),
+                    Line::from(detail),
+                    Line::from(""),
+                    Line::from(vec![key("y"), " yes   ".into(), key("n"), " no".into()]),
+                ],
+            );
+        }
         None => {}
     }
+}
+
+fn draw_train_status(frame: &mut Frame, area: Rect, app: &App) {
+    let t = &app.train;
+    let active = t.runs.iter().filter(|r| r.is_active()).count();
+    let mut spans: Vec<Span> = vec![
+        format!("{} runs", t.runs.len()).into(),
+        "  ".into(),
+        Span::styled(format!("{active} training"), Style::new().fg(Color::Green)),
+    ];
+    if t.launching {
+        spans.push("  │ starting a run…".into());
+    }
+    spans.push(format!("  │ {}", t.root.display()).dim());
+    frame.render_widget(Line::from(spans), area);
 }
 
 fn key(k: &str) -> Span<'static> {
@@ -244,6 +295,16 @@ fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
             ("Esc", "discard"),
         ],
         Mode::Overlay => &[("↑↓", "scroll"), ("any key", "close")],
+        Mode::Runs => &[
+            ("↑↓", "select"),
+            ("n", "new run"),
+            ("x", "stop"),
+            ("r", "resume"),
+            ("Tab", "pane"),
+            ("?", "help"),
+            ("q", "quit"),
+        ],
+        Mode::RunForm => &[("Tab ↑↓", "field"), ("Enter", "start"), ("Esc", "close")],
         Mode::Prompt => &[],
     };
     let mut spans = Vec::new();

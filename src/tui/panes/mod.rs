@@ -2,3 +2,5 @@
 
 pub mod seeds;
 pub mod seeds_view;
+pub mod train;
+pub mod train_view;

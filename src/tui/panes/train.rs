@@ -1,0 +1,445 @@
+//! The Train pane's state: every run folder under the runs root (those started from the CLI
+//! or before the workbench opened included), followed incrementally, and the new-run form.
+//!
+//! Runs are read from the files the trainer writes (`status.json`, `metrics.jsonl`,
+//! `train.log`; see [`crate::train::run`]): the pane is a view, not a second trainer. Each
+//! refresh reads only the bytes appended since the last one, so a run of 10,000 steps costs
+//! nothing per tick; the full series is kept, and charts downsample it when drawn.
+
+use crate::train::config::TrainConfig;
+use crate::train::run::{Metric, RunDir, RunState, Status};
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// Lines of `train.log` kept for the live view.
+pub const LOG_TAIL_LINES: usize = 200;
+
+/// New complete lines of a growing file since `offset` (which advances past them); a last
+/// line still being written stays for the next call.
+fn read_new_lines(path: &Path, offset: &mut u64) -> Vec<String> {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    if len < *offset {
+        *offset = 0; // rewritten (a resumed run drops metrics after its checkpoint)
+    }
+    if len == *offset || f.seek(SeekFrom::Start(*offset)).is_err() {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    if f.read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let Some(end) = bytes.iter().rposition(|&b| b == b'\n') else {
+        return Vec::new();
+    };
+    *offset += end as u64 + 1;
+    String::from_utf8_lossy(&bytes[..end])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// One run as the pane knows it.
+#[derive(Debug, Clone)]
+pub struct RunEntry {
+    /// The run id (its folder's name).
+    pub id: String,
+    /// The folder.
+    pub dir: RunDir,
+    /// Its last `status.json`.
+    pub status: Status,
+    /// Whether its trainer process is alive.
+    pub alive: bool,
+    /// Every metrics line so far.
+    pub metrics: Vec<Metric>,
+    /// The last lines of `train.log`.
+    pub log: VecDeque<String>,
+    metrics_offset: u64,
+    log_offset: u64,
+}
+
+impl RunEntry {
+    fn new(dir: RunDir, status: Status) -> RunEntry {
+        let id = dir
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        RunEntry {
+            id,
+            dir,
+            alive: crate::commands::train::process_alive(status.pid),
+            status,
+            metrics: Vec::new(),
+            log: VecDeque::new(),
+            metrics_offset: 0,
+            log_offset: 0,
+        }
+    }
+
+    /// Reads what was appended to the metrics and the log since the last call.
+    pub fn follow(&mut self) {
+        let before = self.metrics_offset;
+        let lines = read_new_lines(
+            &self.dir.path.join("metrics.jsonl"),
+            &mut self.metrics_offset,
+        );
+        if self.metrics_offset < before || (before > 0 && self.metrics_offset == 0) {
+            self.metrics.clear();
+        }
+        self.metrics
+            .extend(lines.iter().filter_map(|l| serde_json::from_str(l).ok()));
+        for line in read_new_lines(&self.dir.path.join("train.log"), &mut self.log_offset) {
+            self.log.push_back(line);
+            if self.log.len() > LOG_TAIL_LINES {
+                self.log.pop_front();
+            }
+        }
+    }
+
+    /// The state to show: `interrupted` when the status says the run is active but its
+    /// trainer is gone.
+    pub fn state_label(&self) -> String {
+        crate::commands::train::state_label(&self.status)
+    }
+
+    /// Whether the trainer is working on it now.
+    pub fn is_active(&self) -> bool {
+        self.alive
+            && matches!(
+                self.status.state,
+                RunState::Queued | RunState::Running | RunState::Stopping
+            )
+    }
+
+    /// The latest optimizer-step metric.
+    pub fn last_step(&self) -> Option<&Metric> {
+        self.metrics
+            .iter()
+            .rev()
+            .find(|m| matches!(m, Metric::Step { .. }))
+    }
+
+    /// `(step, loss)` of every optimizer step.
+    pub fn losses(&self) -> Vec<(f64, f64)> {
+        self.metrics
+            .iter()
+            .filter_map(|m| match m {
+                Metric::Step { step, loss, .. } => Some((*step as f64, *loss)),
+                Metric::Eval { .. } => None,
+            })
+            .collect()
+    }
+
+    /// `(step, validation loss)` of every evaluation.
+    pub fn val_losses(&self) -> Vec<(f64, f64)> {
+        self.metrics
+            .iter()
+            .filter_map(|m| match m {
+                Metric::Eval { step, val_loss, .. } => Some((*step as f64, *val_loss)),
+                Metric::Step { .. } => None,
+            })
+            .collect()
+    }
+
+    /// One value of every step metric (`lr`, `grad_norm`, ...), via `pick`.
+    pub fn series(&self, pick: impl Fn(&Metric) -> Option<f64>) -> Vec<(f64, f64)> {
+        self.metrics
+            .iter()
+            .filter_map(|m| match m {
+                Metric::Step { step, .. } => pick(m).map(|v| (*step as f64, v)),
+                Metric::Eval { .. } => None,
+            })
+            .collect()
+    }
+}
+
+/// At most `max` points of `points`, each the mean of a run of consecutive ones (the full
+/// series is kept; this is for drawing).
+pub fn downsample(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max.max(1) {
+        return points.to_vec();
+    }
+    let per = points.len().div_ceil(max.max(1));
+    points
+        .chunks(per)
+        .map(|c| {
+            let n = c.len() as f64;
+            (
+                c.iter().map(|p| p.0).sum::<f64>() / n,
+                c.iter().map(|p| p.1).sum::<f64>() / n,
+            )
+        })
+        .collect()
+}
+
+/// One field of the new-run form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunField {
+    /// The config key, `section.name`.
+    pub key: &'static str,
+    /// What the user typed.
+    pub value: String,
+    /// Why the value is not accepted, if it is not.
+    pub error: Option<String>,
+}
+
+/// How a field's text becomes TOML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    OneOf(&'static [&'static str]),
+    List,
+    Integer,
+    Float,
+}
+
+/// The form's fields: key, kind, and how to read the default from a config.
+const FIELDS: [(&str, Kind); 13] = [
+    ("model.base", Kind::Text),
+    ("data.files", Kind::List),
+    ("data.categories", Kind::List),
+    ("data.format", Kind::OneOf(&["alpaca", "chat"])),
+    ("data.max_seq_len", Kind::Integer),
+    ("lora.r", Kind::Integer),
+    ("lora.lora_alpha", Kind::Float),
+    ("lora.target_modules", Kind::List),
+    ("optim.learning_rate", Kind::Float),
+    ("optim.epochs", Kind::Integer),
+    ("optim.micro_batch_size", Kind::Integer),
+    ("optim.gradient_accumulation_steps", Kind::Integer),
+    ("run.seed", Kind::Integer),
+];
+
+/// The value of `key` in `config`, as the form shows it.
+fn field_text(config: &TrainConfig, key: &str) -> String {
+    let value = toml::Value::try_from(config).unwrap_or(toml::Value::Boolean(false));
+    let mut v = &value;
+    for part in key.split('.') {
+        match v.get(part) {
+            Some(next) => v = next,
+            None => return String::new(),
+        }
+    }
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}
+
+/// The new-run form: the fields most runs change, over a base configuration; validated as
+/// typed with the trainer's own checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunForm {
+    /// The fields, in order.
+    pub fields: Vec<RunField>,
+    /// The field with the cursor.
+    pub focus: usize,
+    /// The configuration the fields are laid over.
+    pub base: TrainConfig,
+}
+
+impl RunForm {
+    /// A form showing `base`'s values.
+    pub fn new(base: TrainConfig) -> RunForm {
+        let fields = FIELDS
+            .iter()
+            .map(|(key, _)| RunField {
+                key,
+                value: field_text(&base, key),
+                error: None,
+            })
+            .collect();
+        let mut form = RunForm {
+            fields,
+            focus: 0,
+            base,
+        };
+        form.validate();
+        form
+    }
+
+    /// The configuration the fields give, or `None` when a field is invalid (each invalid
+    /// field then has its `error`).
+    pub fn validate(&mut self) -> Option<TrainConfig> {
+        let mut table = match toml::Value::try_from(&self.base) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => toml::Table::new(),
+        };
+        for (field, (_, kind)) in self.fields.iter_mut().zip(FIELDS) {
+            field.error = None;
+            let text = field.value.trim();
+            let value = match kind {
+                Kind::Text => Ok(toml::Value::String(text.to_string())),
+                Kind::OneOf(choices) if choices.contains(&text) => {
+                    Ok(toml::Value::String(text.to_string()))
+                }
+                Kind::OneOf(choices) => Err(format!("one of {}", choices.join(", "))),
+                Kind::List => Ok(toml::Value::Array(
+                    text.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                )),
+                Kind::Integer => text
+                    .parse::<i64>()
+                    .map(toml::Value::Integer)
+                    .map_err(|_| "a whole number".to_string()),
+                Kind::Float => text
+                    .parse::<f64>()
+                    .map(toml::Value::Float)
+                    .map_err(|_| "a number".to_string()),
+            };
+            match value {
+                Err(e) => field.error = Some(format!("must be {e}")),
+                Ok(v) => {
+                    let (section, name) = field.key.split_once('.').unwrap_or(("", field.key));
+                    if let Some(toml::Value::Table(s)) = table.get_mut(section) {
+                        s.insert(name.to_string(), v);
+                    }
+                }
+            }
+        }
+        // Fields that did not parse keep the base value, so the others are still checked.
+        let config: TrainConfig = match toml::Value::Table(table).try_into() {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(f) = self.fields.first_mut() {
+                    f.error.get_or_insert_with(|| e.to_string());
+                }
+                return None;
+            }
+        };
+        let mut ok = self.fields.iter().all(|f| f.error.is_none());
+        for problem in config.problems() {
+            let (key, what) = problem.split_once(": ").unwrap_or(("", &problem));
+            if let Some(f) = self.fields.iter_mut().find(|f| f.key == key) {
+                f.error.get_or_insert_with(|| what.to_string());
+            }
+            ok = false;
+        }
+        if config.model.base.trim().is_empty() {
+            if let Some(f) = self.fields.iter_mut().find(|f| f.key == "model.base") {
+                f.error = Some("is empty".into());
+            }
+            ok = false;
+        }
+        ok.then_some(config)
+    }
+
+    /// Types `c` into the focused field.
+    pub fn type_char(&mut self, c: char) {
+        if let Some(f) = self.fields.get_mut(self.focus) {
+            f.value.push(c);
+        }
+        self.validate();
+    }
+
+    /// Deletes the last character of the focused field.
+    pub fn backspace(&mut self) {
+        if let Some(f) = self.fields.get_mut(self.focus) {
+            f.value.pop();
+        }
+        self.validate();
+    }
+
+    /// Moves the cursor `delta` fields (wrapping).
+    pub fn move_focus(&mut self, delta: isize) {
+        let n = self.fields.len() as isize;
+        self.focus = ((self.focus as isize + delta).rem_euclid(n.max(1))) as usize;
+    }
+}
+
+/// The Train pane.
+#[derive(Debug)]
+pub struct TrainPane {
+    /// Where run folders are.
+    pub root: PathBuf,
+    /// Runs, newest first.
+    pub runs: Vec<RunEntry>,
+    /// Index of the selected run in `runs`.
+    pub selected: usize,
+    /// The new-run form, while open.
+    pub form: Option<RunForm>,
+    /// A launch in progress (the form's config is being checked and the trainer started).
+    pub launching: bool,
+    /// The configuration new runs start from.
+    pub defaults: TrainConfig,
+}
+
+impl TrainPane {
+    /// A pane over the runs in `root`; new runs start from `defaults`.
+    pub fn new(root: PathBuf, defaults: TrainConfig) -> TrainPane {
+        let mut pane = TrainPane {
+            root,
+            runs: Vec::new(),
+            selected: 0,
+            form: None,
+            launching: false,
+            defaults,
+        };
+        pane.refresh();
+        pane
+    }
+
+    /// Rescans the runs root: new runs appear, statuses update, and every run's metrics and
+    /// log are followed. The selection stays on the same run.
+    pub fn refresh(&mut self) {
+        let selected_id = self.selected().map(|r| r.id.clone());
+        let mut known: HashMap<PathBuf, RunEntry> = self
+            .runs
+            .drain(..)
+            .map(|r| (r.dir.path.clone(), r))
+            .collect();
+        let mut runs = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                let dir = RunDir { path: e.path() };
+                let Ok(status) = dir.read_status() else {
+                    continue;
+                };
+                let mut entry = match known.remove(&dir.path) {
+                    Some(mut old) => {
+                        if old.status.pid != status.pid || old.status.state != status.state {
+                            old.alive = crate::commands::train::process_alive(status.pid);
+                        }
+                        old.status = status;
+                        old
+                    }
+                    None => RunEntry::new(dir, status),
+                };
+                if entry.is_active() {
+                    entry.alive = crate::commands::train::process_alive(entry.status.pid);
+                }
+                entry.follow();
+                runs.push(entry);
+            }
+        }
+        runs.sort_by(|a, b| b.id.cmp(&a.id));
+        self.runs = runs;
+        self.selected = selected_id
+            .and_then(|id| self.runs.iter().position(|r| r.id == id))
+            .unwrap_or(0)
+            .min(self.runs.len().saturating_sub(1));
+    }
+
+    /// The selected run.
+    pub fn selected(&self) -> Option<&RunEntry> {
+        self.runs.get(self.selected)
+    }
+
+    /// Moves the selection by `delta` rows.
+    pub fn move_selection(&mut self, delta: isize) {
+        let last = self.runs.len().saturating_sub(1) as isize;
+        self.selected = (self.selected as isize + delta).clamp(0, last) as usize;
+    }
+}
