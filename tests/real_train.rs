@@ -1,13 +1,16 @@
 //! LoRA training of the real default model, SmolLM2-135M-Instruct (the Q4_1 GGUF that
 //! `scripts/fetch-test-model.sh` fetches, dequantized to f32), on the 80 bundled seeds, the way
-//! a user runs it: `train --detach`, `runs tail`, then `chat --adapter` with the result.
+//! a user runs it: `train --detach`, `runs tail`, then `chat --adapter` with the result, and
+//! the workbench's Chat pane with base and tuned side by side.
 //! One epoch at a raised learning rate keeps it to a couple of minutes on 2 cores; the full
 //! `configs/smollm2-135m-cpu.toml` run is the same code for 54 steps.
 
 mod common;
 
 use common::gguf_path;
+use common::tmux::Tmux;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 #[test]
 fn a_detached_run_on_the_seeds_lowers_validation_loss_and_its_adapter_chats() {
@@ -88,4 +91,111 @@ fn a_detached_run_on_the_seeds_lowers_validation_loss_and_its_adapter_chats() {
         String::from_utf8_lossy(&chat.stderr)
     );
     assert!(!String::from_utf8_lossy(&chat.stdout).trim().is_empty());
+
+    chat_pane_compares_base_and_tuned(&ws);
+}
+
+/// The text of one column of the Chat pane at 120 columns: the left (base) or right
+/// (tuned) half of the rows between the top of the columns and their bottom border.
+fn column_text(screen: &str, right: bool) -> String {
+    screen
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.starts_with('└'))
+        .map(|l| {
+            let chars: Vec<char> = l.chars().collect();
+            let half = chars.len() / 2;
+            let side: String = if right {
+                chars[half..].iter().collect()
+            } else {
+                chars[..half].iter().collect()
+            };
+            side.trim_matches(|c| c == '│' || c == ' ').to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// In the workbench, in tmux: the Chat pane loads the base model and the tuned one (the
+/// adapter just trained), one prompt streams in both columns, the answers differ, and while
+/// both stream every keypress shows within 100 ms.
+fn chat_pane_compares_base_and_tuned(ws: &common::Workspace) {
+    let config_dir = ws.home.path().join("config");
+    std::fs::create_dir_all(&config_dir).expect("config dir");
+    std::fs::write(
+        config_dir.join("config.toml"),
+        format!(
+            "[model]\nbase = {:?}\n[generation]\ntemperature = 0.0\nmax_new_tokens = 160\n",
+            gguf_path().display().to_string()
+        ),
+    )
+    .expect("settings");
+    let command = format!(
+        "env BIOINSTRUCT_HOME='{}' HF_HUB_OFFLINE=1 '{}'",
+        ws.home.path().display(),
+        common::BIN
+    );
+    let tmux = Tmux::start("chat", &command, 120, 40);
+    tmux.wait_for("seed-019");
+    tmux.keys(&["Tab", "Tab"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tmux.screen().matches("Ready. Type a prompt").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the models never loaded:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux.text("List three first-line treatments for type 2 diabetes.");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("streaming…");
+
+    // Keypresses while both columns stream: each must show in the prompt box within 100 ms.
+    let mut waits = Vec::new();
+    for c in ["Z", "Y", "X", "W", "V"] {
+        let before = tmux.screen();
+        assert!(before.contains("streaming…"), "still streaming:\n{before}");
+        let start = Instant::now();
+        tmux.text(c);
+        loop {
+            let screen = tmux.screen();
+            let prompt = screen
+                .lines()
+                .find(|l| l.contains('▏'))
+                .unwrap_or_default()
+                .to_string();
+            if prompt.contains(c) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "{c} never showed:\n{screen}"
+            );
+        }
+        waits.push(start.elapsed());
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let slowest = waits.iter().max().copied().unwrap_or_default();
+    eprintln!("keypress to screen while streaming: {waits:?}");
+    assert!(slowest < Duration::from_millis(100), "{waits:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while tmux.screen().matches("tokens/s").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the replies never ended:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let screen = tmux.screen();
+    let (base, tuned) = (column_text(&screen, false), column_text(&screen, true));
+    assert!(
+        base.contains("diabetes") && tuned.contains("diabetes"),
+        "{screen}"
+    );
+    assert_ne!(base, tuned, "the adapter changes the answer:\n{screen}");
+    tmux.keys(&["C-c"]);
+    tmux.wait_exit();
 }

@@ -19,7 +19,9 @@ pub mod template;
 pub mod tokenizer;
 
 pub use config::LlamaConfig;
-pub use generate::{generate, GenerationStats, Sampling, StopReason};
+pub use generate::{
+    generate, generate_taking_turns, GenerationStats, Sampling, StepLock, StopReason,
+};
 pub use linear::{Adapter, Linear};
 pub use llama::{Cache, Llama};
 pub use load::{load_files, load_gguf, GgufCompute, LoadOptions};

@@ -102,16 +102,60 @@ pub enum Action {
     StopRun,
     /// Train pane: resume the selected run (asks first).
     ResumeRun,
-    /// New-run form: a character typed into the focused field.
-    RunFormChar(char),
-    /// New-run form: delete the last character of the focused field.
-    RunFormBackspace,
+    /// A character typed into the focused field of a form (new run, sampling popup).
+    FieldChar(char),
+    /// Delete the last character of the focused field.
+    FieldBackspace,
     /// New-run form: check the fields and start the run in the background.
     LaunchRun,
     /// A background job (start, stop or resume a run) ended: what to tell the user.
     #[serde(skip)]
     JobDone {
         /// A message for the status line, or the error.
+        result: Result<String, String>,
+    },
+    /// Seeds pane: put the selected task in the Chat pane's input, its output as reference.
+    SendToChat,
+    /// Chat pane: a character typed into the input.
+    ChatChar(char),
+    /// Chat pane: delete the last character of the input.
+    ChatBackspace,
+    /// Chat pane: send the input to both models.
+    ChatSend,
+    /// Chat pane: stop both replies, or clear the input when none is streaming.
+    ChatCancel,
+    /// Chat pane: forget both conversations and the reference.
+    ChatClear,
+    /// Chat pane: save the transcript as Markdown and JSONL.
+    ChatSave,
+    /// Chat pane: open the sampling settings.
+    ChatSampling,
+    /// Sampling popup: apply the settings.
+    ApplySampling,
+    /// Chat pane: tune with the next run's adapter.
+    ChatNextAdapter,
+    /// A chat model finished loading, or failed to.
+    #[serde(skip)]
+    ChatLoaded {
+        /// 0: base, 1: tuned.
+        column: usize,
+        /// The model's name, or why it did not load.
+        result: Result<String, String>,
+    },
+    /// A piece of a streamed reply.
+    #[serde(skip)]
+    ChatPiece {
+        /// 0: base, 1: tuned.
+        column: usize,
+        /// The text.
+        text: String,
+    },
+    /// A reply ended.
+    #[serde(skip)]
+    ChatDone {
+        /// 0: base, 1: tuned.
+        column: usize,
+        /// Tokens and speed, or the error.
         result: Result<String, String>,
     },
     /// The terminal was resized.

@@ -2,6 +2,7 @@
 
 use super::action::Action;
 use super::form::{EditForm, FormTarget};
+use super::panes::chat::ChatPane;
 use super::panes::seeds::{SeedsPane, SeedsView};
 use super::panes::train::{RunForm, TrainPane};
 use super::ui::{self, AppLayout};
@@ -9,10 +10,13 @@ use crate::data::InstructionFile;
 use ratatui::layout::{Position, Rect};
 
 /// The panes that exist, in tab order.
-pub const TABS: [&str; 2] = ["Seeds", "Train"];
+pub const TABS: [&str; 3] = ["Seeds", "Train", "Chat"];
 
 /// Index of the Train pane in [`TABS`].
 pub const TRAIN_TAB: usize = 1;
+
+/// Index of the Chat pane in [`TABS`].
+pub const CHAT_TAB: usize = 2;
 
 /// Work the event loop does for the app outside [`App::update`] (it needs the settings, or
 /// takes time); its outcome comes back as [`Action::JobDone`].
@@ -77,6 +81,10 @@ pub enum Mode {
     Runs,
     /// The new-run form.
     RunForm,
+    /// The Chat pane's input.
+    Chat,
+    /// The sampling popup.
+    Sampling,
 }
 
 /// How a status message is shown.
@@ -109,6 +117,8 @@ pub struct App {
     pub train: TrainPane,
     /// A request for the event loop: a job to run (see [`Job`]).
     pub pending_job: Option<Job>,
+    /// The Chat pane.
+    pub chat: ChatPane,
 }
 
 impl App {
@@ -129,7 +139,18 @@ impl App {
                 crate::train::config::TrainConfig::default(),
             ),
             pending_job: None,
+            chat: ChatPane::new(
+                crate::model::Sampling::default(),
+                std::path::PathBuf::new(),
+                std::path::PathBuf::new(),
+            ),
         }
+    }
+
+    /// The same app with `chat` as its Chat pane.
+    pub fn with_chat(mut self, chat: ChatPane) -> App {
+        self.chat = chat;
+        self
     }
 
     /// The same app with `train` as its Train pane.
@@ -150,6 +171,8 @@ impl App {
             Some(_) => Mode::Overlay,
             None if self.tab == TRAIN_TAB && self.train.form.is_some() => Mode::RunForm,
             None if self.tab == TRAIN_TAB => Mode::Runs,
+            None if self.tab == CHAT_TAB && self.chat.sampling_form.is_some() => Mode::Sampling,
+            None if self.tab == CHAT_TAB => Mode::Chat,
             None => match &self.seeds.view {
                 SeedsView::Form(_) => Mode::Form,
                 SeedsView::Detail { .. } => Mode::Detail,
@@ -241,9 +264,12 @@ impl App {
                 }
             }
             Action::DiscardAndQuit if overlay == Overlay::ConfirmQuit => self.should_quit = true,
-            Action::ExternalEdited { .. } | Action::Tick | Action::JobDone { .. } => {
-                self.update_pane(action)
-            }
+            Action::ExternalEdited { .. }
+            | Action::Tick
+            | Action::JobDone { .. }
+            | Action::ChatLoaded { .. }
+            | Action::ChatPiece { .. }
+            | Action::ChatDone { .. } => self.update_pane(action),
             _ => self.overlay = None,
         }
     }
@@ -281,7 +307,21 @@ impl App {
                     Err(e) => self.error(e),
                 }
             }
+            Action::ChatLoaded { column, result } => self.chat.loaded(column, result),
+            Action::ChatPiece { column, text } => self.chat.piece(column, &text),
+            Action::ChatDone { column, result } => self.chat.done(column, result),
+            Action::SendToChat => {
+                if let Some(record) = self.seeds.selected_record().cloned() {
+                    self.chat.load_task(&record);
+                    self.switch_tab(CHAT_TAB);
+                    self.info(format!(
+                        "{} is in the input: Enter sends it to both models.",
+                        record.id
+                    ));
+                }
+            }
             other if self.tab == TRAIN_TAB => self.update_train(other),
+            other if self.tab == CHAT_TAB => self.update_chat(other),
             Action::Undo => match self.seeds.undo() {
                 Some(what) => self.info(format!("Undid {what}.")),
                 None => self.info("Nothing to undo."),
@@ -321,6 +361,76 @@ impl App {
         if tab == TRAIN_TAB {
             self.train.refresh();
         }
+        if tab == CHAT_TAB {
+            self.chat.ensure_loaded();
+        }
+    }
+
+    fn update_chat(&mut self, action: Action) {
+        if let Action::Click { column, row } = action {
+            self.click(column, row);
+            return;
+        }
+        let c = &mut self.chat;
+        if let Some(form) = &mut c.sampling_form {
+            match action {
+                Action::FieldChar(ch) => {
+                    if let Some(f) = form.fields.get_mut(form.focus) {
+                        f.1.push(ch);
+                    }
+                }
+                Action::FieldBackspace => {
+                    if let Some(f) = form.fields.get_mut(form.focus) {
+                        f.1.pop();
+                    }
+                }
+                Action::FormNextField | Action::Down => {
+                    form.focus = (form.focus + 1) % form.fields.len()
+                }
+                Action::FormPrevField | Action::Up => {
+                    form.focus = (form.focus + form.fields.len() - 1) % form.fields.len()
+                }
+                Action::ApplySampling if c.apply_sampling() => {
+                    self.info("Sampling settings applied to both columns.")
+                }
+                Action::Cancel => c.sampling_form = None,
+                _ => {}
+            }
+            return;
+        }
+        match action {
+            Action::ChatChar(ch) => c.input.push(ch),
+            Action::ChatBackspace => {
+                c.input.pop();
+            }
+            Action::ChatSend => {
+                if let Err(e) = c.send() {
+                    self.error(e);
+                }
+            }
+            Action::ChatCancel if c.streaming() => {
+                c.requests.push(super::panes::chat::ChatRequest::Cancel);
+                self.info("Stopping both replies…");
+            }
+            Action::ChatCancel => c.input.clear(),
+            Action::ChatClear => {
+                c.clear();
+                self.info("Both conversations cleared.");
+            }
+            Action::ChatSave => match c.save_transcript() {
+                Ok(path) => self.info(format!("Saved {} (and .jsonl).", path.display())),
+                Err(e) => self.error(format!("Could not save the transcript: {e}")),
+            },
+            Action::ChatSampling => c.open_sampling(),
+            Action::ChatNextAdapter if c.streaming() => {
+                self.error("Wait for the replies before switching adapters.")
+            }
+            Action::ChatNextAdapter => match c.next_adapter() {
+                Some(label) => self.info(format!("Loading the tuned model with {label}…")),
+                None => self.error("No run has an adapter yet: train one in the Train pane."),
+            },
+            _ => {}
+        }
     }
 
     fn update_train(&mut self, action: Action) {
@@ -331,8 +441,8 @@ impl App {
         let t = &mut self.train;
         if let Some(form) = &mut t.form {
             match action {
-                Action::RunFormChar(c) => form.type_char(c),
-                Action::RunFormBackspace => form.backspace(),
+                Action::FieldChar(c) => form.type_char(c),
+                Action::FieldBackspace => form.backspace(),
                 Action::FormNextField | Action::Down => form.move_focus(1),
                 Action::FormPrevField | Action::Up => form.move_focus(-1),
                 Action::Cancel if !t.launching => t.form = None,
@@ -520,7 +630,7 @@ impl App {
         let at = Position::new(column, row);
         if let Some(tab) = layout.tab_at(at) {
             self.switch_tab(tab);
-        } else if self.tab == TRAIN_TAB {
+        } else if self.tab == TRAIN_TAB || self.tab == CHAT_TAB {
         } else if layout.list_inner.contains(at) {
             let clicked = self.seeds.offset + (row - layout.list_inner.y) as usize;
             if clicked < self.seeds.visible.len() {

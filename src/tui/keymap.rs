@@ -25,6 +25,10 @@ pub enum Context {
     Runs,
     /// The new-run form.
     RunForm,
+    /// The Chat pane (typing goes to the input).
+    Chat,
+    /// The sampling popup.
+    Sampling,
 }
 
 impl Context {
@@ -39,6 +43,8 @@ impl Context {
             Context::Prompt => "Prompts",
             Context::Runs => "Train pane",
             Context::RunForm => "New-run form",
+            Context::Chat => "Chat pane (letters go to the input)",
+            Context::Sampling => "Sampling popup",
         }
     }
 }
@@ -111,6 +117,7 @@ fn table() -> Vec<Binding> {
         bind!(List, "e", [Char('e')], NONE, Action::Edit, "edit in the form"),
         bind!(List, "E", [Char('E')], NONE, Action::EditExternal, "edit as JSON in $EDITOR"),
         bind!(List, "d / Del", [Char('d'), Delete], NONE, Action::Delete, "delete (asks first)"),
+        bind!(List, ">", [Char('>')], NONE, Action::SendToChat, "send the task to the Chat pane (its output as reference)"),
         bind!(Detail, "↑ / k", [Up, Char('k')], NONE, Action::Up, "scroll up"),
         bind!(Detail, "↓ / j", [Down, Char('j')], NONE, Action::Down, "scroll down"),
         bind!(Detail, "e / E", [Char('e')], NONE, Action::Edit, "edit in the form / in $EDITOR"),
@@ -135,9 +142,26 @@ fn table() -> Vec<Binding> {
         bind!(RunForm, "Tab / ↓", [Tab, Down], NONE, Action::FormNextField, "next field"),
         bind!(RunForm, "Shift-Tab / ↑", [BackTab, Up], NONE, Action::FormPrevField, "previous field"),
         bind!(RunForm, "Shift-Tab", [BackTab], KeyModifiers::SHIFT, Action::FormPrevField, ""),
-        bind!(RunForm, "Backspace", [Backspace], NONE, Action::RunFormBackspace, "delete a character"),
+        bind!(RunForm, "Backspace", [Backspace], NONE, Action::FieldBackspace, "delete a character"),
         bind!(RunForm, "Enter", [Enter], NONE, Action::LaunchRun, "check the fields and start the run"),
         bind!(RunForm, "Esc", [Esc], NONE, Action::Cancel, "close the form"),
+        bind!(Chat, "Enter", [Enter], NONE, Action::ChatSend, "send the input to both models"),
+        bind!(Chat, "Esc", [Esc], NONE, Action::ChatCancel, "stop both replies (or clear the input)"),
+        bind!(Chat, "Backspace", [Backspace], NONE, Action::ChatBackspace, "delete a character"),
+        bind!(Chat, "Tab / Shift-Tab", [Tab], NONE, Action::NextTab, "next / previous pane"),
+        bind!(Chat, "Shift-Tab", [BackTab], KeyModifiers::SHIFT, Action::PrevTab, ""),
+        bind!(Chat, "Ctrl-p", [Char('p')], CTRL, Action::ChatSampling, "sampling settings (temperature, top_p, seed, …)"),
+        bind!(Chat, "Ctrl-a", [Char('a')], CTRL, Action::ChatNextAdapter, "tuned column: the next run's adapter"),
+        bind!(Chat, "Ctrl-l", [Char('l')], CTRL, Action::ChatClear, "clear both conversations"),
+        bind!(Chat, "Ctrl-s", [Char('s')], CTRL, Action::ChatSave, "save the transcript (Markdown and JSONL)"),
+        bind!(Chat, "F1", [F(1)], NONE, Action::ToggleHelp, "key help (? is typed here)"),
+        bind!(Chat, "Ctrl-c", [Char('c')], CTRL, Action::Quit, "quit"),
+        bind!(Sampling, "Tab / ↓", [Tab, Down], NONE, Action::FormNextField, "next field"),
+        bind!(Sampling, "Shift-Tab / ↑", [BackTab, Up], NONE, Action::FormPrevField, "previous field"),
+        bind!(Sampling, "Shift-Tab", [BackTab], KeyModifiers::SHIFT, Action::FormPrevField, ""),
+        bind!(Sampling, "Backspace", [Backspace], NONE, Action::FieldBackspace, "delete a character"),
+        bind!(Sampling, "Enter", [Enter], NONE, Action::ApplySampling, "apply to both columns"),
+        bind!(Sampling, "Esc", [Esc], NONE, Action::Cancel, "close without applying"),
         bind!(Prompt, "y", [Char('y')], NONE, Action::Confirm, "yes (delete the record; stop or resume the run)"),
         bind!(Prompt, "s", [Char('s')], NONE, Action::SaveAndQuit, "unsaved changes: save and quit"),
         bind!(Prompt, "d", [Char('d')], NONE, Action::DiscardAndQuit, "unsaved changes: quit without saving"),
@@ -213,8 +237,17 @@ fn map_key(app: &App, key: &KeyEvent) -> Option<Action> {
         Mode::Runs => lookup(Context::Runs, key).or_else(|| {
             lookup(Context::Global, key).filter(|a| !matches!(a, Action::Undo | Action::ShowErrors))
         }),
+        Mode::Chat => lookup(Context::Chat, key).or(match key.code {
+            KeyCode::Char(c) if !key.modifiers.contains(CTRL) => Some(Action::ChatChar(c)),
+            _ => None,
+        }),
+        Mode::Sampling => lookup(Context::Sampling, key).or(match key.code {
+            KeyCode::Char(c) if !key.modifiers.contains(CTRL) => Some(Action::FieldChar(c)),
+            KeyCode::Char('c') => Some(Action::Quit),
+            _ => None,
+        }),
         Mode::RunForm => lookup(Context::RunForm, key).or(match key.code {
-            KeyCode::Char(c) if !key.modifiers.contains(CTRL) => Some(Action::RunFormChar(c)),
+            KeyCode::Char(c) if !key.modifiers.contains(CTRL) => Some(Action::FieldChar(c)),
             KeyCode::Char('c') => Some(Action::Quit),
             _ => None,
         }),

@@ -7,6 +7,7 @@
 
 pub mod action;
 pub mod app;
+pub mod chat_engine;
 pub mod form;
 pub mod keymap;
 pub mod panes;
@@ -43,7 +44,14 @@ pub fn run(settings: &Settings) -> Result<()> {
     defaults.model.base = settings.config.model.base.clone();
     let train =
         panes::train::TrainPane::new(crate::commands::train::runs_root(settings, None), defaults);
-    let mut app = App::new(file, (size.width, size.height)).with_train(train);
+    let chat = panes::chat::ChatPane::new(
+        settings.config.generation.clone(),
+        crate::commands::train::runs_root(settings, None),
+        settings.workspace.data_dir.join("transcripts"),
+    );
+    let mut app = App::new(file, (size.width, size.height))
+        .with_train(train)
+        .with_chat(chat);
     let result = event_loop(&mut terminal, &mut app, settings, mouse);
     leave(mouse);
     result
@@ -66,6 +74,9 @@ fn leave(mouse: bool) {
 
 /// How often the Train pane rereads its runs while no key is pressed.
 pub const TICK: Duration = Duration::from_millis(250);
+
+/// The frame interval while replies stream (about 30 frames a second).
+pub const FRAME: Duration = Duration::from_millis(33);
 
 /// Runs `job` for the app: stop and resume at once (they only signal or spawn the
 /// trainer), a launch in a thread (it loads the model to check the run), each ending in an
@@ -135,6 +146,7 @@ fn event_loop(
     mouse: bool,
 ) -> Result<()> {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Action>();
+    let mut chat = chat_engine::ChatEngine::new(settings, done_tx.clone());
     loop {
         terminal.draw(|frame| ui::draw(frame, app))?;
         if app.should_quit {
@@ -143,6 +155,11 @@ fn event_loop(
         if let Some(job) = app.pending_job.take() {
             start_job(job, settings, &done_tx);
         }
+        for request in std::mem::take(&mut app.chat.requests) {
+            chat.handle(request);
+        }
+        // Background results (jobs, model loads, streamed pieces): all that has arrived is
+        // applied before the next frame, so a fast stream costs one redraw per frame.
         while let Ok(action) = done_rx.try_recv() {
             app.update(action);
         }
@@ -161,8 +178,15 @@ fn event_loop(
         }
         // Wait for the next event (a tick after 250 ms without one), then apply everything
         // already queued before drawing.
-        if !event::poll(TICK)? {
-            app.update(Action::Tick);
+        let wait = if app.chat.streaming() || app.train.launching {
+            FRAME
+        } else {
+            TICK
+        };
+        if !event::poll(wait)? {
+            if wait == TICK {
+                app.update(Action::Tick);
+            }
             continue;
         }
         let mut event = event::read()?;

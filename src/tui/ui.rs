@@ -1,10 +1,10 @@
 //! Drawing the frame: tab bar, the active pane, status bar, key hints and overlays.
 //! Rendering reads the [`App`] and changes nothing.
 
-use super::app::{App, Mode, Overlay, Tone, TABS, TRAIN_TAB};
+use super::app::{App, Mode, Overlay, Tone, CHAT_TAB, TABS, TRAIN_TAB};
 use super::keymap::{help_rows, Context};
 use super::panes::seeds::SeedsView;
-use super::panes::{seeds_view, train_view};
+use super::panes::{chat_view, seeds_view, train_view};
 use crate::data::Category;
 use ratatui::layout::{Constraint, Layout, Margin, Position, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -100,6 +100,9 @@ pub fn draw(frame: &mut Frame, app: &App) {
     if app.tab == TRAIN_TAB {
         train_view::draw(frame, layout.body, &app.train);
         draw_train_status(frame, layout.status, app);
+    } else if app.tab == CHAT_TAB {
+        chat_view::draw(frame, layout.body, &app.chat);
+        draw_chat_status(frame, layout.status, app);
     } else {
         seeds_view::draw(frame, &layout, &app.seeds);
         draw_status(frame, layout.status, app);
@@ -182,6 +185,30 @@ pub fn draw(frame: &mut Frame, app: &App) {
         }
         None => {}
     }
+}
+
+fn draw_chat_status(frame: &mut Frame, area: Rect, app: &App) {
+    let c = &app.chat;
+    let turns = c.columns[0]
+        .history
+        .iter()
+        .filter(|m| m.role == "user")
+        .count();
+    let mut spans: Vec<Span> = vec![format!("{turns} turns").into()];
+    if c.streaming() {
+        spans.push(Span::styled("  │ streaming", Style::new().fg(Color::Green)));
+    }
+    spans.push(
+        format!(
+            "  │ adapter {}",
+            c.current_adapter().map_or_else(
+                || "none".to_string(),
+                |a| super::panes::chat::adapter_label(a)
+            )
+        )
+        .dim(),
+    );
+    frame.render_widget(Line::from(spans), area);
 }
 
 fn draw_train_status(frame: &mut Frame, area: Rect, app: &App) {
@@ -304,6 +331,17 @@ fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
             ("?", "help"),
             ("q", "quit"),
         ],
+        Mode::Chat => &[
+            ("Enter", "send"),
+            ("Esc", "stop"),
+            ("Ctrl-p", "sampling"),
+            ("Ctrl-a", "adapter"),
+            ("Ctrl-l", "clear"),
+            ("Ctrl-s", "save"),
+            ("Tab", "pane"),
+            ("F1", "help"),
+        ],
+        Mode::Sampling => &[("Tab ↑↓", "field"), ("Enter", "apply"), ("Esc", "close")],
         Mode::RunForm => &[("Tab ↑↓", "field"), ("Enter", "start"), ("Esc", "close")],
         Mode::Prompt => &[],
     };

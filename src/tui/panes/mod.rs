@@ -1,5 +1,7 @@
 //! One module per pane: its state (and logic) and its drawing.
 
+pub mod chat;
+pub mod chat_view;
 pub mod seeds;
 pub mod seeds_view;
 pub mod train;

@@ -1,0 +1,448 @@
+//! The Chat pane's state: the base model (left) and the tuned model, base plus a run's
+//! adapter (right), each with its own multi-turn history; one input that sends the same
+//! messages, sampling settings and seed to both; an optional reference output (from a seed
+//! task) shown below for comparison; the sampling popup; and transcripts.
+//!
+//! The models live in background threads ([`crate::tui::chat_engine`]); this state only
+//! records what they report ([`crate::tui::Action::ChatLoaded`], `ChatPiece`, `ChatDone`),
+//! so the workbench never waits on a model.
+
+use crate::model::{ChatMessage, Sampling};
+use std::path::{Path, PathBuf};
+
+/// The base model's column.
+pub const BASE: usize = 0;
+/// The tuned model's column.
+pub const TUNED: usize = 1;
+
+/// Where a column's model is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelState {
+    /// Not asked for yet (the pane loads on first view).
+    NotLoaded,
+    /// Loading in the background.
+    Loading,
+    /// Ready, with its display name.
+    Ready(String),
+    /// Could not load: why.
+    Failed(String),
+}
+
+/// One side of the comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatColumn {
+    /// The model's state.
+    pub model: ModelState,
+    /// The conversation so far (user and assistant turns).
+    pub history: Vec<ChatMessage>,
+    /// The reply being streamed, if any.
+    pub streaming: Option<String>,
+    /// Speed of the last reply, or its error.
+    pub last: Option<Result<String, String>>,
+}
+
+impl ChatColumn {
+    fn new() -> ChatColumn {
+        ChatColumn {
+            model: ModelState::NotLoaded,
+            history: Vec::new(),
+            streaming: None,
+            last: None,
+        }
+    }
+
+    /// Whether a prompt can be sent to it now.
+    pub fn ready(&self) -> bool {
+        matches!(self.model, ModelState::Ready(_)) && self.streaming.is_none()
+    }
+}
+
+/// What the pane asks of the chat engine (the event loop passes it on).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatRequest {
+    /// Load the base model, and the tuned one with this adapter.
+    Load {
+        /// The adapter folder (`None`: no run has one yet).
+        adapter: Option<PathBuf>,
+    },
+    /// Reload only the tuned column with another adapter.
+    LoadTuned {
+        /// The adapter folder.
+        adapter: PathBuf,
+    },
+    /// Generate a reply in each column to its history.
+    Send {
+        /// Each column's messages, ending with the new user turn.
+        messages: [Vec<ChatMessage>; 2],
+        /// The same settings for both.
+        sampling: Sampling,
+    },
+    /// Stop both replies between tokens.
+    Cancel,
+}
+
+/// A seed or generated task sent to the chat, with the answer it expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// The record's id.
+    pub id: String,
+    /// Its reference output.
+    pub output: String,
+}
+
+/// The sampling popup: the fields of [`Sampling`] that matter when comparing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingForm {
+    /// `(name, text)` of each field.
+    pub fields: Vec<(&'static str, String)>,
+    /// The focused field.
+    pub focus: usize,
+    /// Why the fields are not accepted, if they are not.
+    pub error: Option<String>,
+}
+
+impl SamplingForm {
+    fn new(s: &Sampling) -> SamplingForm {
+        SamplingForm {
+            fields: vec![
+                ("temperature", s.temperature.to_string()),
+                ("top_p", s.top_p.to_string()),
+                ("top_k", s.top_k.to_string()),
+                ("repetition_penalty", s.repetition_penalty.to_string()),
+                ("max_new_tokens", s.max_new_tokens.to_string()),
+                ("seed", s.seed.to_string()),
+            ],
+            focus: 0,
+            error: None,
+        }
+    }
+
+    /// The settings the fields give over `base`, or why not.
+    pub fn parse(&self, base: &Sampling) -> Result<Sampling, String> {
+        let mut s = base.clone();
+        for (name, text) in &self.fields {
+            let t = text.trim();
+            let bad = || format!("{name}: {t:?} is not a number");
+            match *name {
+                "temperature" => s.temperature = t.parse().map_err(|_| bad())?,
+                "top_p" => s.top_p = t.parse().map_err(|_| bad())?,
+                "top_k" => s.top_k = t.parse().map_err(|_| bad())?,
+                "repetition_penalty" => s.repetition_penalty = t.parse().map_err(|_| bad())?,
+                "max_new_tokens" => s.max_new_tokens = t.parse().map_err(|_| bad())?,
+                "seed" => s.seed = t.parse().map_err(|_| bad())?,
+                _ => {}
+            }
+        }
+        if s.temperature < 0.0 {
+            return Err("temperature: must be 0 (greedy) or more".into());
+        }
+        if !(0.0..=1.0).contains(&s.top_p) {
+            return Err("top_p: must be in [0, 1]".into());
+        }
+        if s.max_new_tokens == 0 {
+            return Err("max_new_tokens: must be at least 1".into());
+        }
+        Ok(s)
+    }
+}
+
+/// The Chat pane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatPane {
+    /// Base (left) and tuned (right).
+    pub columns: [ChatColumn; 2],
+    /// The text being typed.
+    pub input: String,
+    /// The sampling settings both columns use.
+    pub sampling: Sampling,
+    /// The sampling popup, while open.
+    pub sampling_form: Option<SamplingForm>,
+    /// The expected answer of a task sent from the Seeds pane.
+    pub reference: Option<Reference>,
+    /// Adapters found in the runs folder (`final/` or the latest checkpoint of each run),
+    /// newest run first.
+    pub adapters: Vec<PathBuf>,
+    /// Index into `adapters` of the tuned column's adapter.
+    pub adapter: usize,
+    /// Requests for the chat engine, taken by the event loop.
+    pub requests: Vec<ChatRequest>,
+    /// Where transcripts are saved.
+    pub transcripts: PathBuf,
+    /// Where runs are (adapters are found there).
+    pub runs_root: PathBuf,
+}
+
+/// The adapters under `runs_root`: each run's `final/`, else its latest complete checkpoint;
+/// newest run first.
+pub fn find_adapters(runs_root: &Path) -> Vec<PathBuf> {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(runs_root)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    runs.sort();
+    runs.reverse();
+    runs.into_iter()
+        .filter_map(|run| {
+            let final_dir = run.join("final");
+            if final_dir.join(crate::model::lora::ADAPTER_CONFIG).is_file() {
+                return Some(final_dir);
+            }
+            crate::train::run::RunDir { path: run }
+                .latest_checkpoint()
+                .map(|(_, p)| p)
+        })
+        .collect()
+}
+
+/// `run-…/final` or `run-…/checkpoint-40`: the last two parts of an adapter path.
+pub fn adapter_label(path: &Path) -> String {
+    let mut parts: Vec<String> = path
+        .components()
+        .rev()
+        .take(2)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    parts.reverse();
+    parts.join("/")
+}
+
+impl ChatPane {
+    /// A pane whose models are not loaded yet.
+    pub fn new(sampling: Sampling, runs_root: PathBuf, transcripts: PathBuf) -> ChatPane {
+        ChatPane {
+            columns: [ChatColumn::new(), ChatColumn::new()],
+            input: String::new(),
+            sampling,
+            sampling_form: None,
+            reference: None,
+            adapters: Vec::new(),
+            adapter: 0,
+            requests: Vec::new(),
+            transcripts,
+            runs_root,
+        }
+    }
+
+    /// The tuned column's adapter.
+    pub fn current_adapter(&self) -> Option<&PathBuf> {
+        self.adapters.get(self.adapter)
+    }
+
+    /// Starts loading both models the first time the pane is shown.
+    pub fn ensure_loaded(&mut self) {
+        if self.columns[BASE].model != ModelState::NotLoaded {
+            return;
+        }
+        self.adapters = find_adapters(&self.runs_root);
+        self.adapter = 0;
+        for c in &mut self.columns {
+            c.model = ModelState::Loading;
+        }
+        self.requests.push(ChatRequest::Load {
+            adapter: self.current_adapter().cloned(),
+        });
+    }
+
+    /// Switches the tuned column to the next adapter found (rescanning the runs).
+    pub fn next_adapter(&mut self) -> Option<String> {
+        let current = self.current_adapter().cloned();
+        self.adapters = find_adapters(&self.runs_root);
+        if self.adapters.is_empty() {
+            return None;
+        }
+        let at = current
+            .and_then(|c| self.adapters.iter().position(|a| *a == c))
+            .map_or(0, |i| (i + 1) % self.adapters.len());
+        self.adapter = at;
+        let adapter = self.adapters[at].clone();
+        let tuned = &mut self.columns[TUNED];
+        tuned.model = ModelState::Loading;
+        tuned.history.clear();
+        tuned.streaming = None;
+        tuned.last = None;
+        self.requests.push(ChatRequest::LoadTuned {
+            adapter: adapter.clone(),
+        });
+        Some(adapter_label(&adapter))
+    }
+
+    /// Whether a reply is streaming in either column.
+    pub fn streaming(&self) -> bool {
+        self.columns.iter().any(|c| c.streaming.is_some())
+    }
+
+    /// Sends the input to both columns. Returns why not, when it cannot.
+    pub fn send(&mut self) -> Result<(), String> {
+        let text = self.input.trim().to_string();
+        if text.is_empty() {
+            return Err("Type a prompt first.".into());
+        }
+        if self.streaming() {
+            return Err("Wait for the replies, or Esc to stop them.".into());
+        }
+        if !self.columns.iter().all(ChatColumn::ready) {
+            return Err("Both models must be loaded first.".into());
+        }
+        for c in &mut self.columns {
+            c.history.push(ChatMessage::new("user", text.clone()));
+            c.streaming = Some(String::new());
+            c.last = None;
+        }
+        self.requests.push(ChatRequest::Send {
+            messages: [
+                self.columns[BASE].history.clone(),
+                self.columns[TUNED].history.clone(),
+            ],
+            sampling: self.sampling.clone(),
+        });
+        self.input.clear();
+        Ok(())
+    }
+
+    /// A model finished loading (or failed to).
+    pub fn loaded(&mut self, column: usize, result: Result<String, String>) {
+        if let Some(c) = self.columns.get_mut(column) {
+            c.model = match result {
+                Ok(name) => ModelState::Ready(name),
+                Err(e) => ModelState::Failed(e),
+            };
+        }
+    }
+
+    /// A piece of a column's reply arrived.
+    pub fn piece(&mut self, column: usize, text: &str) {
+        if let Some(s) = self
+            .columns
+            .get_mut(column)
+            .and_then(|c| c.streaming.as_mut())
+        {
+            s.push_str(text);
+        }
+    }
+
+    /// A column's reply ended: its speed, or the error.
+    pub fn done(&mut self, column: usize, result: Result<String, String>) {
+        if let Some(c) = self.columns.get_mut(column) {
+            if let Some(text) = c.streaming.take() {
+                c.history.push(ChatMessage::new("assistant", text));
+            }
+            c.last = Some(result);
+        }
+    }
+
+    /// Forgets both conversations and the reference.
+    pub fn clear(&mut self) {
+        for c in &mut self.columns {
+            c.history.clear();
+            c.last = None;
+        }
+        self.reference = None;
+    }
+
+    /// Puts a task's instruction and input in the input box and its output in the reference
+    /// block.
+    pub fn load_task(&mut self, record: &crate::data::Instruction) {
+        self.input = if record.input.trim().is_empty() {
+            record.instruction.clone()
+        } else {
+            format!("{}\n\n{}", record.instruction, record.input)
+        };
+        self.reference = Some(Reference {
+            id: record.id.clone(),
+            output: record.output.clone(),
+        });
+    }
+
+    /// Writes the conversation as `chat-<unix time>.md` and `.jsonl` in the transcripts
+    /// folder (each atomically); returns the Markdown file's path.
+    ///
+    /// # Errors
+    /// The folder or a file cannot be written.
+    pub fn save_transcript(&self) -> Result<PathBuf, String> {
+        let stamp = crate::train::run::unix_now() as u64;
+        let names = [
+            format!("base: {}", self.model_name(BASE)),
+            format!("tuned: {}", self.model_name(TUNED)),
+        ];
+        let mut md = format!("# Chat transcript ({stamp})\n\n");
+        let mut jsonl = String::new();
+        let s = &self.sampling;
+        md.push_str(&format!(
+            "Sampling: temperature {}, top_p {}, top_k {}, repetition_penalty {}, max_new_tokens {}, seed {}.\n\n",
+            s.temperature, s.top_p, s.top_k, s.repetition_penalty, s.max_new_tokens, s.seed
+        ));
+        for (i, c) in self.columns.iter().enumerate() {
+            md.push_str(&format!("## {}\n\n", names[i]));
+            for m in &c.history {
+                md.push_str(&format!("**{}**: {}\n\n", m.role, m.content));
+                jsonl.push_str(
+                    &serde_json::json!({
+                        "column": if i == BASE { "base" } else { "tuned" },
+                        "model": names[i],
+                        "role": m.role,
+                        "content": m.content,
+                    })
+                    .to_string(),
+                );
+                jsonl.push('\n');
+            }
+        }
+        if let Some(r) = &self.reference {
+            md.push_str(&format!("## Reference ({})\n\n{}\n", r.id, r.output));
+            jsonl.push_str(
+                &serde_json::json!({"column": "reference", "id": r.id, "content": r.output})
+                    .to_string(),
+            );
+            jsonl.push('\n');
+        }
+        std::fs::create_dir_all(&self.transcripts).map_err(|e| e.to_string())?;
+        let md_path = self.transcripts.join(format!("chat-{stamp}.md"));
+        crate::data::replace_atomic(&md_path, md.as_bytes()).map_err(|e| e.to_string())?;
+        crate::data::replace_atomic(
+            &self.transcripts.join(format!("chat-{stamp}.jsonl")),
+            jsonl.as_bytes(),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(md_path)
+    }
+
+    /// A column's model as shown in its title.
+    pub fn model_name(&self, column: usize) -> String {
+        let name = match &self.columns[column].model {
+            ModelState::Ready(n) => n.clone(),
+            ModelState::Loading => "loading…".into(),
+            ModelState::NotLoaded => "not loaded".into(),
+            ModelState::Failed(_) => "failed".into(),
+        };
+        if column == TUNED {
+            match self.current_adapter() {
+                Some(a) => format!("{name} + {}", adapter_label(a)),
+                None => format!("{name} (no adapter)"),
+            }
+        } else {
+            name
+        }
+    }
+
+    /// Opens the sampling popup.
+    pub fn open_sampling(&mut self) {
+        self.sampling_form = Some(SamplingForm::new(&self.sampling));
+    }
+
+    /// Applies the popup's fields; keeps it open with the error when they are invalid.
+    pub fn apply_sampling(&mut self) -> bool {
+        let Some(form) = &mut self.sampling_form else {
+            return false;
+        };
+        match form.parse(&self.sampling) {
+            Ok(s) => {
+                self.sampling = s;
+                self.sampling_form = None;
+                true
+            }
+            Err(e) => {
+                form.error = Some(e);
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The Chat pane driven headless: keys through the real keymap, model events (loaded,
+//! pieces, done) through `App::update` as the chat engine sends them, frames compared with
+//! `insta` snapshots at 80x24 and 120x40. The real models are in tests/real_train.rs.
+
+use bioinstruct::data::{parse_jsonl, InstructionFile};
+use bioinstruct::model::Sampling;
+use bioinstruct::tui::app::{Mode, CHAT_TAB};
+use bioinstruct::tui::panes::chat::{ChatPane, ChatRequest, BASE, TUNED};
+use bioinstruct::tui::{keymap, ui, Action, App};
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use std::path::{Path, PathBuf};
+
+const SIZES: [(u16, u16); 2] = [(80, 24), (120, 40)];
+
+/// A runs folder with one run that has a final adapter (only its config file: the pane
+/// finds adapters, the engine loads them).
+fn runs_root(name: &str) -> PathBuf {
+    let root = Path::new("target/test-chat-runs").join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    let adapter = root.join("run-1000000001/final");
+    std::fs::create_dir_all(&adapter).expect("adapter folder");
+    std::fs::write(adapter.join("adapter_config.json"), "{}").expect("config");
+    root
+}
+
+fn app(size: (u16, u16), root: &Path) -> App {
+    let loaded = parse_jsonl(
+        Path::new("seeds.jsonl"),
+        include_str!("../assets/seeds/seeds.jsonl"),
+    );
+    let file = InstructionFile {
+        path: PathBuf::from("seeds.jsonl"),
+        records: loaded.records,
+        invalid: loaded.invalid,
+    };
+    let sampling = Sampling {
+        temperature: 0.0,
+        ..Sampling::default()
+    };
+    App::new(file, size).with_chat(ChatPane::new(
+        sampling,
+        root.to_path_buf(),
+        root.join("transcripts"),
+    ))
+}
+
+fn render(app: &App) -> TestBackend {
+    let mut terminal = Terminal::new(TestBackend::new(app.size.0, app.size.1)).expect("terminal");
+    terminal.draw(|f| ui::draw(f, app)).expect("draw");
+    terminal.backend().clone()
+}
+
+fn press(app: &mut App, codes: &[KeyCode]) {
+    for code in codes {
+        let e = Event::Key(KeyEvent::new(*code, KeyModifiers::NONE));
+        if let Some(action) = keymap::map_event(app, &e) {
+            app.update(action);
+        }
+    }
+}
+
+fn ctrl(app: &mut App, c: char) {
+    let e = Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL));
+    if let Some(action) = keymap::map_event(app, &e) {
+        app.update(action);
+    }
+}
+
+fn type_text(app: &mut App, text: &str) {
+    let codes: Vec<KeyCode> = text.chars().map(KeyCode::Char).collect();
+    press(app, &codes);
+}
+
+/// Opens the Chat pane and reports both models loaded, as the engine would.
+fn open_chat(a: &mut App) {
+    press(a, &[KeyCode::Tab, KeyCode::Tab]);
+    assert_eq!(a.tab, CHAT_TAB);
+    assert_eq!(
+        a.chat.requests,
+        vec![ChatRequest::Load {
+            adapter: Some(a.chat.runs_root.join("run-1000000001/final"))
+        }],
+        "the first view loads the base model and the newest run's adapter"
+    );
+    a.chat.requests.clear();
+    for column in [BASE, TUNED] {
+        a.update(Action::ChatLoaded {
+            column,
+            result: Ok("SmolLM2-135M-Instruct".into()),
+        });
+    }
+}
+
+fn streaming(a: &mut App) {
+    open_chat(a);
+    type_text(a, "Name a first-line drug for type 2 diabetes.");
+    press(a, &[KeyCode::Enter]);
+    for (column, text) in [
+        (BASE, "Insulin is often used"),
+        (
+            TUNED,
+            "Metformin, a biguanide, is the usual first-line drug",
+        ),
+    ] {
+        a.update(Action::ChatPiece {
+            column,
+            text: text.into(),
+        });
+    }
+}
+
+#[test]
+fn snapshot_chat_streaming_in_both_columns() {
+    let root = runs_root("stream");
+    for size in SIZES {
+        let mut a = app(size, &root);
+        streaming(&mut a);
+        assert!(a.chat.streaming());
+        insta::assert_snapshot!(format!("chat_streaming_{}x{}", size.0, size.1), render(&a));
+    }
+}
+
+#[test]
+fn snapshot_chat_with_a_task_and_its_reference_block() {
+    let root = runs_root("reference");
+    for size in SIZES {
+        let mut a = app(size, &root);
+        // From the Seeds pane: seed-001 goes to the chat with its reference output.
+        press(&mut a, &[KeyCode::Char('>')]);
+        assert_eq!(a.tab, CHAT_TAB);
+        assert!(a
+            .chat
+            .input
+            .starts_with("Answer the multiple-choice question."));
+        a.chat.requests.clear();
+        for column in [BASE, TUNED] {
+            a.update(Action::ChatLoaded {
+                column,
+                result: Ok("SmolLM2-135M-Instruct".into()),
+            });
+        }
+        press(&mut a, &[KeyCode::Enter]);
+        for column in [BASE, TUNED] {
+            a.update(Action::ChatPiece {
+                column,
+                text: if column == BASE {
+                    "B."
+                } else {
+                    "C. Graves disease."
+                }
+                .into(),
+            });
+            a.update(Action::ChatDone {
+                column,
+                result: Ok("4 tokens · 50.0 tokens/s".into()),
+            });
+        }
+        insta::assert_snapshot!(format!("chat_reference_{}x{}", size.0, size.1), render(&a));
+    }
+}
+
+#[test]
+fn snapshot_a_model_that_failed_to_load_says_why() {
+    let root = runs_root("failed");
+    let mut a = app((80, 24), &root);
+    press(&mut a, &[KeyCode::Tab, KeyCode::Tab]);
+    a.chat.requests.clear();
+    a.update(Action::ChatLoaded {
+        column: BASE,
+        result: Ok("SmolLM2-135M-Instruct".into()),
+    });
+    a.update(Action::ChatLoaded {
+        column: TUNED,
+        result: Err("adapter_model.safetensors: No such file or directory".into()),
+    });
+    insta::assert_snapshot!("chat_failed_80x24", render(&a));
+    type_text(&mut a, "hello");
+    press(&mut a, &[KeyCode::Enter]);
+    assert!(
+        a.chat.requests.is_empty(),
+        "nothing is sent to half a comparison"
+    );
+}
+
+#[test]
+fn esc_stops_both_replies_and_a_finished_turn_joins_the_history() {
+    let root = runs_root("cancel");
+    let mut a = app((120, 40), &root);
+    streaming(&mut a);
+    let sent = a.chat.requests.pop().expect("a send request");
+    match sent {
+        ChatRequest::Send { messages, sampling } => {
+            assert_eq!(messages[BASE], messages[TUNED], "the same messages to both");
+            assert_eq!(sampling.temperature, 0.0);
+        }
+        other => panic!("{other:?}"),
+    }
+    type_text(&mut a, "q?");
+    assert_eq!(a.chat.input, "q?", "letters are typed, not commands");
+    press(&mut a, &[KeyCode::Enter]);
+    assert!(a.chat.requests.is_empty(), "no second send while streaming");
+    press(&mut a, &[KeyCode::Esc]);
+    assert_eq!(a.chat.requests, vec![ChatRequest::Cancel]);
+    for column in [BASE, TUNED] {
+        a.update(Action::ChatDone {
+            column,
+            result: Ok("5 tokens · 40.0 tokens/s · stopped".into()),
+        });
+    }
+    assert!(!a.chat.streaming());
+    assert_eq!(a.chat.columns[TUNED].history.len(), 2);
+    assert_eq!(
+        a.chat.columns[TUNED].history[1].content,
+        "Metformin, a biguanide, is the usual first-line drug"
+    );
+    // Multi-turn: the next prompt carries each column's own history.
+    a.chat.requests.clear();
+    a.chat.input.clear();
+    type_text(&mut a, "Why?");
+    press(&mut a, &[KeyCode::Enter]);
+    match a.chat.requests.last() {
+        Some(ChatRequest::Send { messages, .. }) => {
+            assert_eq!(messages[TUNED].len(), 3);
+            assert_ne!(messages[BASE][1].content, messages[TUNED][1].content);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn sampling_popup_validates_and_applies_to_both_columns() {
+    let root = runs_root("sampling");
+    let mut a = app((80, 24), &root);
+    open_chat(&mut a);
+    ctrl(&mut a, 'p');
+    assert_eq!(a.mode(), Mode::Sampling);
+    // temperature: "0" → "0.7"; seed (6th field): "42" → "7x", refused, then "7".
+    type_text(&mut a, ".7");
+    press(&mut a, &[KeyCode::Tab; 5]);
+    press(&mut a, &[KeyCode::Backspace, KeyCode::Backspace]);
+    type_text(&mut a, "7x");
+    press(&mut a, &[KeyCode::Enter]);
+    assert_eq!(a.mode(), Mode::Sampling, "a bad value keeps the popup open");
+    insta::assert_snapshot!("chat_sampling_error_80x24", render(&a));
+    press(&mut a, &[KeyCode::Backspace, KeyCode::Enter]);
+    assert_eq!(a.mode(), Mode::Chat);
+    assert_eq!(
+        (a.chat.sampling.temperature, a.chat.sampling.seed),
+        (0.7, 7)
+    );
+}
+
+#[test]
+fn transcripts_are_saved_as_markdown_and_jsonl() {
+    let root = runs_root("transcript");
+    let mut a = app((80, 24), &root);
+    streaming(&mut a);
+    for column in [BASE, TUNED] {
+        a.update(Action::ChatDone {
+            column,
+            result: Ok("9 tokens · 50.0 tokens/s".into()),
+        });
+    }
+    ctrl(&mut a, 's');
+    let files: Vec<PathBuf> = std::fs::read_dir(root.join("transcripts"))
+        .expect("transcripts")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let md = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "md"))
+        .expect("markdown");
+    let text = std::fs::read_to_string(md).expect("read");
+    assert!(text.contains("## tuned: SmolLM2-135M-Instruct + run-1000000001/final"));
+    assert!(text.contains("**assistant**: Metformin, a biguanide"));
+    let jsonl = std::fs::read_to_string(md.with_extension("jsonl")).expect("jsonl");
+    let lines: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[3]["column"], "tuned");
+    // Ctrl-l forgets both conversations.
+    ctrl(&mut a, 'l');
+    assert!(a.chat.columns.iter().all(|c| c.history.is_empty()));
+}
