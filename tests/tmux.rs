@@ -81,6 +81,14 @@ fn first_run_step(screen: &str) -> Option<usize> {
         })
 }
 
+/// The chart's plotted cells (braille dots and markers), in screen order.
+fn chart_dots(screen: &str) -> String {
+    screen
+        .chars()
+        .filter(|c| ('\u{2801}'..='\u{28FF}').contains(c) || *c == '•')
+        .collect()
+}
+
 fn wait_for_step_above(tmux: &Tmux, above: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -137,9 +145,16 @@ fn a_run_started_in_the_train_pane_outlives_the_workbench_and_stops_from_it() {
     tmux.keys(&["Enter"]);
     tmux.wait_for("training in the background");
     let first = wait_for_step_above(&tmux, 0);
-    let later = wait_for_step_above(&tmux, first);
+    let chart_then = chart_dots(&tmux.screen());
+    let later = wait_for_step_above(&tmux, first + 50);
     assert!(later > first);
-    assert!(tmux.screen().contains("loss"), "the chart is drawn");
+    let screen = tmux.screen();
+    assert!(screen.contains("┌ loss"), "the chart is drawn:\n{screen}");
+    assert_ne!(
+        chart_dots(&screen),
+        chart_then,
+        "the chart moves on:\n{screen}"
+    );
 
     // Quit the workbench: the trainer goes on.
     tmux.keys(&["q"]);

@@ -287,3 +287,55 @@ fn transcripts_are_saved_as_markdown_and_jsonl() {
     ctrl(&mut a, 'l');
     assert!(a.chat.columns.iter().all(|c| c.history.is_empty()));
 }
+
+#[test]
+fn ctrl_a_cycles_through_every_runs_final_adapter_and_checkpoints() {
+    let root = runs_root("adapters");
+    for step in [20, 40] {
+        let dir = root.join(format!("run-1000000001/checkpoint-{step}"));
+        std::fs::create_dir_all(&dir).expect("checkpoint");
+        std::fs::write(dir.join("adapter_config.json"), "{}").expect("config");
+    }
+    let newer = root.join("run-1000000002/final");
+    std::fs::create_dir_all(&newer).expect("newer run");
+    std::fs::write(newer.join("adapter_config.json"), "{}").expect("config");
+    let mut a = app((80, 24), &root);
+    press(&mut a, &[KeyCode::Tab, KeyCode::Tab]);
+    assert_eq!(
+        a.chat.requests,
+        vec![ChatRequest::Load {
+            adapter: Some(newer.clone())
+        }],
+        "the newest run's adapter first"
+    );
+    a.chat.requests.clear();
+    for column in [BASE, TUNED] {
+        a.update(Action::ChatLoaded {
+            column,
+            result: Ok("SmolLM2-135M-Instruct".into()),
+        });
+    }
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        ctrl(&mut a, 'a');
+        match a.chat.requests.pop() {
+            Some(ChatRequest::LoadTuned { adapter }) => {
+                seen.push(bioinstruct::tui::panes::chat::adapter_label(&adapter))
+            }
+            other => panic!("{other:?}"),
+        }
+        a.update(Action::ChatLoaded {
+            column: TUNED,
+            result: Ok("SmolLM2-135M-Instruct".into()),
+        });
+    }
+    assert_eq!(
+        seen,
+        [
+            "run-1000000001/final",
+            "run-1000000001/checkpoint-40",
+            "run-1000000001/checkpoint-20",
+            "run-1000000002/final"
+        ]
+    );
+}

@@ -20,8 +20,8 @@ pub const TUNED: usize = 1;
 pub enum ModelState {
     /// Not asked for yet (the pane loads on first view).
     NotLoaded,
-    /// Loading in the background.
-    Loading,
+    /// Loading in the background, since then.
+    Loading(std::time::Instant),
     /// Ready, with its display name.
     Ready(String),
     /// Could not load: why.
@@ -159,8 +159,8 @@ pub struct ChatPane {
     pub sampling_form: Option<SamplingForm>,
     /// The expected answer of a task sent from the Seeds pane.
     pub reference: Option<Reference>,
-    /// Adapters found in the runs folder (`final/` or the latest checkpoint of each run),
-    /// newest run first.
+    /// Adapters found in the runs folder (each run's `final/` and checkpoints), newest run
+    /// first.
     pub adapters: Vec<PathBuf>,
     /// Index into `adapters` of the tuned column's adapter.
     pub adapter: usize,
@@ -172,25 +172,38 @@ pub struct ChatPane {
     pub runs_root: PathBuf,
 }
 
-/// The adapters under `runs_root`: each run's `final/`, else its latest complete checkpoint;
-/// newest run first.
+/// The adapters under `runs_root`, newest run first: each run's `final/`, then its
+/// checkpoints from the latest down.
 pub fn find_adapters(runs_root: &Path) -> Vec<PathBuf> {
     let mut runs: Vec<PathBuf> = std::fs::read_dir(runs_root)
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     runs.sort();
     runs.reverse();
-    runs.into_iter()
-        .filter_map(|run| {
-            let final_dir = run.join("final");
-            if final_dir.join(crate::model::lora::ADAPTER_CONFIG).is_file() {
-                return Some(final_dir);
-            }
-            crate::train::run::RunDir { path: run }
-                .latest_checkpoint()
-                .map(|(_, p)| p)
-        })
-        .collect()
+    let mut adapters = Vec::new();
+    for run in runs {
+        let final_dir = run.join("final");
+        if final_dir.join(crate::model::lora::ADAPTER_CONFIG).is_file() {
+            adapters.push(final_dir);
+        }
+        let mut checkpoints: Vec<(usize, PathBuf)> = std::fs::read_dir(&run)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().into_string().ok()?;
+                        let step = name.strip_prefix("checkpoint-")?.parse::<usize>().ok()?;
+                        e.path()
+                            .join(crate::model::lora::ADAPTER_CONFIG)
+                            .is_file()
+                            .then(|| (step, e.path()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        checkpoints.sort_by(|a, b| b.0.cmp(&a.0));
+        adapters.extend(checkpoints.into_iter().map(|(_, p)| p));
+    }
+    adapters
 }
 
 /// `run-…/final` or `run-…/checkpoint-40`: the last two parts of an adapter path.
@@ -235,7 +248,7 @@ impl ChatPane {
         self.adapters = find_adapters(&self.runs_root);
         self.adapter = 0;
         for c in &mut self.columns {
-            c.model = ModelState::Loading;
+            c.model = ModelState::Loading(std::time::Instant::now());
         }
         self.requests.push(ChatRequest::Load {
             adapter: self.current_adapter().cloned(),
@@ -255,7 +268,7 @@ impl ChatPane {
         self.adapter = at;
         let adapter = self.adapters[at].clone();
         let tuned = &mut self.columns[TUNED];
-        tuned.model = ModelState::Loading;
+        tuned.model = ModelState::Loading(std::time::Instant::now());
         tuned.history.clear();
         tuned.streaming = None;
         tuned.last = None;
@@ -409,7 +422,7 @@ impl ChatPane {
     pub fn model_name(&self, column: usize) -> String {
         let name = match &self.columns[column].model {
             ModelState::Ready(n) => n.clone(),
-            ModelState::Loading => "loading…".into(),
+            ModelState::Loading(_) => "loading…".into(),
             ModelState::NotLoaded => "not loaded".into(),
             ModelState::Failed(_) => "failed".into(),
         };

@@ -22,10 +22,17 @@ fn column_text(c: &ChatColumn) -> Text<'static> {
             ));
             return Text::from(lines);
         }
-        ModelState::Loading | ModelState::NotLoaded if c.history.is_empty() => {
-            lines.push(Line::from("Loading the model in the background…").dim());
+        ModelState::Loading(since) if c.history.is_empty() => {
+            lines.push(
+                Line::from(format!(
+                    "Loading the model in the background… {} s",
+                    since.elapsed().as_secs()
+                ))
+                .dim(),
+            );
             return Text::from(lines);
         }
+        ModelState::NotLoaded => return Text::from(lines),
         ModelState::Ready(_) if c.history.is_empty() && c.streaming.is_none() => {
             lines.push(
                 Line::from("Ready. Type a prompt below; Enter sends it to both models.").dim(),
