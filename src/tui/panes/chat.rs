@@ -200,7 +200,7 @@ pub fn find_adapters(runs_root: &Path) -> Vec<PathBuf> {
                     .collect()
             })
             .unwrap_or_default();
-        checkpoints.sort_by(|a, b| b.0.cmp(&a.0));
+        checkpoints.sort_by_key(|c| std::cmp::Reverse(c.0));
         adapters.extend(checkpoints.into_iter().map(|(_, p)| p));
     }
     adapters
