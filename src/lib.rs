@@ -11,5 +11,6 @@ pub mod data;
 pub mod editor;
 pub mod model;
 pub mod rng;
+pub mod selfinstruct;
 pub mod train;
 pub mod tui;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use bioinstruct::commands::chat::ChatArgs;
 use bioinstruct::commands::seeds::{self, FieldArgs};
-use bioinstruct::commands::{adapters, chat, models, train};
+use bioinstruct::commands::{adapters, chat, dedupe, models, train};
 use bioinstruct::config::{Overrides, Settings};
 use bioinstruct::data::{Category, Format};
 use bioinstruct::model::GgufCompute;
@@ -60,6 +60,23 @@ enum Command {
         /// Train in the background and return at once.
         #[arg(long)]
         detach: bool,
+    },
+    /// Apply Alpaca's filters to an instruction file (an imported dataset): 4 to 150 words, no
+    /// blacklisted word, no "Write a program" or punctuation or non-ASCII start, and ROUGE-L at
+    /// most 0.7 against the seeds and every instruction kept before it. Writes
+    /// <stem>.kept.jsonl and <stem>.rejected.jsonl (with reasons and similarity) beside it.
+    Dedupe {
+        /// JSONL or Alpaca JSON instruction file.
+        file: PathBuf,
+        /// The file's format (default: from the extension).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Do not compare with the workspace's seeds.
+        #[arg(long)]
+        no_seeds: bool,
+        /// Write the two files here instead of beside FILE.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
     /// Work with LoRA adapters.
     #[command(subcommand)]
@@ -351,6 +368,19 @@ fn run(cli: Cli) -> Result<()> {
             };
             chat::chat(&settings, &args, stdout)
         }
+        Command::Dedupe {
+            file,
+            format,
+            no_seeds,
+            out_dir,
+        } => dedupe::dedupe(
+            &settings,
+            &file,
+            format,
+            no_seeds,
+            out_dir.as_deref(),
+            stdout,
+        ),
         Command::Adapters(AdaptersCommand::Merge { adapter, out, base }) => {
             adapters::merge(&settings, &adapter, base.as_deref(), &out, stdout)
         }

@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod chat;
+pub mod dedupe;
 pub mod models;
 pub mod seeds;
 pub mod train;
