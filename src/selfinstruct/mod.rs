@@ -8,6 +8,8 @@
 //! `generate_instruction.py` does.
 
 pub mod filters;
+pub mod parse;
+pub mod prompt;
 pub mod rouge;
 
 use crate::data::Instruction;
