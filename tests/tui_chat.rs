@@ -2,14 +2,14 @@
 //! pieces, done) through `App::update` as the chat engine sends them, frames compared with
 //! `insta` snapshots at 80x24 and 120x40. The real models are in tests/real_train.rs.
 
-use bioinstruct::data::{parse_jsonl, InstructionFile};
+mod common;
+
 use bioinstruct::model::Sampling;
 use bioinstruct::tui::app::{Mode, CHAT_TAB};
 use bioinstruct::tui::panes::chat::{ChatPane, ChatRequest, BASE, TUNED};
-use bioinstruct::tui::{keymap, ui, Action, App};
+use bioinstruct::tui::{keymap, Action, App};
+use common::{press, render};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
-use ratatui::backend::TestBackend;
-use ratatui::Terminal;
 use std::path::{Path, PathBuf};
 
 const SIZES: [(u16, u16); 2] = [(80, 24), (120, 40)];
@@ -26,15 +26,7 @@ fn runs_root(name: &str) -> PathBuf {
 }
 
 fn app(size: (u16, u16), root: &Path) -> App {
-    let loaded = parse_jsonl(
-        Path::new("seeds.jsonl"),
-        include_str!("../assets/seeds/seeds.jsonl"),
-    );
-    let file = InstructionFile {
-        path: PathBuf::from("seeds.jsonl"),
-        records: loaded.records,
-        invalid: loaded.invalid,
-    };
+    let file = common::bundled_seeds();
     let sampling = Sampling {
         temperature: 0.0,
         ..Sampling::default()
@@ -44,21 +36,6 @@ fn app(size: (u16, u16), root: &Path) -> App {
         root.to_path_buf(),
         root.join("transcripts"),
     ))
-}
-
-fn render(app: &App) -> TestBackend {
-    let mut terminal = Terminal::new(TestBackend::new(app.size.0, app.size.1)).expect("terminal");
-    terminal.draw(|f| ui::draw(f, app)).expect("draw");
-    terminal.backend().clone()
-}
-
-fn press(app: &mut App, codes: &[KeyCode]) {
-    for code in codes {
-        let e = Event::Key(KeyEvent::new(*code, KeyModifiers::NONE));
-        if let Some(action) = keymap::map_event(app, &e) {
-            app.update(action);
-        }
-    }
 }
 
 fn ctrl(app: &mut App, c: char) {

@@ -2,15 +2,15 @@
 //! followed by the pane; actions through the real keymap; frames compared with `insta`
 //! snapshots at 80x24 and 120x40.
 
-use bioinstruct::data::{parse_jsonl, InstructionFile};
+mod common;
+
 use bioinstruct::train::config::TrainConfig;
 use bioinstruct::train::run::{Metric, RunDir, RunState, Status};
 use bioinstruct::tui::app::{Job, Mode, Overlay, TRAIN_TAB};
 use bioinstruct::tui::panes::train::{downsample, TrainPane};
-use bioinstruct::tui::{keymap, ui, Action, App};
-use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
-use ratatui::backend::TestBackend;
-use ratatui::Terminal;
+use bioinstruct::tui::{Action, App};
+use common::{press, render};
+use crossterm::event::KeyCode;
 use std::path::{Path, PathBuf};
 
 const SIZES: [(u16, u16); 2] = [(80, 24), (120, 40)];
@@ -73,35 +73,12 @@ fn write_run(root: &Path, id: &str, state: RunState, pid: u32, steps: usize, tot
 }
 
 fn app(size: (u16, u16), root: &Path) -> App {
-    let loaded = parse_jsonl(
-        Path::new("seeds.jsonl"),
-        include_str!("../assets/seeds/seeds.jsonl"),
-    );
-    let file = InstructionFile {
-        path: PathBuf::from("seeds.jsonl"),
-        records: loaded.records,
-        invalid: loaded.invalid,
-    };
+    let file = common::bundled_seeds();
     let mut a =
         App::new(file, size).with_train(TrainPane::new(root.to_path_buf(), TrainConfig::default()));
     a.update(Action::NextTab);
     assert_eq!(a.tab, TRAIN_TAB);
     a
-}
-
-fn render(app: &App) -> TestBackend {
-    let mut terminal = Terminal::new(TestBackend::new(app.size.0, app.size.1)).expect("terminal");
-    terminal.draw(|f| ui::draw(f, app)).expect("draw");
-    terminal.backend().clone()
-}
-
-fn press(app: &mut App, codes: &[KeyCode]) {
-    for code in codes {
-        let e = Event::Key(KeyEvent::new(*code, KeyModifiers::NONE));
-        if let Some(action) = keymap::map_event(app, &e) {
-            app.update(action);
-        }
-    }
 }
 
 fn snapshot_each_size(name: &str, root: &Path, setup: impl Fn(&mut App)) {

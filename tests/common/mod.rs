@@ -93,3 +93,37 @@ pub fn run_id(stdout: &str) -> String {
         .map(|s| s.trim_end_matches(':').to_string())
         .expect("run id")
 }
+
+/// The bundled seed tasks as an in-memory file named `seeds.jsonl`.
+pub fn bundled_seeds() -> bioinstruct::data::InstructionFile {
+    let loaded = bioinstruct::data::parse_jsonl(
+        Path::new("seeds.jsonl"),
+        include_str!("../../assets/seeds/seeds.jsonl"),
+    );
+    bioinstruct::data::InstructionFile {
+        path: PathBuf::from("seeds.jsonl"),
+        records: loaded.records,
+        invalid: loaded.invalid,
+    }
+}
+
+/// One frame of the workbench in ratatui's test terminal, at the app's size.
+pub fn render(app: &bioinstruct::tui::App) -> ratatui::backend::TestBackend {
+    let backend = ratatui::backend::TestBackend::new(app.size.0, app.size.1);
+    let mut terminal = ratatui::Terminal::new(backend).expect("terminal");
+    terminal
+        .draw(|f| bioinstruct::tui::ui::draw(f, app))
+        .expect("draw");
+    terminal.backend().clone()
+}
+
+/// Presses `codes` (no modifiers) through the real keymap, as the event loop does.
+pub fn press(app: &mut bioinstruct::tui::App, codes: &[crossterm::event::KeyCode]) {
+    use crossterm::event::{Event, KeyEvent, KeyModifiers};
+    for code in codes {
+        let e = Event::Key(KeyEvent::new(*code, KeyModifiers::NONE));
+        if let Some(action) = bioinstruct::tui::keymap::map_event(app, &e) {
+            app.update(action);
+        }
+    }
+}
