@@ -231,20 +231,22 @@ fn permuted_heads(model: &Llama, path: &str) -> Option<usize> {
     }
 }
 
+/// Makes `a` and `b` the variables of projection `path`'s adapter; the layer shares their
+/// storage, so optimizer updates and restores reach the forward pass.
 fn attach(
     model: &mut Llama,
-    path: &str,
-    a: Tensor,
-    b: Tensor,
+    path: String,
+    (a, b): (Tensor, Tensor),
     config: &LoraConfig,
     training: &Arc<AtomicBool>,
     rng: &Arc<Mutex<XorShift64Star>>,
-) {
+) -> CandleResult<LoraModule> {
+    let (lora_a, lora_b) = (Var::from_tensor(&a)?, Var::from_tensor(&b)?);
     for (name, linear) in model.projections_mut() {
         if name == path {
             linear.set_adapter(Some(Arc::new(LoraLayer {
-                lora_a: a.clone(),
-                lora_b: b.clone(),
+                lora_a: lora_a.as_tensor().clone(),
+                lora_b: lora_b.as_tensor().clone(),
                 scale: config.scale(),
                 dropout: config.lora_dropout,
                 training: training.clone(),
@@ -252,6 +254,11 @@ fn attach(
             })));
         }
     }
+    Ok(LoraModule {
+        path,
+        lora_a,
+        lora_b,
+    })
 }
 
 impl Lora {
@@ -285,22 +292,8 @@ impl Lora {
                 &device,
             )?
             .to_dtype(dtype)?;
-            let lora_a = Var::from_tensor(&a)?;
-            let lora_b = Var::from_tensor(&Tensor::zeros((out, config.r), dtype, &device)?)?;
-            attach(
-                model,
-                &path,
-                lora_a.as_tensor().clone(),
-                lora_b.as_tensor().clone(),
-                config,
-                &training,
-                &rng,
-            );
-            modules.push(LoraModule {
-                path,
-                lora_a,
-                lora_b,
-            });
+            let b = Tensor::zeros((out, config.r), dtype, &device)?;
+            modules.push(attach(model, path, (a, b), config, &training, &rng)?);
         }
         Ok(Lora {
             config: config.clone(),
@@ -513,21 +506,7 @@ impl Lora {
             if let Some(heads) = permuted_heads(model, &path) {
                 b = permute_head_rows(&b, heads, true)?;
             }
-            let (lora_a, lora_b) = (Var::from_tensor(&a)?, Var::from_tensor(&b)?);
-            attach(
-                model,
-                &path,
-                lora_a.as_tensor().clone(),
-                lora_b.as_tensor().clone(),
-                &config,
-                &training,
-                &rng,
-            );
-            modules.push(LoraModule {
-                path,
-                lora_a,
-                lora_b,
-            });
+            modules.push(attach(model, path, (a, b), &config, &training, &rng)?);
         }
         if let Some(extra) = tensors.keys().next() {
             return Err(werr(format!(
