@@ -11,6 +11,7 @@ pub mod filters;
 pub mod parse;
 pub mod prompt;
 pub mod rouge;
+pub mod teacher;
 
 use crate::data::Instruction;
 use filters::{text_rejection, Rejection, MAX_ROUGE_L};

@@ -1,0 +1,311 @@
+//! A teacher model behind any OpenAI-compatible Chat Completions endpoint (`POST
+//! {base_url}/chat/completions`): OpenAI's GPT-4 as in the paper, vLLM, llama.cpp's server,
+//! Ollama. HTTP is ureq's blocking client (already the project's client for the Hub and
+//! PyPI).
+//!
+//! Requests that fail for a reason that may pass (connection refused or reset, timeout, HTTP
+//! 429, HTTP 5xx, a reply cut off mid-body) are retried with exponential backoff and full
+//! jitter, honouring `Retry-After` (in seconds); others (HTTP 4xx, a body that is not a
+//! Chat Completions reply) are reported at once. Every error names the URL. The API key is
+//! read from the environment variable the config names, sent only in the `Authorization`
+//! header, and never printed.
+
+use crate::rng::XorShift64Star;
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How to reach a teacher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TeacherConfig {
+    /// Endpoint base, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8080/v1`.
+    pub base_url: String,
+    /// The model name the endpoint expects (`gpt-4`, ...).
+    pub model: String,
+    /// Environment variable holding the API key (`""`: send none; unset is an error except
+    /// for a server on loopback, which needs no key).
+    pub api_key_env: String,
+    /// Seconds before a request is abandoned (and retried).
+    pub timeout_s: f64,
+    /// Attempts after the first.
+    pub max_retries: u32,
+    /// First backoff, in seconds; doubled on each retry, up to `max_backoff_s`.
+    pub backoff_s: f64,
+    /// Longest wait between attempts, in seconds.
+    pub max_backoff_s: f64,
+}
+
+impl Default for TeacherConfig {
+    fn default() -> Self {
+        TeacherConfig {
+            base_url: "http://127.0.0.1:8080/v1".into(),
+            model: "default".into(),
+            api_key_env: "OPENAI_API_KEY".into(),
+            timeout_s: 120.0,
+            max_retries: 5,
+            backoff_s: 1.0,
+            max_backoff_s: 60.0,
+        }
+    }
+}
+
+/// A teacher's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The generated text.
+    pub text: String,
+    /// `stop`, `length`, ...: `length` means the reply was cut at the token limit.
+    pub finish_reason: String,
+    /// Prompt tokens, as the endpoint counted them (0 when it does not say).
+    pub prompt_tokens: u64,
+    /// Generated tokens, as the endpoint counted them.
+    pub completion_tokens: u64,
+    /// Attempts it took (1 when the first succeeded).
+    pub attempts: u32,
+}
+
+/// Why a request failed for good.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TeacherError {
+    /// An error a retry cannot fix (HTTP 4xx other than 429).
+    #[error("{url}: HTTP {status}: {body}")]
+    Rejected {
+        /// The endpoint.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The start of the error body.
+        body: String,
+    },
+    /// The reply is not a Chat Completions reply.
+    #[error("{url}: the reply is not a chat completion: {problem}")]
+    Malformed {
+        /// The endpoint.
+        url: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Every attempt failed for a passing reason; the last one's.
+    #[error("{url}: gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        /// The endpoint.
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// The API key variable is named but not set.
+    #[error("the API key variable {0} is not set")]
+    NoKey(String),
+}
+
+/// One attempt's failure.
+enum Failure {
+    /// Worth retrying; `Some(seconds)` when the server said how long to wait.
+    Retry(String, Option<f64>),
+    /// Not worth retrying.
+    Fatal(TeacherError),
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: Message,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+/// An OpenAI-compatible teacher.
+#[derive(Debug)]
+pub struct HttpTeacher {
+    config: TeacherConfig,
+    agent: ureq::Agent,
+    jitter: Mutex<XorShift64Star>,
+    /// Sleeps between attempts (replaced in tests to run instantly).
+    sleep: fn(Duration),
+}
+
+impl HttpTeacher {
+    /// A teacher for `config`.
+    pub fn new(config: TeacherConfig) -> HttpTeacher {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs_f64(config.timeout_s.max(0.001)))
+            .build();
+        HttpTeacher {
+            config,
+            agent,
+            jitter: Mutex::new(XorShift64Star::new(0x5EED)),
+            sleep: std::thread::sleep,
+        }
+    }
+
+    /// The same teacher, waiting between attempts with `sleep` (tests pass a no-op or a
+    /// recorder).
+    pub fn with_sleep(mut self, sleep: fn(Duration)) -> HttpTeacher {
+        self.sleep = sleep;
+        self
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "{}/chat/completions",
+            self.config.base_url.trim_end_matches('/')
+        )
+    }
+
+    /// The wait before retry number `attempt` (1-based): full jitter over an exponential
+    /// ceiling, or the server's `Retry-After`.
+    fn backoff(&self, attempt: u32, retry_after: Option<f64>) -> Duration {
+        if let Some(s) = retry_after {
+            return Duration::from_secs_f64(s.clamp(0.0, self.config.max_backoff_s));
+        }
+        let ceiling =
+            (self.config.backoff_s * 2f64.powi(attempt as i32 - 1)).min(self.config.max_backoff_s);
+        let u = self
+            .jitter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_f64();
+        Duration::from_secs_f64(ceiling * u)
+    }
+
+    /// Asks for a completion of `prompt` (one user message).
+    ///
+    /// # Errors
+    /// [`TeacherError`], naming the endpoint.
+    pub fn complete(
+        &self,
+        prompt: &str,
+        max_tokens: u32,
+        temperature: f64,
+        top_p: f64,
+    ) -> Result<Completion, TeacherError> {
+        let key = if self.config.api_key_env.is_empty() {
+            None
+        } else {
+            match std::env::var(&self.config.api_key_env) {
+                Ok(k) if !k.is_empty() => Some(k),
+                _ if self.config.base_url.starts_with("http://127.0.0.1")
+                    || self.config.base_url.starts_with("http://localhost") =>
+                {
+                    None
+                }
+                _ => return Err(TeacherError::NoKey(self.config.api_key_env.clone())),
+            }
+        };
+        let body = serde_json::json!({
+            "model": self.config.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+        });
+        let url = self.url();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.attempt(&url, key.as_deref(), &body) {
+                Ok(mut c) => {
+                    c.attempts = attempt;
+                    return Ok(c);
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry(why, retry_after)) => {
+                    if attempt > self.config.max_retries {
+                        return Err(TeacherError::GaveUp {
+                            url,
+                            attempts: attempt,
+                            last: why,
+                        });
+                    }
+                    (self.sleep)(self.backoff(attempt, retry_after));
+                }
+            }
+        }
+    }
+
+    fn attempt(
+        &self,
+        url: &str,
+        key: Option<&str>,
+        body: &serde_json::Value,
+    ) -> Result<Completion, Failure> {
+        let mut request = self.agent.post(url);
+        if let Some(k) = key {
+            request = request.set("Authorization", &format!("Bearer {k}"));
+        }
+        let response = match request.send_json(body.clone()) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(status, r)) => {
+                let retry_after = r
+                    .header("retry-after")
+                    .and_then(|v| v.trim().parse::<f64>().ok());
+                let text: String = r
+                    .into_string()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(300)
+                    .collect();
+                return Err(if status == 429 || status >= 500 {
+                    Failure::Retry(format!("HTTP {status}: {text}"), retry_after)
+                } else {
+                    Failure::Fatal(TeacherError::Rejected {
+                        url: url.to_string(),
+                        status,
+                        body: text,
+                    })
+                });
+            }
+            Err(ureq::Error::Transport(t)) => return Err(Failure::Retry(t.to_string(), None)),
+        };
+        // A body shorter than its Content-Length (a dropped connection) is an I/O error here.
+        let text = response
+            .into_string()
+            .map_err(|e| Failure::Retry(format!("reading the reply: {e}"), None))?;
+        let reply: Reply = serde_json::from_str(&text).map_err(|e| {
+            Failure::Fatal(TeacherError::Malformed {
+                url: url.to_string(),
+                problem: e.to_string(),
+            })
+        })?;
+        let choice = reply.choices.into_iter().next().ok_or_else(|| {
+            Failure::Fatal(TeacherError::Malformed {
+                url: url.to_string(),
+                problem: "no choices".into(),
+            })
+        })?;
+        let usage = reply.usage.unwrap_or(Usage {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        });
+        Ok(Completion {
+            text: choice.message.content.unwrap_or_default(),
+            finish_reason: choice.finish_reason.unwrap_or_else(|| "stop".into()),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            attempts: 1,
+        })
+    }
+}

@@ -1,0 +1,178 @@
+//! The OpenAI-compatible teacher against a loopback server that misbehaves on purpose:
+//! connection refused, HTTP 500, 429 with Retry-After, a timeout, malformed JSON, a reply cut
+//! off mid-body, and a 4xx; retried or reported per request, naming the endpoint.
+
+use bioinstruct::selfinstruct::teacher::{HttpTeacher, TeacherConfig, TeacherError};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What the server does with one connection.
+#[derive(Clone)]
+enum Answer {
+    /// Send these bytes, then close.
+    Raw(String),
+    /// Read the request and never answer (until the client gives up).
+    Hang,
+}
+
+fn http(status: &str, extra_headers: &str, body: &str) -> Answer {
+    Answer::Raw(format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+const OK_BODY: &str = r#"{"choices":[{"message":{"role":"assistant","content":" ie\n4. Instruction: List the drugs."},"finish_reason":"length"}],"usage":{"prompt_tokens":120,"completion_tokens":30}}"#;
+
+/// Serves `answers` in order, one per connection; returns the base URL and the requests seen.
+fn serve(answers: Vec<Answer>) -> (String, std::sync::Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}/v1", listener.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for answer in answers {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = vec![0u8; 65536];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            log.lock()
+                .expect("log")
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            match answer {
+                Answer::Raw(bytes) => {
+                    let _ = stream.write_all(bytes.as_bytes());
+                }
+                Answer::Hang => std::thread::sleep(Duration::from_secs(3)),
+            }
+        }
+    });
+    (base, seen)
+}
+
+static WAITS: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
+
+fn record_wait(d: Duration) {
+    WAITS.lock().expect("waits").push(d);
+}
+
+fn teacher(base: &str, retries: u32) -> HttpTeacher {
+    HttpTeacher::new(TeacherConfig {
+        base_url: base.to_string(),
+        model: "smollm2".into(),
+        api_key_env: "BIOINSTRUCT_TEST_TEACHER_KEY".into(),
+        timeout_s: 0.5,
+        max_retries: retries,
+        backoff_s: 0.01,
+        max_backoff_s: 0.05,
+    })
+    .with_sleep(record_wait)
+}
+
+#[test]
+fn server_errors_and_rate_limits_are_retried_honouring_retry_after() {
+    let (base, seen) = serve(vec![
+        http("500 Internal Server Error", "", r#"{"error":"boom"}"#),
+        http(
+            "429 Too Many Requests",
+            "Retry-After: 0.02\r\n",
+            r#"{"error":"slow down"}"#,
+        ),
+        http("200 OK", "", OK_BODY),
+    ]);
+    WAITS.lock().expect("waits").clear();
+    let c = teacher(&base, 3)
+        .complete("prompt", 64, 0.7, 1.0)
+        .expect("completes");
+    assert_eq!(c.attempts, 3);
+    assert_eq!(c.finish_reason, "length");
+    assert_eq!((c.prompt_tokens, c.completion_tokens), (120, 30));
+    assert!(c.text.starts_with(" ie\n4. Instruction"));
+    let waits = WAITS.lock().expect("waits").clone();
+    assert!(waits.contains(&Duration::from_secs_f64(0.02)), "{waits:?}");
+    let requests = seen.lock().expect("seen");
+    assert!(requests[0].starts_with("POST /v1/chat/completions"));
+    assert!(requests[0].contains("\"model\":\"smollm2\""));
+}
+
+#[test]
+fn a_reply_cut_off_mid_body_is_retried() {
+    let cut = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\nConnection: close\r\n\r\n{\"choices\":[{\"mess".to_string();
+    let (base, _) = serve(vec![Answer::Raw(cut), http("200 OK", "", OK_BODY)]);
+    let c = teacher(&base, 2)
+        .complete("prompt", 64, 0.7, 1.0)
+        .expect("completes");
+    assert_eq!(c.attempts, 2);
+}
+
+#[test]
+fn a_timeout_is_retried_then_given_up_naming_the_endpoint() {
+    let (base, _) = serve(vec![Answer::Hang, Answer::Hang]);
+    let e = teacher(&base, 1)
+        .complete("prompt", 64, 0.7, 1.0)
+        .expect_err("gives up");
+    match &e {
+        TeacherError::GaveUp { url, attempts, .. } => {
+            assert_eq!(*attempts, 2);
+            assert!(url.ends_with("/v1/chat/completions"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn connection_refused_is_retried_then_reported() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let e = teacher(&format!("http://127.0.0.1:{port}/v1"), 2)
+        .complete("prompt", 64, 0.7, 1.0)
+        .expect_err("refused");
+    assert!(
+        matches!(&e, TeacherError::GaveUp { attempts: 3, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+}
+
+#[test]
+fn malformed_json_and_client_errors_are_reported_at_once() {
+    let (base, _) = serve(vec![
+        http("200 OK", "", "{\"choices\": \"not a list\"}"),
+        http("400 Bad Request", "", r#"{"error":"bad model"}"#),
+    ]);
+    let t = teacher(&base, 5);
+    let e = t.complete("prompt", 64, 0.7, 1.0).expect_err("malformed");
+    assert!(matches!(e, TeacherError::Malformed { .. }), "{e:?}");
+    let e = t.complete("prompt", 64, 0.7, 1.0).expect_err("rejected");
+    assert!(
+        matches!(&e, TeacherError::Rejected { status: 400, body, .. } if body.contains("bad model")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn the_api_key_goes_in_the_header_only_and_a_missing_one_is_named() {
+    let (base, seen) = serve(vec![http("401 Unauthorized", "", r#"{"error":"no"}"#)]);
+    // Other tests here talk to loopback servers, which need no key: setting it is harmless.
+    std::env::set_var("BIOINSTRUCT_TEST_TEACHER_KEY", "sk-test-123");
+    let e = teacher(&base, 0)
+        .complete("prompt", 64, 0.7, 1.0)
+        .expect_err("401");
+    std::env::remove_var("BIOINSTRUCT_TEST_TEACHER_KEY");
+    assert!(seen.lock().expect("seen")[0].contains("Authorization: Bearer sk-test-123"));
+    assert!(!e.to_string().contains("sk-test-123"), "{e}");
+    let remote = HttpTeacher::new(TeacherConfig {
+        base_url: "https://api.example.invalid/v1".into(),
+        api_key_env: "BIOINSTRUCT_TEST_TEACHER_KEY".into(),
+        ..TeacherConfig::default()
+    });
+    assert_eq!(
+        remote.complete("p", 8, 0.0, 1.0),
+        Err(TeacherError::NoKey("BIOINSTRUCT_TEST_TEACHER_KEY".into()))
+    );
+}
