@@ -232,6 +232,15 @@ pub fn worker(settings: &Settings, name: &str) -> Result<()> {
     // A new session has no controlling terminal: no SIGHUP when the SSH connection drops.
     let _ = rustix::process::setsid();
     let run = find_run(settings, name)?;
+    // Until training starts, the run is queued under this process's pid (the status the
+    // launcher wrote names the launcher, which exits at once).
+    if let Ok(mut status) = run.read_status() {
+        status.state = RunState::Queued;
+        status.pid = std::process::id();
+        status.error = None;
+        status.updated_unix_s = crate::train::run::unix_now();
+        let _ = run.write_status(&status);
+    }
     let result = (|| {
         let config_path = run.path.join("config.toml");
         let config = TrainConfig::from_file(&config_path).map_err(anyhow::Error::msg)?;
