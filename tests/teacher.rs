@@ -2,7 +2,11 @@
 //! connection refused, HTTP 500, 429 with Retry-After, a timeout, malformed JSON, a reply cut
 //! off mid-body, and a 4xx; retried or reported per request, naming the endpoint.
 
-use bioinstruct::selfinstruct::teacher::{HttpTeacher, TeacherConfig, TeacherError};
+mod common;
+
+use bioinstruct::selfinstruct::teacher::{
+    HttpTeacher, LocalTeacher, Teacher, TeacherConfig, TeacherError,
+};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::Mutex;
@@ -200,4 +204,40 @@ fn the_api_key_goes_in_the_header_only_and_a_missing_one_is_named() {
         remote.complete("p", 8, 0.0, 1.0),
         Err(TeacherError::NoKey("BIOINSTRUCT_TEST_TEACHER_KEY".into()))
     );
+}
+
+#[test]
+fn the_local_model_is_a_teacher_too() {
+    let dir = tempfile::tempdir().expect("dir");
+    common::tiny::write(dir.path());
+    let resolver = bioinstruct::model::Resolver {
+        hf_cache: dir.path().join("hub"),
+        models_dir: dir.path().join("models"),
+        offline: true,
+    };
+    let loaded = bioinstruct::model::LoadedModel::load(
+        &resolver,
+        dir.path().to_str().expect("utf-8"),
+        &bioinstruct::model::LoadOptions::default(),
+    )
+    .expect("loads");
+    let teacher: Box<dyn Teacher> = Box::new(LocalTeacher::new(loaded, 3));
+    assert!(teacher.name().starts_with("local "));
+    let a = teacher
+        .complete("List three tasks.", 6, 0.7, 1.0)
+        .expect("completes");
+    let b = teacher
+        .complete("List three tasks.", 6, 0.7, 1.0)
+        .expect("completes");
+    assert_eq!(a, b, "seeded sampling repeats");
+    assert!(a.prompt_tokens > 0);
+    assert!(a.completion_tokens <= 6);
+    if a.completion_tokens == 6 {
+        assert_eq!(a.finish_reason, "length");
+    }
+    let long = "word ".repeat(200);
+    assert!(matches!(
+        teacher.complete(&long, 6, 0.7, 1.0),
+        Err(TeacherError::Local { .. })
+    ));
 }

@@ -1,7 +1,7 @@
 //! A teacher model behind any OpenAI-compatible Chat Completions endpoint (`POST
 //! {base_url}/chat/completions`): OpenAI's GPT-4 as in the paper, vLLM, llama.cpp's server,
 //! Ollama. HTTP is ureq's blocking client (already the project's client for the Hub and
-//! PyPI).
+//! PyPI). [`LocalTeacher`] puts the local model runtime behind the same [`Teacher`] trait.
 //!
 //! Requests that fail for a reason that may pass (connection refused or reset, timeout, HTTP
 //! 429, HTTP 5xx, a reply cut off mid-body) are retried with exponential backoff and full
@@ -99,6 +99,93 @@ pub enum TeacherError {
     /// The API key variable is named but not set.
     #[error("the API key variable {0} is not set")]
     NoKey(String),
+    /// The local model failed (template, prompt too long, tensor error).
+    #[error("local teacher {model}: {problem}")]
+    Local {
+        /// The model's name.
+        model: String,
+        /// What failed.
+        problem: String,
+    },
+}
+
+/// A model that writes new tasks: a remote endpoint or the local runtime.
+pub trait Teacher: Send + Sync {
+    /// A short name for logs and provenance (`model @ endpoint`, or the local model's name).
+    fn name(&self) -> String;
+
+    /// A completion of `prompt` (one user turn), at most `max_tokens` tokens.
+    ///
+    /// # Errors
+    /// [`TeacherError`].
+    fn complete(
+        &self,
+        prompt: &str,
+        max_tokens: u32,
+        temperature: f64,
+        top_p: f64,
+    ) -> Result<Completion, TeacherError>;
+}
+
+/// The local model runtime as a teacher, offline: the prompt as one user turn through the
+/// model's chat template, then [`crate::model::generate`] with the given sampling.
+#[derive(Debug)]
+pub struct LocalTeacher {
+    loaded: crate::model::LoadedModel,
+    seed: u64,
+}
+
+impl LocalTeacher {
+    /// A teacher on `loaded`, sampling from `seed`.
+    pub fn new(loaded: crate::model::LoadedModel, seed: u64) -> LocalTeacher {
+        LocalTeacher { loaded, seed }
+    }
+}
+
+impl Teacher for LocalTeacher {
+    fn name(&self) -> String {
+        format!("local {}", self.loaded.name)
+    }
+
+    fn complete(
+        &self,
+        prompt: &str,
+        max_tokens: u32,
+        temperature: f64,
+        top_p: f64,
+    ) -> Result<Completion, TeacherError> {
+        let err = |e: crate::model::ModelError| TeacherError::Local {
+            model: self.loaded.name.clone(),
+            problem: e.to_string(),
+        };
+        let text = self
+            .loaded
+            .template(None)
+            .and_then(|t| t.render(&[crate::model::ChatMessage::new("user", prompt)], true))
+            .map_err(err)?;
+        let ids = self.loaded.encode(&text).map_err(err)?;
+        let sampling = crate::model::Sampling {
+            temperature,
+            top_p,
+            max_new_tokens: max_tokens as usize,
+            seed: self.seed,
+            ..crate::model::Sampling::default()
+        };
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let stats =
+            crate::model::generate(&self.loaded, &ids, &sampling, &cancel, |_| {}).map_err(err)?;
+        let cut = matches!(
+            stats.stop_reason,
+            crate::model::StopReason::MaxTokens | crate::model::StopReason::ContextFull
+        );
+        Ok(Completion {
+            text: stats.text,
+            finish_reason: if cut { "length" } else { "stop" }.into(),
+            prompt_tokens: ids.len() as u64,
+            completion_tokens: stats.generated_tokens as u64,
+            attempts: 1,
+        })
+    }
 }
 
 /// One attempt's failure.
@@ -135,6 +222,22 @@ struct Usage {
     prompt_tokens: u64,
     #[serde(default)]
     completion_tokens: u64,
+}
+
+impl Teacher for HttpTeacher {
+    fn name(&self) -> String {
+        format!("{} @ {}", self.config.model, self.config.base_url)
+    }
+
+    fn complete(
+        &self,
+        prompt: &str,
+        max_tokens: u32,
+        temperature: f64,
+        top_p: f64,
+    ) -> Result<Completion, TeacherError> {
+        HttpTeacher::complete(self, prompt, max_tokens, temperature, top_p)
+    }
 }
 
 /// An OpenAI-compatible teacher.
