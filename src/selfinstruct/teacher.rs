@@ -224,22 +224,6 @@ struct Usage {
     completion_tokens: u64,
 }
 
-impl Teacher for HttpTeacher {
-    fn name(&self) -> String {
-        format!("{} @ {}", self.config.model, self.config.base_url)
-    }
-
-    fn complete(
-        &self,
-        prompt: &str,
-        max_tokens: u32,
-        temperature: f64,
-        top_p: f64,
-    ) -> Result<Completion, TeacherError> {
-        HttpTeacher::complete(self, prompt, max_tokens, temperature, top_p)
-    }
-}
-
 /// An OpenAI-compatible teacher.
 #[derive(Debug)]
 pub struct HttpTeacher {
@@ -292,61 +276,6 @@ impl HttpTeacher {
             .unwrap_or_else(|e| e.into_inner())
             .next_f64();
         Duration::from_secs_f64(ceiling * u)
-    }
-
-    /// Asks for a completion of `prompt` (one user message).
-    ///
-    /// # Errors
-    /// [`TeacherError`], naming the endpoint.
-    pub fn complete(
-        &self,
-        prompt: &str,
-        max_tokens: u32,
-        temperature: f64,
-        top_p: f64,
-    ) -> Result<Completion, TeacherError> {
-        let key = if self.config.api_key_env.is_empty() {
-            None
-        } else {
-            match std::env::var(&self.config.api_key_env) {
-                Ok(k) if !k.is_empty() => Some(k),
-                _ if self.config.base_url.starts_with("http://127.0.0.1")
-                    || self.config.base_url.starts_with("http://localhost") =>
-                {
-                    None
-                }
-                _ => return Err(TeacherError::NoKey(self.config.api_key_env.clone())),
-            }
-        };
-        let body = serde_json::json!({
-            "model": self.config.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-        });
-        let url = self.url();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.attempt(&url, key.as_deref(), &body) {
-                Ok(mut c) => {
-                    c.attempts = attempt;
-                    return Ok(c);
-                }
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Retry(why, retry_after)) => {
-                    if attempt > self.config.max_retries {
-                        return Err(TeacherError::GaveUp {
-                            url,
-                            attempts: attempt,
-                            last: why,
-                        });
-                    }
-                    (self.sleep)(self.backoff(attempt, retry_after));
-                }
-            }
-        }
     }
 
     fn attempt(
@@ -410,5 +339,66 @@ impl HttpTeacher {
             completion_tokens: usage.completion_tokens,
             attempts: 1,
         })
+    }
+}
+
+impl Teacher for HttpTeacher {
+    fn name(&self) -> String {
+        format!("{} @ {}", self.config.model, self.config.base_url)
+    }
+
+    /// Asks for a completion of `prompt` (one user message).
+    ///
+    /// # Errors
+    /// [`TeacherError`], naming the endpoint.
+    fn complete(
+        &self,
+        prompt: &str,
+        max_tokens: u32,
+        temperature: f64,
+        top_p: f64,
+    ) -> Result<Completion, TeacherError> {
+        let key = if self.config.api_key_env.is_empty() {
+            None
+        } else {
+            match std::env::var(&self.config.api_key_env) {
+                Ok(k) if !k.is_empty() => Some(k),
+                _ if self.config.base_url.starts_with("http://127.0.0.1")
+                    || self.config.base_url.starts_with("http://localhost") =>
+                {
+                    None
+                }
+                _ => return Err(TeacherError::NoKey(self.config.api_key_env.clone())),
+            }
+        };
+        let body = serde_json::json!({
+            "model": self.config.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+        });
+        let url = self.url();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.attempt(&url, key.as_deref(), &body) {
+                Ok(mut c) => {
+                    c.attempts = attempt;
+                    return Ok(c);
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry(why, retry_after)) => {
+                    if attempt > self.config.max_retries {
+                        return Err(TeacherError::GaveUp {
+                            url,
+                            attempts: attempt,
+                            last: why,
+                        });
+                    }
+                    (self.sleep)(self.backoff(attempt, retry_after));
+                }
+            }
+        }
     }
 }
