@@ -6,8 +6,9 @@ mod common;
 use bioinstruct::data::{Category, Instruction};
 use bioinstruct::model::lora::{Lora, LoraConfig};
 use bioinstruct::model::{LoadOptions, LoadedModel, Resolver};
+use bioinstruct::train::config::{OptimSection, TrainConfig};
 use bioinstruct::train::data::{build_examples, BuildOptions, Example, PromptFormat};
-use bioinstruct::train::optim::{AdamWParams, ScheduleKind};
+use bioinstruct::train::optim::ScheduleKind;
 use bioinstruct::train::run::{Metric, RunDir, RunState};
 use bioinstruct::train::trainer::{train, TrainSettings};
 use common::tiny;
@@ -66,29 +67,27 @@ fn examples(m: &LoadedModel) -> Vec<Example> {
 }
 
 fn settings(epochs: usize, mb: usize, accum: usize) -> TrainSettings {
-    TrainSettings {
-        lora: LoraConfig {
-            lora_dropout: 0.0,
-            target_modules: vec!["all-linear".into()],
-            ..LoraConfig::default()
-        },
-        adamw: AdamWParams {
-            lr: 1e-2,
-            weight_decay: 0.0,
-            ..AdamWParams::default()
-        },
+    let mut c = TrainConfig::default();
+    c.model.base = "tiny".into();
+    c.lora = LoraConfig {
+        lora_dropout: 0.0,
+        target_modules: vec!["all-linear".into()],
+        ..LoraConfig::default()
+    };
+    c.optim = OptimSection {
+        learning_rate: 1e-2,
         schedule: ScheduleKind::Cosine,
         warmup_steps: 2,
         epochs,
         micro_batch_size: mb,
         gradient_accumulation_steps: accum,
         max_grad_norm: 1.0,
-        eval_every: 2,
-        checkpoint_every: 4,
-        seed: 7,
-        pad_id: 0,
-        base_model: "tiny".into(),
-    }
+        weight_decay: 0.0,
+    };
+    c.run.eval_every = 2;
+    c.run.checkpoint_every = 4;
+    c.run.seed = 7;
+    TrainSettings::from_config(&c, 0)
 }
 
 #[test]
@@ -217,7 +216,7 @@ fn accumulating_micro_batches_equals_one_larger_batch() {
         let run =
             RunDir::create(&dir.path().join("runs"), &format!("acc-{mb}-{accum}")).expect("run");
         let mut s = settings(1, mb, accum);
-        s.warmup_steps = 0;
+        s.config.optim.warmup_steps = 0;
         train(&mut m, &data, &[], &s, &run, &|_: &Metric| false, None).expect("trains");
         let step = run
             .read_metrics()

@@ -9,76 +9,49 @@
 //! The base model must be float (for GGUF, `gguf_compute = "float"`): quantized projections
 //! pass no gradient to their input.
 
+use super::config::TrainConfig;
 use super::data::Example;
-use super::optim::{
-    clip_grad_norm, collate, masked_nll_sum, AdamW, AdamWParams, Schedule, ScheduleKind,
-};
+use super::optim::{clip_grad_norm, collate, masked_nll_sum, AdamW, AdamWParams, Schedule};
 use super::run::{peak_rss_bytes, unix_now, Metric, RunDir, RunState, Status};
-use crate::model::lora::{Lora, LoraConfig};
+use crate::model::lora::Lora;
 use crate::model::{LoadedModel, ModelError};
 use candle_core::backprop::GradStore;
 use std::path::Path;
 use std::time::Instant;
 
-/// Everything the loop needs to know besides the data.
+/// Everything the loop needs to know besides the data: the run's configuration (`[lora]`,
+/// `[optim]`, `[run]` and `[model] base`, written into the adapter's config as
+/// `base_model_name_or_path`) and the padding token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainSettings {
-    /// The adapter.
-    pub lora: LoraConfig,
-    /// The optimizer (its `lr` is the peak learning rate).
-    pub adamw: AdamWParams,
-    /// The curve after warmup.
-    pub schedule: ScheduleKind,
-    /// Optimizer steps of linear warmup.
-    pub warmup_steps: usize,
-    /// Passes over the training split.
-    pub epochs: usize,
-    /// Examples per forward pass.
-    pub micro_batch_size: usize,
-    /// Micro-batches per optimizer step.
-    pub gradient_accumulation_steps: usize,
-    /// Global gradient-norm limit (0: no clipping).
-    pub max_grad_norm: f64,
-    /// Evaluate every this many optimizer steps (0: only at the start and the end).
-    pub eval_every: usize,
-    /// Checkpoint every this many optimizer steps (0: only at the end).
-    pub checkpoint_every: usize,
-    /// Seeds the adapter's initialisation and the data order.
-    pub seed: u64,
+    /// The run's configuration.
+    pub config: TrainConfig,
     /// The padding token id.
     pub pad_id: u32,
-    /// Written into the adapter's config as `base_model_name_or_path`.
-    pub base_model: String,
 }
 
 impl TrainSettings {
     /// The settings a run configuration gives; `pad_id` pads batches.
-    pub fn from_config(config: &super::config::TrainConfig, pad_id: u32) -> TrainSettings {
-        let o = &config.optim;
+    pub fn from_config(config: &TrainConfig, pad_id: u32) -> TrainSettings {
         TrainSettings {
-            lora: config.lora.clone(),
-            adamw: AdamWParams {
-                lr: o.learning_rate,
-                weight_decay: o.weight_decay,
-                ..AdamWParams::default()
-            },
-            schedule: o.schedule,
-            warmup_steps: o.warmup_steps,
-            epochs: o.epochs,
-            micro_batch_size: o.micro_batch_size,
-            gradient_accumulation_steps: o.gradient_accumulation_steps,
-            max_grad_norm: o.max_grad_norm,
-            eval_every: config.run.eval_every,
-            checkpoint_every: config.run.checkpoint_every,
-            seed: config.run.seed,
+            config: config.clone(),
             pad_id,
-            base_model: config.model.base.clone(),
+        }
+    }
+
+    /// AdamW's parameters: `lr` is the peak learning rate, the schedule sets the rest.
+    pub fn adamw(&self) -> AdamWParams {
+        AdamWParams {
+            lr: self.config.optim.learning_rate,
+            weight_decay: self.config.optim.weight_decay,
+            ..AdamWParams::default()
         }
     }
 
     /// Examples per optimizer step.
     fn per_step(&self) -> usize {
-        self.micro_batch_size.max(1) * self.gradient_accumulation_steps.max(1)
+        let o = &self.config.optim;
+        o.micro_batch_size.max(1) * o.gradient_accumulation_steps.max(1)
     }
 
     /// Optimizer steps per epoch over `examples` training examples.
@@ -88,7 +61,7 @@ impl TrainSettings {
 
     /// Optimizer steps of a whole run over `examples` training examples.
     pub fn total_steps(&self, examples: usize) -> usize {
-        self.steps_per_epoch(examples) * self.epochs.max(1)
+        self.steps_per_epoch(examples) * self.config.optim.epochs.max(1)
     }
 }
 
@@ -282,26 +255,27 @@ fn train_inner(
     if train.is_empty() {
         return Err(TrainError::Settings("no training example".into()));
     }
+    let (o, r) = (&s.config.optim, &s.config.run);
     let per_step = s.per_step();
     let steps_per_epoch = s.steps_per_epoch(train.len());
     let total_steps = s.total_steps(train.len());
     let schedule = Schedule {
-        peak_lr: s.adamw.lr,
-        warmup_steps: s.warmup_steps,
+        peak_lr: o.learning_rate,
+        warmup_steps: o.warmup_steps,
         total_steps,
-        kind: s.schedule,
+        kind: o.schedule,
     };
-    let lora = Lora::init(&mut loaded.model, &s.lora, s.seed)?;
+    let lora = Lora::init(&mut loaded.model, &s.config.lora, r.seed)?;
     run.log(&format!(
         "LoRA r={} alpha={} on {}: {} trainable parameters in {} modules",
-        s.lora.r,
-        s.lora.lora_alpha,
-        s.lora.targets().join(","),
+        s.config.lora.r,
+        s.config.lora.lora_alpha,
+        s.config.lora.targets().join(","),
         lora.parameter_count(),
         lora.modules.len()
     ))?;
     let vars = lora.vars();
-    let mut opt = AdamW::new(vars.clone(), s.adamw)?;
+    let mut opt = AdamW::new(vars.clone(), s.adamw())?;
     let (mut step, elapsed_before) = match resume_from {
         None => (0, 0.0),
         Some(dir) => {
@@ -338,7 +312,7 @@ fn train_inner(
                 return Ok(None);
             }
             lora.set_training(false);
-            let loss = evaluate(loaded, validation, s.micro_batch_size, s.pad_id)?;
+            let loss = evaluate(loaded, validation, o.micro_batch_size, s.pad_id)?;
             lora.set_training(true);
             run.append_metric(&Metric::Eval {
                 step,
@@ -357,8 +331,8 @@ fn train_inner(
     };
     let start = Instant::now();
     let first_step = step;
-    for epoch in step / steps_per_epoch..s.epochs.max(1) {
-        let order = epoch_order(train.len(), s.seed, epoch);
+    for epoch in step / steps_per_epoch..o.epochs.max(1) {
+        let order = epoch_order(train.len(), r.seed, epoch);
         let done_in_epoch = step - epoch * steps_per_epoch;
         for chunk in order.chunks(per_step).skip(done_in_epoch) {
             let step_start = Instant::now();
@@ -370,8 +344,8 @@ fn train_inner(
                 .max(1);
             let (mut grads, mut loss_sum, mut tokens): (Option<GradStore>, f64, usize) =
                 (None, 0.0, 0);
-            for (m, micro) in examples.chunks(s.micro_batch_size.max(1)).enumerate() {
-                lora.reseed_dropout(dropout_seed(s.seed, step, m));
+            for (m, micro) in examples.chunks(o.micro_batch_size.max(1)).enumerate() {
+                lora.reseed_dropout(dropout_seed(r.seed, step, m));
                 let batch = collate(micro, s.pad_id, loaded.model.device())?;
                 let logits = loaded
                     .model
@@ -397,7 +371,7 @@ fn train_inner(
                 });
             }
             let Some(mut grads) = grads else { continue };
-            let grad_norm = clip_grad_norm(&mut grads, &vars, s.max_grad_norm)?;
+            let grad_norm = clip_grad_norm(&mut grads, &vars, o.max_grad_norm)?;
             let lr = schedule.lr(step);
             opt.set_lr(lr);
             opt.step(&grads)?;
@@ -419,7 +393,7 @@ fn train_inner(
             run.append_metric(&metric)?;
             status.step = step;
             status.updated_unix_s = unix_now();
-            if s.eval_every > 0 && step % s.eval_every == 0 && step < total_steps {
+            if r.eval_every > 0 && step % r.eval_every == 0 && step < total_steps {
                 eval(loaded, &lora, step)?;
             }
             let stop = on_step(&metric);
@@ -428,10 +402,18 @@ fn train_inner(
             }
             run.write_status(&status)?;
             if stop
-                || (s.checkpoint_every > 0 && step % s.checkpoint_every == 0 && step < total_steps)
+                || (r.checkpoint_every > 0 && step % r.checkpoint_every == 0 && step < total_steps)
             {
                 run.write_checkpoint::<TrainError>(step, |dir| {
-                    save_checkpoint(dir, &lora, &opt, loaded, &s.base_model, step, elapsed)
+                    save_checkpoint(
+                        dir,
+                        &lora,
+                        &opt,
+                        loaded,
+                        &s.config.model.base,
+                        step,
+                        elapsed,
+                    )
                 })?;
                 run.log(&format!("checkpoint at step {step}"))?;
             }
@@ -450,7 +432,7 @@ fn train_inner(
     }
     let last_val = eval(loaded, &lora, step)?;
     let final_dir = run.path.join("final");
-    lora.save_peft(&loaded.model, &final_dir, &s.base_model)?;
+    lora.save_peft(&loaded.model, &final_dir, &s.config.model.base)?;
     status.state = RunState::Finished;
     status.updated_unix_s = unix_now();
     run.write_status(&status)?;
