@@ -6,7 +6,9 @@
 //! `BIOINSTRUCT_HOME` is set.
 
 use crate::data::{save_atomic, StoreError};
+use crate::selfinstruct::teacher::TeacherConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The built-in defaults, documented key by key.
@@ -20,7 +22,7 @@ pub const HOME_ENV: &str = "BIOINSTRUCT_HOME";
 
 /// Everything in a config file. Every table and key is optional in a user file; missing
 /// ones keep their defaults. Unknown keys are errors (they are usually typos).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the workspace keeps its files.
@@ -31,6 +33,55 @@ pub struct Config {
     pub model: ModelSettings,
     /// Default sampling settings for chat and generation.
     pub generation: crate::model::Sampling,
+    /// Self-instruct generation runs.
+    pub generate: crate::selfinstruct::run::GenerateConfig,
+    /// Teacher endpoints by name (`bioinstruct generate --teacher NAME`); `local` is the
+    /// local model runtime and needs no entry. A user file's entries are added to the
+    /// built-in ones, each key defaulting as in [`TeacherConfig`].
+    #[serde(default = "default_teachers")]
+    pub teachers: BTreeMap<String, TeacherConfig>,
+}
+
+/// The teacher name that means the local model runtime.
+pub const LOCAL_TEACHER: &str = "local";
+
+/// The built-in teachers: `openai` (GPT-4, as in the paper) and `llamacpp` (llama.cpp's
+/// server on its default port).
+pub fn default_teachers() -> BTreeMap<String, TeacherConfig> {
+    let mut t = BTreeMap::new();
+    t.insert(
+        "openai".to_string(),
+        TeacherConfig {
+            base_url: "https://api.openai.com/v1".into(),
+            model: "gpt-4".into(),
+            api_key_env: "OPENAI_API_KEY".into(),
+            ..TeacherConfig::default()
+        },
+    );
+    t.insert(
+        "llamacpp".to_string(),
+        TeacherConfig {
+            base_url: "http://127.0.0.1:8080/v1".into(),
+            model: "default".into(),
+            api_key_env: String::new(),
+            concurrency: 1,
+            ..TeacherConfig::default()
+        },
+    );
+    t
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workspace: WorkspaceConfig::default(),
+            tui: TuiConfig::default(),
+            model: ModelSettings::default(),
+            generation: crate::model::Sampling::default(),
+            generate: crate::selfinstruct::run::GenerateConfig::default(),
+            teachers: default_teachers(),
+        }
+    }
 }
 
 /// The `[model]` table.
@@ -131,14 +182,37 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Parse`] with the line and key at fault.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             line: e
                 .span()
                 .map(|s| 1 + text[..s.start.min(text.len())].matches('\n').count())
                 .unwrap_or(1),
             message: e.message().trim().to_string(),
-        })
+        })?;
+        // A user's `[teachers.openai]` changes some keys of the built-in `openai`; the
+        // others keep the built-in's values, not the generic defaults.
+        let builtin = default_teachers();
+        if let Ok(mut table) = text.parse::<toml::Table>() {
+            if let Some(toml::Value::Table(teachers)) = table.get_mut("teachers") {
+                for (name, b) in &builtin {
+                    if let (Some(toml::Value::Table(user)), Ok(toml::Value::Table(b))) =
+                        (teachers.get_mut(name), toml::Value::try_from(b))
+                    {
+                        for (k, v) in b {
+                            user.entry(k).or_insert(v);
+                        }
+                    }
+                }
+                if let Ok(merged) = toml::Value::Table(table).try_into::<Config>() {
+                    config = merged;
+                }
+            }
+        }
+        for (name, b) in builtin {
+            config.teachers.entry(name).or_insert(b);
+        }
+        Ok(config)
     }
 }
 
@@ -325,6 +399,30 @@ mod tests {
         let c = Config::parse(Path::new("u.toml"), "[tui]\nmouse = false\n").expect("parses");
         assert!(!c.tui.mouse);
         assert_eq!(c.workspace, WorkspaceConfig::default());
+    }
+
+    #[test]
+    fn a_user_teacher_adds_to_the_built_in_ones_and_changes_only_what_it_names() {
+        let c = Config::parse(
+            Path::new("u.toml"),
+            "[teachers.openai]\nmodel = \"gpt-4o\"\n\n[teachers.vllm]\nbase_url = \"http://gpu:8000/v1\"\n",
+        )
+        .expect("parses");
+        let openai = &c.teachers["openai"];
+        assert_eq!(openai.model, "gpt-4o");
+        assert_eq!(
+            openai.base_url, "https://api.openai.com/v1",
+            "kept from the built-in"
+        );
+        assert_eq!(c.teachers["vllm"].base_url, "http://gpu:8000/v1");
+        assert_eq!(
+            c.teachers["vllm"].timeout_s,
+            TeacherConfig::default().timeout_s
+        );
+        assert_eq!(c.teachers["llamacpp"], default_teachers()["llamacpp"]);
+        let e = Config::parse(Path::new("u.toml"), "[teachers.x]\nbase = \"y\"\n")
+            .expect_err("unknown key");
+        assert!(e.to_string().starts_with("config u.toml:2:"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use bioinstruct::commands::chat::ChatArgs;
 use bioinstruct::commands::seeds::{self, FieldArgs};
-use bioinstruct::commands::{adapters, chat, dedupe, models, train};
+use bioinstruct::commands::{adapters, chat, dedupe, generate, models, train};
 use bioinstruct::config::{Overrides, Settings};
 use bioinstruct::data::{Category, Format};
 use bioinstruct::model::GgufCompute;
@@ -77,6 +77,45 @@ enum Command {
         /// Write the two files here instead of beside FILE.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+    /// Self-instruct: ask a teacher model for new tasks, shown 3 random seeds a prompt, and
+    /// keep those that pass Alpaca's filters (as `dedupe`) against the seeds and every task
+    /// kept so far.
+    ///
+    /// Appends kept tasks to <dir>/generated.jsonl and rejected ones to rejected.jsonl, each
+    /// with its provenance (teacher, seed ids shown, request, time) and similarity; every reply
+    /// goes to raw.jsonl. Ctrl-C stops, losing only the requests in flight; running the same
+    /// command again continues to the target without duplicates. Teachers are set up under
+    /// [teachers] in the settings (see configs/default.toml); `local` is the local model.
+    Generate {
+        /// The teacher: a name under [teachers] (built in: llamacpp, openai) or `local`.
+        #[arg(long, default_value = "llamacpp")]
+        teacher: String,
+        /// Kept tasks to reach in the output folder (earlier runs' included).
+        #[arg(long, value_name = "N")]
+        target: usize,
+        /// Output folder (default: [generate] dir under the data folder).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Requests at once (default: the teacher's concurrency; 1 for `local`).
+        #[arg(long, value_name = "N")]
+        concurrency: Option<usize>,
+        /// The most tokens a reply may have (default: [generate] max_tokens).
+        #[arg(long, value_name = "N")]
+        max_tokens: Option<u32>,
+        /// Teacher sampling temperature (default: [generate] temperature).
+        #[arg(long)]
+        temperature: Option<f64>,
+        /// Seeds the choice of example tasks (default: [generate] seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Model for the `local` teacher (default: [model] base).
+        #[arg(long, short, value_name = "MODEL")]
+        model: Option<String>,
+        /// Ask through Chat Completions or the (legacy) Completions API, continuing the
+        /// prompt's text (default: the teacher's `api`; [generate] local_api for `local`).
+        #[arg(long, value_enum)]
+        api: Option<bioinstruct::selfinstruct::teacher::TeacherApi>,
     },
     /// Work with LoRA adapters.
     #[command(subcommand)]
@@ -367,6 +406,37 @@ fn run(cli: Cli) -> Result<()> {
                 adapter: c.adapter,
             };
             chat::chat(&settings, &args, stdout)
+        }
+        Command::Generate {
+            teacher,
+            target,
+            out,
+            concurrency,
+            max_tokens,
+            temperature,
+            seed,
+            model,
+            api,
+        } => {
+            let mut settings = settings;
+            if let Some(m) = model {
+                settings.config.model.base = m;
+            }
+            generate::generate(
+                &settings,
+                &generate::GenerateArgs {
+                    teacher,
+                    target,
+                    out,
+                    concurrency,
+                    max_tokens,
+                    temperature,
+                    seed,
+                    api,
+                    progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                },
+                stdout,
+            )
         }
         Command::Dedupe {
             file,

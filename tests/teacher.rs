@@ -5,7 +5,7 @@
 mod common;
 
 use bioinstruct::selfinstruct::teacher::{
-    HttpTeacher, LocalTeacher, Teacher, TeacherConfig, TeacherError,
+    HttpTeacher, LocalTeacher, Teacher, TeacherApi, TeacherConfig, TeacherError,
 };
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -97,6 +97,7 @@ fn teacher(base: &str, retries: u32) -> HttpTeacher {
         max_retries: retries,
         backoff_s: 0.01,
         max_backoff_s: 0.05,
+        ..TeacherConfig::default()
     })
     .with_sleep(record_wait)
 }
@@ -114,7 +115,7 @@ fn server_errors_and_rate_limits_are_retried_honouring_retry_after() {
     ]);
     WAITS.lock().expect("waits").clear();
     let c = teacher(&base, 3)
-        .complete("prompt", 64, 0.7, 1.0)
+        .complete("prompt", 64, 0.7, 1.0, &[])
         .expect("completes");
     assert_eq!(c.attempts, 3);
     assert_eq!(c.finish_reason, "length");
@@ -128,11 +129,37 @@ fn server_errors_and_rate_limits_are_retried_honouring_retry_after() {
 }
 
 #[test]
+fn the_completions_api_sends_text_to_continue_and_the_stop_strings() {
+    let (base, seen) = serve(vec![http(
+        "200 OK",
+        "",
+        r#"{"choices":[{"text":" qa\n4. Instruction: Name it.","finish_reason":"stop"}]}"#,
+    )]);
+    let t = HttpTeacher::new(TeacherConfig {
+        base_url: base,
+        api: TeacherApi::Completions,
+        api_key_env: String::new(),
+        ..TeacherConfig::default()
+    });
+    assert_eq!(t.api(), TeacherApi::Completions);
+    let c = t
+        .complete("3. Category:", 64, 0.7, 1.0, &["###".to_string()])
+        .expect("completes");
+    assert_eq!(c.text, " qa\n4. Instruction: Name it.");
+    assert_eq!((c.prompt_tokens, c.finish_reason.as_str()), (0, "stop"));
+    let request = seen.lock().expect("seen")[0].clone();
+    assert!(request.starts_with("POST /v1/completions"), "{request}");
+    assert!(request.contains("\"prompt\":\"3. Category:\""), "{request}");
+    assert!(request.contains("\"stop\":[\"###\"]"), "{request}");
+    assert!(!request.contains("messages"));
+}
+
+#[test]
 fn a_reply_cut_off_mid_body_is_retried() {
     let cut = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\nConnection: close\r\n\r\n{\"choices\":[{\"mess".to_string();
     let (base, _) = serve(vec![Answer::Raw(cut), http("200 OK", "", OK_BODY)]);
     let c = teacher(&base, 2)
-        .complete("prompt", 64, 0.7, 1.0)
+        .complete("prompt", 64, 0.7, 1.0, &[])
         .expect("completes");
     assert_eq!(c.attempts, 2);
 }
@@ -141,7 +168,7 @@ fn a_reply_cut_off_mid_body_is_retried() {
 fn a_timeout_is_retried_then_given_up_naming_the_endpoint() {
     let (base, _) = serve(vec![Answer::Hang, Answer::Hang]);
     let e = teacher(&base, 1)
-        .complete("prompt", 64, 0.7, 1.0)
+        .complete("prompt", 64, 0.7, 1.0, &[])
         .expect_err("gives up");
     match &e {
         TeacherError::GaveUp { url, attempts, .. } => {
@@ -159,7 +186,7 @@ fn connection_refused_is_retried_then_reported() {
         .expect("a free port")
         .port();
     let e = teacher(&format!("http://127.0.0.1:{port}/v1"), 2)
-        .complete("prompt", 64, 0.7, 1.0)
+        .complete("prompt", 64, 0.7, 1.0, &[])
         .expect_err("refused");
     assert!(
         matches!(&e, TeacherError::GaveUp { attempts: 3, .. }),
@@ -175,9 +202,13 @@ fn malformed_json_and_client_errors_are_reported_at_once() {
         http("400 Bad Request", "", r#"{"error":"bad model"}"#),
     ]);
     let t = teacher(&base, 5);
-    let e = t.complete("prompt", 64, 0.7, 1.0).expect_err("malformed");
+    let e = t
+        .complete("prompt", 64, 0.7, 1.0, &[])
+        .expect_err("malformed");
     assert!(matches!(e, TeacherError::Malformed { .. }), "{e:?}");
-    let e = t.complete("prompt", 64, 0.7, 1.0).expect_err("rejected");
+    let e = t
+        .complete("prompt", 64, 0.7, 1.0, &[])
+        .expect_err("rejected");
     assert!(
         matches!(&e, TeacherError::Rejected { status: 400, body, .. } if body.contains("bad model")),
         "{e:?}"
@@ -190,7 +221,7 @@ fn the_api_key_goes_in_the_header_only_and_a_missing_one_is_named() {
     // Other tests here talk to loopback servers, which need no key: setting it is harmless.
     std::env::set_var("BIOINSTRUCT_TEST_TEACHER_KEY", "sk-test-123");
     let e = teacher(&base, 0)
-        .complete("prompt", 64, 0.7, 1.0)
+        .complete("prompt", 64, 0.7, 1.0, &[])
         .expect_err("401");
     std::env::remove_var("BIOINSTRUCT_TEST_TEACHER_KEY");
     assert!(seen.lock().expect("seen")[0].contains("Authorization: Bearer sk-test-123"));
@@ -201,7 +232,7 @@ fn the_api_key_goes_in_the_header_only_and_a_missing_one_is_named() {
         ..TeacherConfig::default()
     });
     assert_eq!(
-        remote.complete("p", 8, 0.0, 1.0),
+        remote.complete("p", 8, 0.0, 1.0, &[]),
         Err(TeacherError::NoKey("BIOINSTRUCT_TEST_TEACHER_KEY".into()))
     );
 }
@@ -221,15 +252,24 @@ fn the_local_model_is_a_teacher_too() {
         &bioinstruct::model::LoadOptions::default(),
     )
     .expect("loads");
-    let teacher: Box<dyn Teacher> = Box::new(LocalTeacher::new(loaded, 3));
+    let twin = LocalTeacher::new(loaded.clone(), TeacherApi::Chat, 3);
+    let teacher: Box<dyn Teacher> =
+        Box::new(LocalTeacher::new(loaded.clone(), TeacherApi::Chat, 3));
     assert!(teacher.name().starts_with("local "));
     let a = teacher
-        .complete("List three tasks.", 6, 0.7, 1.0)
+        .complete("List three tasks.", 6, 0.7, 1.0, &[])
         .expect("completes");
-    let b = teacher
-        .complete("List three tasks.", 6, 0.7, 1.0)
+    let b = twin
+        .complete("List three tasks.", 6, 0.7, 1.0, &[])
         .expect("completes");
     assert_eq!(a, b, "seeded sampling repeats");
+    let raw = LocalTeacher::new(loaded, TeacherApi::Completions, 3)
+        .complete("List three tasks.", 6, 0.7, 1.0, &[])
+        .expect("completes");
+    assert!(
+        raw.prompt_tokens < a.prompt_tokens,
+        "no chat template around a continuation"
+    );
     assert!(a.prompt_tokens > 0);
     assert!(a.completion_tokens <= 6);
     if a.completion_tokens == 6 {
@@ -237,7 +277,7 @@ fn the_local_model_is_a_teacher_too() {
     }
     let long = "word ".repeat(200);
     assert!(matches!(
-        teacher.complete(&long, 6, 0.7, 1.0),
+        teacher.complete(&long, 6, 0.7, 1.0, &[]),
         Err(TeacherError::Local { .. })
     ));
 }

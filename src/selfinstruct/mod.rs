@@ -1,6 +1,7 @@
 //! Self-instruct generation (BioInstruct step 2; Wang et al. 2023, "Self-Instruct"; Taori et
-//! al. 2023, Stanford Alpaca): so far the filters that decide which generated (or imported)
-//! instructions to keep, and `bioinstruct dedupe`.
+//! al. 2023, Stanford Alpaca): teachers ([`teacher`]), the prompt ([`prompt`]) and its
+//! reply's parser ([`parse`]), the filters that decide which generated (or imported)
+//! instructions to keep (used by `bioinstruct dedupe`), and generation runs ([`run`]).
 //!
 //! A [`Deduper`] holds every instruction kept so far (the seeds first): each candidate goes
 //! through Alpaca's text rules ([`filters`]), then is scored with ROUGE-L against all of them
@@ -11,6 +12,7 @@ pub mod filters;
 pub mod parse;
 pub mod prompt;
 pub mod rouge;
+pub mod run;
 pub mod teacher;
 
 use crate::data::Instruction;
@@ -84,6 +86,11 @@ impl Deduper {
             d.add(r);
         }
         d
+    }
+
+    /// Adds `r` to the kept set without judging it (an earlier run's kept task).
+    pub fn keep(&mut self, r: &Instruction) {
+        self.add(r);
     }
 
     fn add(&mut self, r: &Instruction) {

@@ -1,6 +1,7 @@
 //! The teacher's prompt (Stanford Alpaca's `prompt.txt` approach, adapted to biomedicine):
-//! a requirements list, then `k` seed tasks in the numbered format, ending where the
-//! teacher continues with task `k + 1`. The template is `configs/self-instruct-prompt.txt`
+//! a requirements list, then `k` seed tasks in the numbered format, then a request for tasks
+//! `k + 1` to `num_tasks` in the same format (a chat model answers a request better than it
+//! continues a list). The template is `configs/self-instruct-prompt.txt`
 //! (minijinja), embedded as the default; a user's copy can replace it.
 
 use crate::data::Instruction;
@@ -26,7 +27,9 @@ pub fn sample<'a>(
 }
 
 /// Renders `template` with `seeds` as tasks 1..=k, asking for `num_tasks` tasks in all with
-/// outputs under `word_limit` words.
+/// outputs under `word_limit` words. With `continuation` (a teacher that continues text,
+/// [`super::teacher::TeacherApi::Completions`]) the prompt ends at `k+1. Category:` instead
+/// of with a request.
 ///
 /// # Errors
 /// The template does not parse or render (the message names the line).
@@ -35,6 +38,7 @@ pub fn render(
     seeds: &[&Instruction],
     num_tasks: usize,
     word_limit: usize,
+    continuation: bool,
 ) -> Result<String, String> {
     let mut env = minijinja::Environment::new();
     env.add_template("prompt", template)
@@ -59,6 +63,7 @@ pub fn render(
                 num_tasks => num_tasks,
                 word_limit => word_limit,
                 next_number => seeds.len() + 1,
+                continuation => continuation,
             })
         })
         .map_err(|e| format!("self-instruct prompt template: {e}"))
@@ -84,14 +89,28 @@ mod tests {
     #[test]
     fn the_prompt_numbers_the_seeds_and_primes_the_next_task() {
         let (a, b) = (seed("s-1", ""), seed("s-2", "Note: BP 150/95."));
-        let text = render(DEFAULT_TEMPLATE, &[&a, &b], 20, 100).expect("renders");
+        let text = render(DEFAULT_TEMPLATE, &[&a, &b], 20, 100, false).expect("renders");
         assert!(text.contains("set of 20 diverse biomedical task instructions"));
         assert!(text.contains("under 100 words"));
         assert!(text.contains(
             "###\n1. Category: ie\n1. Instruction: Instruction of s-1.\n1. Input:\n<noinput>\n1. Output:\nOutput of s-1.\n"
         ));
         assert!(text.contains("2. Input:\nNote: BP 150/95.\n"));
-        assert!(text.trim_end().ends_with("###\n3. Category:"), "{text}");
+        assert!(
+            text.trim_end()
+                .ends_with("###\nNow write tasks 3 to 20 in exactly the same format: each task has the four lines \"Category:\", \"Instruction:\", \"Input:\" and \"Output:\", each numbered with the task's number, and tasks are separated by ###."),
+            "{text}"
+        );
+        let one = render(DEFAULT_TEMPLATE, &[&a, &b], 3, 100, false).expect("renders");
+        assert!(
+            one.trim_end().ends_with("Now write task 3, a new task unlike the ones above, in exactly the same format: the four lines \"3. Category:\", \"3. Instruction:\", \"3. Input:\" and \"3. Output:\"."),
+            "{one}"
+        );
+        let go_on = render(DEFAULT_TEMPLATE, &[&a, &b], 20, 100, true).expect("renders");
+        assert!(
+            go_on.ends_with("Output of s-2.\n\n###\n3. Category:"),
+            "{go_on:?}"
+        );
     }
 
     #[test]

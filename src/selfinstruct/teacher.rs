@@ -1,5 +1,5 @@
 //! A teacher model behind any OpenAI-compatible Chat Completions endpoint (`POST
-//! {base_url}/chat/completions`): OpenAI's GPT-4 as in the paper, vLLM, llama.cpp's server,
+//! {base_url}/chat/completions`, or the legacy `/completions`): OpenAI's GPT-4 as in the paper, vLLM, llama.cpp's server,
 //! Ollama. HTTP is ureq's blocking client (already the project's client for the Hub and
 //! PyPI). [`LocalTeacher`] puts the local model runtime behind the same [`Teacher`] trait.
 //!
@@ -15,6 +15,20 @@ use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// Which OpenAI API a teacher is asked through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TeacherApi {
+    /// Chat Completions (`POST {base_url}/chat/completions`): the prompt is one user
+    /// message and ends with a request for the new tasks.
+    #[default]
+    Chat,
+    /// Completions (`POST {base_url}/completions`, as Alpaca used `text-davinci-003`): the
+    /// prompt is raw text ending at `N. Category:`, which the teacher continues. Small or
+    /// base models follow the format far better this way.
+    Completions,
+}
+
 /// How to reach a teacher.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -23,6 +37,8 @@ pub struct TeacherConfig {
     pub base_url: String,
     /// The model name the endpoint expects (`gpt-4`, ...).
     pub model: String,
+    /// Chat Completions or (legacy) Completions.
+    pub api: TeacherApi,
     /// Environment variable holding the API key (`""`: send none; unset is an error except
     /// for a server on loopback, which needs no key).
     pub api_key_env: String,
@@ -34,6 +50,8 @@ pub struct TeacherConfig {
     pub backoff_s: f64,
     /// Longest wait between attempts, in seconds.
     pub max_backoff_s: f64,
+    /// Requests sent at once by a generation run.
+    pub concurrency: usize,
 }
 
 impl Default for TeacherConfig {
@@ -41,11 +59,13 @@ impl Default for TeacherConfig {
         TeacherConfig {
             base_url: "http://127.0.0.1:8080/v1".into(),
             model: "default".into(),
+            api: TeacherApi::Chat,
             api_key_env: "OPENAI_API_KEY".into(),
             timeout_s: 120.0,
             max_retries: 5,
             backoff_s: 1.0,
             max_backoff_s: 60.0,
+            concurrency: 4,
         }
     }
 }
@@ -114,7 +134,12 @@ pub trait Teacher: Send + Sync {
     /// A short name for logs and provenance (`model @ endpoint`, or the local model's name).
     fn name(&self) -> String;
 
-    /// A completion of `prompt` (one user turn), at most `max_tokens` tokens.
+    /// Whether prompts are sent as a chat message or as text to continue.
+    fn api(&self) -> TeacherApi;
+
+    /// A completion of `prompt` (one user turn, or text to continue, as [`Teacher::api`]
+    /// says), at most `max_tokens` tokens, ending before any of `stop` (OpenAI's `stop`,
+    /// at most 4 strings).
     ///
     /// # Errors
     /// [`TeacherError`].
@@ -124,21 +149,39 @@ pub trait Teacher: Send + Sync {
         max_tokens: u32,
         temperature: f64,
         top_p: f64,
+        stop: &[String],
     ) -> Result<Completion, TeacherError>;
+
+    /// Ends requests in flight as soon as it can, and any later ones at once (a stopped
+    /// run). Remote requests cannot be recalled: the default does nothing.
+    fn cancel(&self) {}
 }
 
 /// The local model runtime as a teacher, offline: the prompt as one user turn through the
-/// model's chat template, then [`crate::model::generate`] with the given sampling.
+/// model's chat template ([`TeacherApi::Chat`]) or as raw text to continue
+/// ([`TeacherApi::Completions`]), then [`crate::model::generate`] with the given sampling.
+///
+/// Request `n` (counted from 0) samples with seed `seed + n`, so that two requests with the
+/// same prompt differ.
 #[derive(Debug)]
 pub struct LocalTeacher {
     loaded: crate::model::LoadedModel,
+    api: TeacherApi,
     seed: u64,
+    requests: std::sync::atomic::AtomicU64,
+    cancel: std::sync::atomic::AtomicBool,
 }
 
 impl LocalTeacher {
-    /// A teacher on `loaded`, sampling from `seed`.
-    pub fn new(loaded: crate::model::LoadedModel, seed: u64) -> LocalTeacher {
-        LocalTeacher { loaded, seed }
+    /// A teacher on `loaded`, prompted through `api`, sampling from `seed`.
+    pub fn new(loaded: crate::model::LoadedModel, api: TeacherApi, seed: u64) -> LocalTeacher {
+        LocalTeacher {
+            loaded,
+            api,
+            seed,
+            requests: Default::default(),
+            cancel: Default::default(),
+        }
     }
 }
 
@@ -147,33 +190,55 @@ impl Teacher for LocalTeacher {
         format!("local {}", self.loaded.name)
     }
 
+    fn api(&self) -> TeacherApi {
+        self.api
+    }
+
+    fn cancel(&self) {
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn complete(
         &self,
         prompt: &str,
         max_tokens: u32,
         temperature: f64,
         top_p: f64,
+        stop: &[String],
     ) -> Result<Completion, TeacherError> {
         let err = |e: crate::model::ModelError| TeacherError::Local {
             model: self.loaded.name.clone(),
             problem: e.to_string(),
         };
-        let text = self
-            .loaded
-            .template(None)
-            .and_then(|t| t.render(&[crate::model::ChatMessage::new("user", prompt)], true))
-            .map_err(err)?;
+        let text = match self.api {
+            TeacherApi::Chat => self
+                .loaded
+                .template(None)
+                .and_then(|t| t.render(&[crate::model::ChatMessage::new("user", prompt)], true))
+                .map_err(err)?,
+            TeacherApi::Completions => prompt.to_string(),
+        };
         let ids = self.loaded.encode(&text).map_err(err)?;
+        let n = self
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sampling = crate::model::Sampling {
             temperature,
             top_p,
             max_new_tokens: max_tokens as usize,
-            seed: self.seed,
+            seed: self.seed.wrapping_add(n),
+            stop: stop.to_vec(),
             ..crate::model::Sampling::default()
         };
-        let cancel = std::sync::atomic::AtomicBool::new(false);
-        let stats =
-            crate::model::generate(&self.loaded, &ids, &sampling, &cancel, |_| {}).map_err(err)?;
+        let stats = crate::model::generate(&self.loaded, &ids, &sampling, &self.cancel, |_| {})
+            .map_err(err)?;
+        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(TeacherError::Local {
+                model: self.loaded.name.clone(),
+                problem: "cancelled".into(),
+            });
+        }
         let cut = matches!(
             stats.stop_reason,
             crate::model::StopReason::MaxTokens | crate::model::StopReason::ContextFull
@@ -205,7 +270,12 @@ struct Reply {
 
 #[derive(Deserialize)]
 struct Choice {
-    message: Message,
+    /// Chat Completions.
+    #[serde(default)]
+    message: Option<Message>,
+    /// Completions.
+    #[serde(default)]
+    text: Option<String>,
     #[serde(default)]
     finish_reason: Option<String>,
 }
@@ -256,10 +326,11 @@ impl HttpTeacher {
     }
 
     fn url(&self) -> String {
-        format!(
-            "{}/chat/completions",
-            self.config.base_url.trim_end_matches('/')
-        )
+        let path = match self.config.api {
+            TeacherApi::Chat => "chat/completions",
+            TeacherApi::Completions => "completions",
+        };
+        format!("{}/{path}", self.config.base_url.trim_end_matches('/'))
     }
 
     /// The wait before retry number `attempt` (1-based): full jitter over an exponential
@@ -333,7 +404,11 @@ impl HttpTeacher {
             completion_tokens: 0,
         });
         Ok(Completion {
-            text: choice.message.content.unwrap_or_default(),
+            text: choice
+                .message
+                .and_then(|m| m.content)
+                .or(choice.text)
+                .unwrap_or_default(),
             finish_reason: choice.finish_reason.unwrap_or_else(|| "stop".into()),
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
@@ -347,6 +422,10 @@ impl Teacher for HttpTeacher {
         format!("{} @ {}", self.config.model, self.config.base_url)
     }
 
+    fn api(&self) -> TeacherApi {
+        self.config.api
+    }
+
     /// Asks for a completion of `prompt` (one user message).
     ///
     /// # Errors
@@ -357,6 +436,7 @@ impl Teacher for HttpTeacher {
         max_tokens: u32,
         temperature: f64,
         top_p: f64,
+        stop: &[String],
     ) -> Result<Completion, TeacherError> {
         let key = if self.config.api_key_env.is_empty() {
             None
@@ -371,13 +451,21 @@ impl Teacher for HttpTeacher {
                 _ => return Err(TeacherError::NoKey(self.config.api_key_env.clone())),
             }
         };
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "model": self.config.model,
-            "messages": [{"role": "user", "content": prompt}],
             "max_tokens": max_tokens,
             "temperature": temperature,
             "top_p": top_p,
         });
+        if !stop.is_empty() {
+            body["stop"] = serde_json::json!(stop);
+        }
+        match self.config.api {
+            TeacherApi::Chat => {
+                body["messages"] = serde_json::json!([{"role": "user", "content": prompt}]);
+            }
+            TeacherApi::Completions => body["prompt"] = serde_json::json!(prompt),
+        }
         let url = self.url();
         let mut attempt = 0;
         loop {

@@ -1,0 +1,188 @@
+//! `bioinstruct generate`: a self-instruct run (BioInstruct step 2) from the command line,
+//! with a progress bar; see [`crate::selfinstruct::run`].
+
+use crate::config::{Settings, LOCAL_TEACHER};
+use crate::selfinstruct::run::{GenerateConfig, Generation, Outcome, Progress};
+use crate::selfinstruct::teacher::{HttpTeacher, LocalTeacher, Teacher, TeacherApi};
+use anyhow::{bail, Result};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// What `generate` needs beyond the settings.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateArgs {
+    /// A name under `[teachers]`, or `local`.
+    pub teacher: String,
+    /// Kept tasks to reach in the output folder.
+    pub target: usize,
+    /// The output folder instead of `[generate] dir`.
+    pub out: Option<PathBuf>,
+    /// Requests at once instead of the teacher's `concurrency`.
+    pub concurrency: Option<usize>,
+    /// Overrides of `[generate]`.
+    pub max_tokens: Option<u32>,
+    /// Overrides `[generate] temperature`.
+    pub temperature: Option<f64>,
+    /// Overrides `[generate] seed`.
+    pub seed: Option<u64>,
+    /// Overrides the teacher's `api` (and `[generate] local_api`).
+    pub api: Option<TeacherApi>,
+    /// Draw the progress bar (off when standard error is not a terminal, or in tests).
+    pub progress_bar: bool,
+}
+
+/// The teacher `name` names under `settings`, and how many requests it takes at once.
+///
+/// # Errors
+/// An unknown name (the known ones are listed), or a local model that cannot be loaded.
+pub fn open_teacher(
+    settings: &Settings,
+    name: &str,
+    api: Option<TeacherApi>,
+) -> Result<(Arc<dyn Teacher>, usize)> {
+    if name == LOCAL_TEACHER {
+        let loaded = super::chat::load_model(settings)?;
+        let g = &settings.config.generate;
+        let api = api.unwrap_or(g.local_api);
+        return Ok((Arc::new(LocalTeacher::new(loaded, api, g.seed)), 1));
+    }
+    match settings.config.teachers.get(name) {
+        Some(t) => {
+            let mut t = t.clone();
+            t.api = api.unwrap_or(t.api);
+            let concurrency = t.concurrency.max(1);
+            Ok((Arc::new(HttpTeacher::new(t)), concurrency))
+        }
+        None => {
+            let known: Vec<&str> = std::iter::once(LOCAL_TEACHER)
+                .chain(settings.config.teachers.keys().map(String::as_str))
+                .collect();
+            bail!(
+                "no teacher named {name:?}: known are {} (add one as [teachers.{name}] in your settings file)",
+                known.join(", ")
+            )
+        }
+    }
+}
+
+/// The output folder: `--out`, else `[generate] dir` under the data folder.
+pub fn output_dir(settings: &Settings, out: Option<&PathBuf>) -> PathBuf {
+    out.cloned().unwrap_or_else(|| {
+        settings
+            .workspace
+            .data_dir
+            .join(&settings.config.generate.dir)
+    })
+}
+
+/// One line of counters.
+pub fn progress_line(p: &Progress) -> String {
+    format!(
+        "kept {}/{} (+{} now), rejected {}, garbage {}, requests {} ({} failed, {} in flight), tokens {} in / {} out",
+        p.kept,
+        p.target,
+        p.kept_now,
+        p.rejected_now,
+        p.garbage_now,
+        p.requests,
+        p.failed_requests,
+        p.in_flight,
+        p.prompt_tokens,
+        p.completion_tokens
+    )
+}
+
+/// Runs `generate` until the output folder holds `args.target` kept tasks, Ctrl-C (or
+/// SIGTERM), or `max_failures` failed requests in a row.
+///
+/// # Errors
+/// Unknown teacher, no seeds, an invalid line in an output file, a template that does not
+/// render, a failed write, or the teacher failing again and again.
+pub fn generate(settings: &Settings, args: &GenerateArgs, out: &mut dyn Write) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let seeds = super::seeds::open_seeds(settings)?.records;
+    let (teacher, concurrency) = open_teacher(settings, &args.teacher, args.api)?;
+    let mut config: GenerateConfig = settings.config.generate.clone();
+    if let Some(m) = args.max_tokens {
+        config.max_tokens = m;
+    }
+    if let Some(t) = args.temperature {
+        config.temperature = t;
+    }
+    if let Some(s) = args.seed {
+        config.seed = s;
+    }
+    if !config.prompt_template.as_os_str().is_empty() && config.prompt_template.is_relative() {
+        config.prompt_template = settings.workspace.config_dir.join(&config.prompt_template);
+    }
+    let dir = output_dir(settings, args.out.as_ref());
+    let name = teacher.name();
+    let generation = Generation::start(
+        teacher,
+        seeds,
+        config,
+        &dir,
+        args.target,
+        args.concurrency.unwrap_or(concurrency),
+    )?;
+    for line in generation.progress().repaired {
+        writeln!(out, "{line}")?;
+    }
+    let files = generation.files().clone();
+    writeln!(
+        out,
+        "generating with {name} into {} (target {} kept tasks; Ctrl-C stops, a rerun continues)",
+        dir.display(),
+        args.target
+    )?;
+    let bar = if args.progress_bar {
+        indicatif::ProgressBar::new(args.target as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} kept {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (outcome, last) = generation.wait(&stop, |p| {
+        bar.set_position(p.kept as u64);
+        bar.set_message(format!(
+            "| rejected {} | garbage {} | requests {} ({} failed, {} in flight) | tokens {}",
+            p.rejected_now,
+            p.garbage_now,
+            p.requests,
+            p.failed_requests,
+            p.in_flight,
+            p.prompt_tokens + p.completion_tokens
+        ));
+    });
+    bar.finish_and_clear();
+    writeln!(out, "{}", progress_line(&last))?;
+    if let Some(e) = &last.last_error {
+        writeln!(out, "last failed request: {e}")?;
+    }
+    writeln!(out, "kept:     {}", files.kept.display())?;
+    writeln!(out, "rejected: {}", files.rejected.display())?;
+    writeln!(out, "raw:      {}", files.raw.display())?;
+    match outcome {
+        Outcome::Reached => {
+            writeln!(out, "reached the target of {} kept tasks", args.target)?;
+            Ok(())
+        }
+        Outcome::Stopped { abandoned } => {
+            writeln!(
+                out,
+                "stopped with {} of {} kept ({abandoned} request(s) in flight abandoned); run the same command to continue",
+                last.kept, args.target
+            )?;
+            Ok(())
+        }
+        Outcome::Failed(e) => Err(e.into()),
+    }
+}
