@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Generation benchmark: bioinstruct's forward pass against llama.cpp (llama-cpp-python, built
-# here into .venv-bench) on the same GGUF (SmolLM2-135M-Instruct Q4_1), the same prompt
+# here into .venv-llamacpp by scripts/teacher-server.sh) on the same GGUF (SmolLM2-135M-Instruct Q4_1), the same prompt
 # token ids, the same number of greedy tokens (end tokens ignored), and the same number of
 # threads. Rounds are interleaved; prints each run, the medians, and the ratios.
 #
@@ -14,16 +14,10 @@ new_tokens=${NEW_TOKENS:-128}
 threads=${THREADS:-$(nproc)}
 compute=${COMPUTE:-keep}
 gguf=${BIOINSTRUCT_TEST_GGUF:-.models/SmolLM2-135M-Instruct.Q4_1.gguf}
-venv=.venv-bench
-llamacpp_version=0.3.16
+venv=.venv-llamacpp
 
-scripts/fetch-test-model.sh
-if ! "$venv/bin/python" -c "import llama_cpp, numpy" 2>/dev/null; then
-  echo "building llama-cpp-python $llamacpp_version into $venv (compiles llama.cpp: several minutes)" >&2
-  python3 -m venv "$venv"
-  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$venv/bin/pip" install -q --disable-pip-version-check \
-    "llama-cpp-python==$llamacpp_version" numpy
-fi
+# Builds llama-cpp-python into $venv the first time, and fetches the model.
+scripts/teacher-server.sh --install
 cargo build --release --quiet --example bench_generate
 export RAYON_NUM_THREADS=$threads
 

@@ -88,12 +88,14 @@ enum Command {
     /// command again continues to the target without duplicates. Teachers are set up under
     /// [teachers] in the settings (see configs/default.toml); `local` is the local model.
     Generate {
-        /// The teacher: a name under [teachers] (built in: llamacpp, openai) or `local`.
-        #[arg(long, default_value = "llamacpp")]
-        teacher: String,
-        /// Kept tasks to reach in the output folder (earlier runs' included).
+        /// The teacher: a name under [teachers] (built in: llamacpp, openai) or `local`
+        /// (default: [generate] teacher).
+        #[arg(long)]
+        teacher: Option<String>,
+        /// Kept tasks to reach in the output folder, earlier runs' included (default:
+        /// [generate] target).
         #[arg(long, value_name = "N")]
-        target: usize,
+        target: Option<usize>,
         /// Output folder (default: [generate] dir under the data folder).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
@@ -425,8 +427,8 @@ fn run(cli: Cli) -> Result<()> {
             generate::generate(
                 &settings,
                 &generate::GenerateArgs {
-                    teacher,
-                    target,
+                    teacher: teacher.unwrap_or_else(|| settings.config.generate.teacher.clone()),
+                    target: target.unwrap_or(settings.config.generate.target),
                     out,
                     concurrency,
                     max_tokens,

@@ -94,18 +94,13 @@ pub fn progress_line(p: &Progress) -> String {
     )
 }
 
-/// Runs `generate` until the output folder holds `args.target` kept tasks, Ctrl-C (or
-/// SIGTERM), or `max_failures` failed requests in a row.
+/// Starts a run as `args` say, on the workspace's seeds; returns it and the teacher's name.
+/// The Generated pane starts its runs here too.
 ///
 /// # Errors
-/// Unknown teacher, no seeds, an invalid line in an output file, a template that does not
-/// render, a failed write, or the teacher failing again and again.
-pub fn generate(settings: &Settings, args: &GenerateArgs, out: &mut dyn Write) -> Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
+/// Unknown teacher or unloadable local model, no seeds, an invalid line in an output file,
+/// a template that does not render, or an output folder that cannot be written.
+pub fn start(settings: &Settings, args: &GenerateArgs) -> Result<(Generation, String)> {
     let seeds = super::seeds::open_seeds(settings)?.records;
     let (teacher, concurrency) = open_teacher(settings, &args.teacher, args.api)?;
     let mut config: GenerateConfig = settings.config.generate.clone();
@@ -131,6 +126,23 @@ pub fn generate(settings: &Settings, args: &GenerateArgs, out: &mut dyn Write) -
         args.target,
         args.concurrency.unwrap_or(concurrency),
     )?;
+    Ok((generation, name))
+}
+
+/// Runs `generate` until the output folder holds `args.target` kept tasks, Ctrl-C (or
+/// SIGTERM), or `max_failures` failed requests in a row.
+///
+/// # Errors
+/// Unknown teacher, no seeds, an invalid line in an output file, a template that does not
+/// render, a failed write, or the teacher failing again and again.
+pub fn generate(settings: &Settings, args: &GenerateArgs, out: &mut dyn Write) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let (generation, name) = start(settings, args)?;
+    let dir = output_dir(settings, args.out.as_ref());
     for line in generation.progress().repaired {
         writeln!(out, "{line}")?;
     }

@@ -29,6 +29,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GenerateConfig {
+    /// The teacher a run uses when none is named: a name under `[teachers]`, or `local`.
+    pub teacher: String,
+    /// Kept tasks a run aims for when no target is given.
+    pub target: usize,
     /// The folder of the kept, rejected and raw files; relative to the data folder.
     pub dir: PathBuf,
     /// Seed tasks shown in each prompt (Alpaca: 3).
@@ -62,6 +66,8 @@ pub struct GenerateConfig {
 impl Default for GenerateConfig {
     fn default() -> Self {
         GenerateConfig {
+            teacher: "llamacpp".into(),
+            target: 100,
             dir: PathBuf::from("generated"),
             seeds_per_prompt: 3,
             generated_per_prompt: 0,
@@ -295,8 +301,8 @@ fn append_line(file: &mut File, path: &Path, value: &Value) -> Result<(), Genera
         })
 }
 
-/// The current UTC time in RFC 3339.
-fn now_rfc3339() -> String {
+/// The current UTC time in RFC 3339 (`2026-11-26T18:29:49.3Z`).
+pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()

@@ -158,6 +158,39 @@ pub enum Action {
         /// Tokens and speed, or the error.
         result: Result<String, String>,
     },
+    /// Generated pane: show the kept or the rejected list.
+    SwitchGenList,
+    /// Generated pane: move the selected rejected task to the kept ones.
+    AcceptTask,
+    /// Generated pane: move the selected kept task to the rejected ones.
+    RejectTask,
+    /// Generated pane: copy the selected kept task into the seeds, with a fresh seed id.
+    PromoteTask,
+    /// Generated pane: start a run with `[generate] teacher` to `[generate] target`.
+    StartGenerate,
+    /// Generated pane: stop the run.
+    StopGenerate,
+    /// The outcome of an external edit of a generated task.
+    #[serde(skip)]
+    GeneratedEdited {
+        /// Whether it is in the kept list (else the rejected one).
+        kept: bool,
+        /// Index in that list.
+        index: usize,
+        /// The edited record, or why the edit failed.
+        result: Result<Instruction, String>,
+    },
+    /// The counters of the running generation.
+    #[serde(skip)]
+    GenerateProgress(crate::selfinstruct::run::Progress),
+    /// The generation ended (or failed to start): what to tell the user.
+    #[serde(skip)]
+    GenerateEnded {
+        /// How it ended, or the error.
+        result: Result<String, String>,
+        /// The final counters, when it ran.
+        progress: Option<crate::selfinstruct::run::Progress>,
+    },
     /// The terminal was resized.
     Resize {
         /// Columns.

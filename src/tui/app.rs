@@ -3,6 +3,7 @@
 use super::action::Action;
 use super::form::{EditForm, FormTarget};
 use super::panes::chat::ChatPane;
+use super::panes::generated::{GenList, GenRequest, GeneratedPane, RunState};
 use super::panes::seeds::{SeedsPane, SeedsView};
 use super::panes::train::{RunForm, TrainPane};
 use super::ui::{self, AppLayout};
@@ -10,13 +11,16 @@ use crate::data::InstructionFile;
 use ratatui::layout::{Position, Rect};
 
 /// The panes that exist, in tab order.
-pub const TABS: [&str; 3] = ["Seeds", "Train", "Chat"];
+pub const TABS: [&str; 4] = ["Seeds", "Train", "Chat", "Generated"];
 
 /// Index of the Train pane in [`TABS`].
 pub const TRAIN_TAB: usize = 1;
 
 /// Index of the Chat pane in [`TABS`].
 pub const CHAT_TAB: usize = 2;
+
+/// Index of the Generated pane in [`TABS`].
+pub const GENERATED_TAB: usize = 3;
 
 /// Work the event loop does for the app outside [`App::update`] (it needs the settings, or
 /// takes time); its outcome comes back as [`Action::JobDone`].
@@ -85,6 +89,8 @@ pub enum Mode {
     Chat,
     /// The sampling popup.
     Sampling,
+    /// The Generated pane.
+    Generated,
 }
 
 /// How a status message is shown.
@@ -119,6 +125,10 @@ pub struct App {
     pub pending_job: Option<Job>,
     /// The Chat pane.
     pub chat: ChatPane,
+    /// The Generated pane.
+    pub generated: GeneratedPane,
+    /// A request for the event loop: edit this generated task (kept?, index) in `$EDITOR`.
+    pub pending_generated_edit: Option<(bool, usize)>,
 }
 
 impl App {
@@ -144,7 +154,15 @@ impl App {
                 std::path::PathBuf::new(),
                 std::path::PathBuf::new(),
             ),
+            generated: GeneratedPane::new(std::path::PathBuf::new(), "llamacpp".into(), 100),
+            pending_generated_edit: None,
         }
+    }
+
+    /// The same app with `generated` as its Generated pane.
+    pub fn with_generated(mut self, generated: GeneratedPane) -> App {
+        self.generated = generated;
+        self
     }
 
     /// The same app with `chat` as its Chat pane.
@@ -173,6 +191,7 @@ impl App {
             None if self.tab == TRAIN_TAB => Mode::Runs,
             None if self.tab == CHAT_TAB && self.chat.sampling_form.is_some() => Mode::Sampling,
             None if self.tab == CHAT_TAB => Mode::Chat,
+            None if self.tab == GENERATED_TAB => Mode::Generated,
             None => match &self.seeds.view {
                 SeedsView::Form(_) => Mode::Form,
                 SeedsView::Detail { .. } => Mode::Detail,
@@ -201,7 +220,10 @@ impl App {
 
     /// Applies one action. The only place state changes.
     pub fn update(&mut self, action: Action) {
-        if !matches!(action, Action::Resize { .. } | Action::Tick) {
+        if !matches!(
+            action,
+            Action::Resize { .. } | Action::Tick | Action::GenerateProgress(_)
+        ) {
             self.message = None;
         }
         if let Some(overlay) = self.overlay {
@@ -211,6 +233,8 @@ impl App {
         }
         let rows = self.list_rows();
         self.seeds.scroll_into_view(rows);
+        let rows = super::panes::generated_view::list_rows(self.layout().body);
+        self.generated.scroll_into_view(rows);
     }
 
     fn update_overlay(&mut self, overlay: Overlay, action: Action) {
@@ -265,6 +289,9 @@ impl App {
             }
             Action::DiscardAndQuit if overlay == Overlay::ConfirmQuit => self.should_quit = true,
             Action::ExternalEdited { .. }
+            | Action::GeneratedEdited { .. }
+            | Action::GenerateProgress(_)
+            | Action::GenerateEnded { .. }
             | Action::Tick
             | Action::JobDone { .. }
             | Action::ChatLoaded { .. }
@@ -295,6 +322,45 @@ impl App {
                 if self.tab == TRAIN_TAB {
                     self.train.refresh();
                 }
+                if self.tab == GENERATED_TAB {
+                    self.generated.reload();
+                }
+            }
+            Action::GenerateProgress(p) => {
+                if matches!(
+                    self.generated.run,
+                    RunState::Starting | RunState::Running(_)
+                ) {
+                    self.generated.run = RunState::Running(p);
+                }
+            }
+            Action::GenerateEnded { result, progress } => {
+                self.generated.reload();
+                match result {
+                    Ok(how) => {
+                        self.info(how.clone());
+                        self.generated.run = RunState::Ended(how, progress);
+                    }
+                    Err(e) => {
+                        self.error(e.clone());
+                        self.generated.run = RunState::Ended(format!("failed: {e}"), progress);
+                    }
+                }
+            }
+            Action::GeneratedEdited {
+                kept,
+                index,
+                result,
+            } => {
+                let list = if kept {
+                    GenList::Kept
+                } else {
+                    GenList::Rejected
+                };
+                match result.and_then(|r| self.generated.replace(list, index, r)) {
+                    Ok(m) => self.info(m),
+                    Err(e) => self.error(e),
+                }
             }
             Action::JobDone { result } => {
                 self.train.launching = false;
@@ -311,7 +377,12 @@ impl App {
             Action::ChatPiece { column, text } => self.chat.piece(column, &text),
             Action::ChatDone { column, result } => self.chat.done(column, result),
             Action::SendToChat => {
-                if let Some(record) = self.seeds.selected_record().cloned() {
+                let record = if self.tab == GENERATED_TAB {
+                    self.generated.selected_record().cloned()
+                } else {
+                    self.seeds.selected_record().cloned()
+                };
+                if let Some(record) = record {
                     self.chat.load_task(&record);
                     self.switch_tab(CHAT_TAB);
                     self.info(format!(
@@ -322,6 +393,7 @@ impl App {
             }
             other if self.tab == TRAIN_TAB => self.update_train(other),
             other if self.tab == CHAT_TAB => self.update_chat(other),
+            other if self.tab == GENERATED_TAB => self.update_generated(other, rows),
             Action::Undo => match self.seeds.undo() {
                 Some(what) => self.info(format!("Undid {what}.")),
                 None => self.info("Nothing to undo."),
@@ -364,6 +436,121 @@ impl App {
         if tab == CHAT_TAB {
             self.chat.ensure_loaded();
         }
+        if tab == GENERATED_TAB {
+            self.generated.reload();
+        }
+    }
+
+    fn update_generated(&mut self, action: Action, rows: isize) {
+        let g = &mut self.generated;
+        let result = match action {
+            Action::Up | Action::ScrollUp => {
+                g.move_selection(-1);
+                return;
+            }
+            Action::Down | Action::ScrollDown => {
+                g.move_selection(1);
+                return;
+            }
+            Action::PageUp => {
+                g.move_selection(-rows);
+                return;
+            }
+            Action::PageDown => {
+                g.move_selection(rows);
+                return;
+            }
+            Action::Top => {
+                g.move_selection(isize::MIN / 2);
+                return;
+            }
+            Action::Bottom => {
+                g.move_selection(isize::MAX / 2);
+                return;
+            }
+            Action::Open => {
+                g.detail = !g.detail && g.selected_record().is_some();
+                return;
+            }
+            Action::Cancel => {
+                g.detail = false;
+                return;
+            }
+            Action::SwitchGenList => {
+                g.switch_list();
+                return;
+            }
+            Action::AcceptTask => g.accept(),
+            Action::RejectTask => g.reject(),
+            Action::EditExternal => match g.selected_record() {
+                Some(_) if g.running() => {
+                    Err("A run is appending to these files: stop it (x) before reviewing.".into())
+                }
+                Some(_) => {
+                    self.pending_generated_edit = Some((g.showing == GenList::Kept, g.selected));
+                    return;
+                }
+                None => return,
+            },
+            Action::PromoteTask => self.promote(),
+            Action::StartGenerate if g.running() => Err("A run is already going.".into()),
+            Action::StartGenerate => {
+                g.run = RunState::Starting;
+                g.requests.push(GenRequest::Start {
+                    teacher: g.teacher.clone(),
+                    target: g.target,
+                });
+                Ok(format!(
+                    "Starting a run with {} to {} kept tasks…",
+                    g.teacher, g.target
+                ))
+            }
+            Action::StopGenerate if g.running() => {
+                g.requests.push(GenRequest::Stop);
+                Ok("Stopping the run…".into())
+            }
+            Action::StopGenerate => Err("No run is going.".into()),
+            Action::Click { column, row } => {
+                self.click(column, row);
+                return;
+            }
+            _ => return,
+        };
+        match result {
+            Ok(m) => self.info(m),
+            Err(e) => self.error(e),
+        }
+    }
+
+    /// Copies the selected kept task into the seeds (fresh `seed-NNN` id, `promoted_from`),
+    /// and records `promoted_to` on the task.
+    fn promote(&mut self) -> Result<String, String> {
+        let g = &self.generated;
+        if g.showing != GenList::Kept {
+            return Err("Promote works on the kept list (v switches lists).".into());
+        }
+        let Some(task) = g.selected_record().cloned() else {
+            return Err("No task selected.".into());
+        };
+        if let Some(to) = task.extra.get("promoted_to").and_then(|v| v.as_str()) {
+            return Err(format!("{} is already {to}.", task.id));
+        }
+        let id = self.seeds.file.next_id("seed");
+        let mut seed = task.clone();
+        seed.id = id.clone();
+        seed.extra = serde_json::Map::new();
+        seed.extra
+            .insert("promoted_from".into(), serde_json::json!(task.id));
+        if let Some(p) = task.extra.get("provenance") {
+            seed.extra.insert("provenance".into(), p.clone());
+        }
+        self.generated.mark_promoted(&task.id, &id)?;
+        let end = self.seeds.file.records.len();
+        self.seeds.insert(end, seed);
+        Ok(format!(
+            "Promoted {} to {id} in the Seeds pane: press s to save the seed file.",
+            task.id
+        ))
     }
 
     fn update_chat(&mut self, action: Action) {
@@ -630,7 +817,7 @@ impl App {
         let at = Position::new(column, row);
         if let Some(tab) = layout.tab_at(at) {
             self.switch_tab(tab);
-        } else if self.tab == TRAIN_TAB || self.tab == CHAT_TAB {
+        } else if self.tab == TRAIN_TAB || self.tab == CHAT_TAB || self.tab == GENERATED_TAB {
         } else if layout.list_inner.contains(at) {
             let clicked = self.seeds.offset + (row - layout.list_inner.y) as usize;
             if clicked < self.seeds.visible.len() {

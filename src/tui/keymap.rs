@@ -29,6 +29,8 @@ pub enum Context {
     Chat,
     /// The sampling popup.
     Sampling,
+    /// The Generated pane.
+    Generated,
 }
 
 impl Context {
@@ -45,6 +47,7 @@ impl Context {
             Context::RunForm => "New-run form",
             Context::Chat => "Chat pane (letters go to the input)",
             Context::Sampling => "Sampling popup",
+            Context::Generated => "Generated pane",
         }
     }
 }
@@ -162,6 +165,22 @@ fn table() -> Vec<Binding> {
         bind!(Sampling, "Backspace", [Backspace], NONE, Action::FieldBackspace, "delete a character"),
         bind!(Sampling, "Enter", [Enter], NONE, Action::ApplySampling, "apply to both columns"),
         bind!(Sampling, "Esc", [Esc], NONE, Action::Cancel, "close without applying"),
+        bind!(Generated, "↑ / k", [Up, Char('k')], NONE, Action::Up, "previous task"),
+        bind!(Generated, "↓ / j", [Down, Char('j')], NONE, Action::Down, "next task"),
+        bind!(Generated, "PgUp / PgDn", [PageUp], NONE, Action::PageUp, "page up / down"),
+        bind!(Generated, "PgDn", [PageDown], NONE, Action::PageDown, ""),
+        bind!(Generated, "Home / g", [Home, Char('g')], NONE, Action::Top, "first task"),
+        bind!(Generated, "End / G", [End, Char('G')], NONE, Action::Bottom, "last task"),
+        bind!(Generated, "Enter", [Enter], NONE, Action::Open, "the task beside its most similar instruction"),
+        bind!(Generated, "Esc", [Esc], NONE, Action::Cancel, "back to the list"),
+        bind!(Generated, "v", [Char('v')], NONE, Action::SwitchGenList, "switch between kept and rejected tasks"),
+        bind!(Generated, "a", [Char('a')], NONE, Action::AcceptTask, "accept a rejected task (moves it to the kept file)"),
+        bind!(Generated, "r", [Char('r')], NONE, Action::RejectTask, "reject a kept task (moves it to the rejected file)"),
+        bind!(Generated, "e", [Char('e')], NONE, Action::EditExternal, "edit the task as JSON in $EDITOR"),
+        bind!(Generated, "p", [Char('p')], NONE, Action::PromoteTask, "promote a kept task to the seeds (then s saves them)"),
+        bind!(Generated, ">", [Char('>')], NONE, Action::SendToChat, "send the task to the Chat pane (its output as reference)"),
+        bind!(Generated, "n", [Char('n')], NONE, Action::StartGenerate, "start a run: [generate] teacher, to [generate] target kept"),
+        bind!(Generated, "x", [Char('x')], NONE, Action::StopGenerate, "stop the run (requests in flight are dropped)"),
         bind!(Prompt, "y", [Char('y')], NONE, Action::Confirm, "yes (delete the record; stop or resume the run)"),
         bind!(Prompt, "s", [Char('s')], NONE, Action::SaveAndQuit, "unsaved changes: save and quit"),
         bind!(Prompt, "d", [Char('d')], NONE, Action::DiscardAndQuit, "unsaved changes: quit without saving"),
@@ -235,6 +254,9 @@ fn map_key(app: &App, key: &KeyEvent) -> Option<Action> {
         Mode::Detail => lookup(Context::Detail, key).or_else(|| lookup(Context::Global, key)),
         // The seed file's keys (undo, invalid lines) stay with the Seeds pane.
         Mode::Runs => lookup(Context::Runs, key).or_else(|| {
+            lookup(Context::Global, key).filter(|a| !matches!(a, Action::Undo | Action::ShowErrors))
+        }),
+        Mode::Generated => lookup(Context::Generated, key).or_else(|| {
             lookup(Context::Global, key).filter(|a| !matches!(a, Action::Undo | Action::ShowErrors))
         }),
         Mode::Chat => lookup(Context::Chat, key).or(match key.code {

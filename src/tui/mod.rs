@@ -49,9 +49,15 @@ pub fn run(settings: &Settings) -> Result<()> {
         crate::commands::train::runs_root(settings, None),
         settings.workspace.data_dir.join("transcripts"),
     );
+    let generated = panes::generated::GeneratedPane::new(
+        crate::commands::generate::output_dir(settings, None),
+        settings.config.generate.teacher.clone(),
+        settings.config.generate.target,
+    );
     let mut app = App::new(file, (size.width, size.height))
         .with_train(train)
-        .with_chat(chat);
+        .with_chat(chat)
+        .with_generated(generated);
     let result = event_loop(&mut terminal, &mut app, settings, mouse);
     leave(mouse);
     result
@@ -139,6 +145,110 @@ fn start_job(job: app::Job, settings: &Settings, done: &std::sync::mpsc::Sender<
     }
 }
 
+/// The generation run started from the Generated pane: started in a thread (loading a local
+/// teacher takes seconds), then polled by the event loop once a frame.
+#[derive(Default)]
+struct GenerationRunner {
+    run: Option<crate::selfinstruct::run::Generation>,
+    starting:
+        Option<std::sync::mpsc::Receiver<Result<crate::selfinstruct::run::Generation, String>>>,
+    stop_when_started: bool,
+}
+
+impl GenerationRunner {
+    fn handle(
+        &mut self,
+        request: panes::generated::GenRequest,
+        settings: &Settings,
+        done: &std::sync::mpsc::Sender<Action>,
+    ) {
+        match request {
+            panes::generated::GenRequest::Start { teacher, target } => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let settings = settings.clone();
+                std::thread::spawn(move || {
+                    let args = crate::commands::generate::GenerateArgs {
+                        teacher,
+                        target,
+                        ..Default::default()
+                    };
+                    let r = crate::commands::generate::start(&settings, &args)
+                        .map(|(g, _)| g)
+                        .map_err(|e| format!("{e:#}"));
+                    let _ = tx.send(r);
+                });
+                self.starting = Some(rx);
+                self.stop_when_started = false;
+            }
+            panes::generated::GenRequest::Stop => match self.run.take() {
+                Some(run) => {
+                    let (outcome, progress) = run.stop();
+                    let _ = done.send(ended(outcome, progress));
+                }
+                None => self.stop_when_started = true,
+            },
+        }
+    }
+
+    /// Picks up a started run, sends its counters, and reports its end.
+    fn poll(&mut self, app: &mut App) {
+        if let Some(rx) = &self.starting {
+            match rx.try_recv() {
+                Ok(Ok(run)) => {
+                    self.starting = None;
+                    self.run = Some(run);
+                    if self.stop_when_started {
+                        if let Some(run) = self.run.take() {
+                            let (outcome, progress) = run.stop();
+                            app.update(ended(outcome, progress));
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    self.starting = None;
+                    app.update(Action::GenerateEnded {
+                        result: Err(e),
+                        progress: None,
+                    });
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(run) = &self.run {
+            if run.is_finished() {
+                if let Some(run) = self.run.take() {
+                    let (outcome, progress) = run.stop();
+                    app.update(ended(outcome, progress));
+                }
+            } else {
+                app.update(Action::GenerateProgress(run.progress()));
+            }
+        }
+    }
+}
+
+fn ended(
+    outcome: crate::selfinstruct::run::Outcome,
+    progress: crate::selfinstruct::run::Progress,
+) -> Action {
+    use crate::selfinstruct::run::Outcome;
+    let result = match outcome {
+        Outcome::Reached => Ok(format!(
+            "Reached the target of {} kept tasks.",
+            progress.target
+        )),
+        Outcome::Stopped { abandoned } => Ok(format!(
+            "Stopped with {} of {} kept ({abandoned} request(s) in flight dropped); n continues.",
+            progress.kept, progress.target
+        )),
+        Outcome::Failed(e) => Err(e.to_string()),
+    };
+    Action::GenerateEnded {
+        result,
+        progress: Some(progress),
+    }
+}
+
 fn event_loop(
     terminal: &mut DefaultTerminal,
     app: &mut App,
@@ -147,6 +257,7 @@ fn event_loop(
 ) -> Result<()> {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Action>();
     let mut chat = chat_engine::ChatEngine::new(settings, done_tx.clone());
+    let mut generation = GenerationRunner::default();
     loop {
         terminal.draw(|frame| ui::draw(frame, app))?;
         if app.should_quit {
@@ -158,10 +269,35 @@ fn event_loop(
         for request in std::mem::take(&mut app.chat.requests) {
             chat.handle(request);
         }
+        for request in std::mem::take(&mut app.generated.requests) {
+            generation.handle(request, settings, &done_tx);
+        }
+        generation.poll(app);
         // Background results (jobs, model loads, streamed pieces): all that has arrived is
         // applied before the next frame, so a fast stream costs one redraw per frame.
         while let Ok(action) = done_rx.try_recv() {
             app.update(action);
+        }
+        if let Some((kept, index)) = app.pending_generated_edit.take() {
+            leave(mouse);
+            let list = if kept {
+                &app.generated.kept
+            } else {
+                &app.generated.rejected
+            };
+            let result = match list.get(index) {
+                Some(record) => crate::editor::edit_record(record, &settings.config.tui.editor)
+                    .map_err(|e| e.to_string()),
+                None => Err("the task no longer exists".to_string()),
+            };
+            *terminal = enter(mouse)?;
+            terminal.clear()?;
+            app.update(Action::GeneratedEdited {
+                kept,
+                index,
+                result,
+            });
+            continue;
         }
         if let Some(index) = app.pending_external_edit.take() {
             // Hand the terminal to the editor, then take it back.
@@ -196,6 +332,7 @@ fn event_loop(
             }
             if app.should_quit
                 || app.pending_external_edit.is_some()
+                || app.pending_generated_edit.is_some()
                 || !event::poll(Duration::ZERO)?
             {
                 break;

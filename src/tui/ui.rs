@@ -1,10 +1,10 @@
 //! Drawing the frame: tab bar, the active pane, status bar, key hints and overlays.
 //! Rendering reads the [`App`] and changes nothing.
 
-use super::app::{App, Mode, Overlay, Tone, CHAT_TAB, TABS, TRAIN_TAB};
+use super::app::{App, Mode, Overlay, Tone, CHAT_TAB, GENERATED_TAB, TABS, TRAIN_TAB};
 use super::keymap::{help_rows, Context};
 use super::panes::seeds::SeedsView;
-use super::panes::{chat_view, seeds_view, train_view};
+use super::panes::{chat_view, generated_view, seeds_view, train_view};
 use crate::data::Category;
 use ratatui::layout::{Constraint, Layout, Margin, Position, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -103,6 +103,9 @@ pub fn draw(frame: &mut Frame, app: &App) {
     } else if app.tab == CHAT_TAB {
         chat_view::draw(frame, layout.body, &app.chat);
         draw_chat_status(frame, layout.status, app);
+    } else if app.tab == GENERATED_TAB {
+        generated_view::draw(frame, layout.body, &app.generated, &app.seeds.file.records);
+        draw_generated_status(frame, layout.status, app);
     } else {
         seeds_view::draw(frame, &layout, &app.seeds);
         draw_status(frame, layout.status, app);
@@ -205,6 +208,40 @@ fn draw_chat_status(frame: &mut Frame, area: Rect, app: &App) {
                 || "none".to_string(),
                 |a| super::panes::chat::adapter_label(a)
             )
+        )
+        .dim(),
+    );
+    frame.render_widget(Line::from(spans), area);
+}
+
+fn draw_generated_status(frame: &mut Frame, area: Rect, app: &App) {
+    let g = &app.generated;
+    let mut spans: Vec<Span> = vec![
+        Span::styled(
+            format!("{} kept", g.kept.len()),
+            Style::new().fg(Color::Green),
+        ),
+        format!("  {} rejected", g.rejected.len()).into(),
+    ];
+    if g.running() {
+        spans.push(Span::styled(
+            "  │ generating",
+            Style::new().fg(Color::Green),
+        ));
+    }
+    if app.seeds.dirty {
+        spans.push(Span::styled(
+            "  │ seeds unsaved (s)",
+            Style::new().fg(Color::Yellow),
+        ));
+    }
+    spans.push(
+        format!(
+            "  │ {}",
+            g.files
+                .kept
+                .parent()
+                .map_or_else(String::new, |p| p.display().to_string())
         )
         .dim(),
     );
@@ -342,6 +379,26 @@ fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
             ("F1", "help"),
         ],
         Mode::Sampling => &[("Tab ↑↓", "field"), ("Enter", "apply"), ("Esc", "close")],
+        Mode::Generated if app.generated.detail => &[
+            ("Esc", "back"),
+            ("a", "accept"),
+            ("r", "reject"),
+            ("e", "edit"),
+            ("p", "promote"),
+            (">", "chat"),
+            ("?", "help"),
+        ],
+        Mode::Generated => &[
+            ("↑↓", "move"),
+            ("Enter", "detail"),
+            ("v", "kept/rejected"),
+            ("a", "accept"),
+            ("r", "reject"),
+            ("p", "promote"),
+            ("n", "run"),
+            ("x", "stop"),
+            ("?", "help"),
+        ],
         Mode::RunForm => &[("Tab ↑↓", "field"), ("Enter", "start"), ("Esc", "close")],
         Mode::Prompt => &[],
     };

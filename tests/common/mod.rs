@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: run the real binary in a throwaway workspace.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod gen;
 pub mod tiny;
 pub mod tmux;
 

