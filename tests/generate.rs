@@ -7,7 +7,7 @@ mod common;
 
 use common::gen;
 use common::Workspace;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -113,36 +113,7 @@ fn reply(n: usize) -> String {
 }
 
 fn http(status: &str, headers: &str, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-/// Reads one request (headers and Content-Length bytes of body).
-fn read_request(stream: &mut std::net::TcpStream) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let (mut data, mut buf) = (Vec::new(), [0u8; 8192]);
-    loop {
-        let text = String::from_utf8_lossy(&data).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length = text[..end]
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0usize);
-            if data.len() >= end + 4 + length {
-                return;
-            }
-        }
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    }
+    common::http::response(status, headers, body)
 }
 
 /// A server answering request `n` (counted from 0) with `answer(n)`: `Some(bytes)` to send,
@@ -157,7 +128,7 @@ fn serve(answer: fn(usize) -> Option<String>, delay: Duration) -> (String, Arc<A
             let Ok(mut stream) = stream else { continue };
             let n = c.fetch_add(1, Ordering::SeqCst);
             std::thread::spawn(move || {
-                read_request(&mut stream);
+                common::http::read_request(&mut stream);
                 std::thread::sleep(delay);
                 match answer(n) {
                     Some(bytes) => {

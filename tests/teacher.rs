@@ -7,7 +7,7 @@ mod common;
 use bioinstruct::selfinstruct::teacher::{
     HttpTeacher, LocalTeacher, Teacher, TeacherApi, TeacherConfig, TeacherError,
 };
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,42 +22,10 @@ enum Answer {
 }
 
 fn http(status: &str, extra_headers: &str, body: &str) -> Answer {
-    Answer::Raw(format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n{body}",
-        body.len()
-    ))
+    Answer::Raw(common::http::response(status, extra_headers, body))
 }
 
 const OK_BODY: &str = r#"{"choices":[{"message":{"role":"assistant","content":" ie\n4. Instruction: List the drugs."},"finish_reason":"length"}],"usage":{"prompt_tokens":120,"completion_tokens":30}}"#;
-
-/// One whole request: the headers, then as many body bytes as Content-Length says (TCP may
-/// deliver them in several reads).
-fn read_request(stream: &mut std::net::TcpStream) -> String {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&data).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length = text[..end]
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())
-                        .flatten()
-                })
-                .unwrap_or(0);
-            if data.len() >= end + 4 + length {
-                return text;
-            }
-        }
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return String::from_utf8_lossy(&data).into_owned(),
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    }
-}
 
 /// Serves `answers` in order, one per connection; returns the base URL and the requests seen.
 fn serve(answers: Vec<Answer>) -> (String, std::sync::Arc<Mutex<Vec<String>>>) {
@@ -70,7 +38,9 @@ fn serve(answers: Vec<Answer>) -> (String, std::sync::Arc<Mutex<Vec<String>>>) {
             let Ok((mut stream, _)) = listener.accept() else {
                 return;
             };
-            log.lock().expect("log").push(read_request(&mut stream));
+            log.lock()
+                .expect("log")
+                .push(common::http::read_request(&mut stream));
             match answer {
                 Answer::Raw(bytes) => {
                     let _ = stream.write_all(bytes.as_bytes());

@@ -43,7 +43,10 @@ pub fn open_teacher(
     api: Option<TeacherApi>,
 ) -> Result<(Arc<dyn Teacher>, usize)> {
     if name == LOCAL_TEACHER {
-        let loaded = super::chat::load_model(settings)?;
+        // Quiet: the Generated pane calls this with the terminal in raw mode.
+        let m = &settings.config.model;
+        let options = crate::model::LoadOptions::for_device(&m.device, m.gguf_compute)?;
+        let loaded = crate::model::LoadedModel::load(&settings.resolver(), &m.base, &options)?;
         let g = &settings.config.generate;
         let api = api.unwrap_or(g.local_api);
         return Ok((Arc::new(LocalTeacher::new(loaded, api, g.seed)), 1));
@@ -101,7 +104,8 @@ pub fn progress_line(p: &Progress) -> String {
 /// Unknown teacher or unloadable local model, no seeds, an invalid line in an output file,
 /// a template that does not render, or an output folder that cannot be written.
 pub fn start(settings: &Settings, args: &GenerateArgs) -> Result<(Generation, String)> {
-    let seeds = super::seeds::open_seeds(settings)?.records;
+    settings.ensure_seeds()?;
+    let seeds = crate::data::InstructionFile::open(&settings.seeds_path)?.records;
     let (teacher, concurrency) = open_teacher(settings, &args.teacher, args.api)?;
     let mut config: GenerateConfig = settings.config.generate.clone();
     if let Some(m) = args.max_tokens {
@@ -140,6 +144,9 @@ pub fn generate(settings: &Settings, args: &GenerateArgs, out: &mut dyn Write) -
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
         signal_hook::flag::register(signal, stop.clone())?;
+    }
+    if args.teacher == LOCAL_TEACHER {
+        eprintln!("loading {} as the teacher …", settings.config.model.base);
     }
     let (generation, name) = start(settings, args)?;
     let dir = output_dir(settings, args.out.as_ref());

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod gen;
+pub mod http;
 pub mod tiny;
 pub mod tmux;
 
