@@ -291,3 +291,41 @@ fn a_torn_last_line_is_repaired_and_a_bad_line_is_named() {
         "{err}"
     );
 }
+
+/// The Generated pane in a real terminal: start a run with `n`, watch the counters move while
+/// the list stays usable, stop it with `x`, continue it with `n` to the target.
+#[test]
+fn the_generated_pane_starts_watches_and_stops_a_run_in_tmux() {
+    let (base, _) = serve(|n| Some(reply(n)), Duration::from_millis(150));
+    let ws = Workspace::new();
+    settings(&ws, &base, "[generate]\nteacher = \"mock\"\ntarget = 30\n");
+    let command = format!(
+        "env BIOINSTRUCT_HOME='{}' '{}'",
+        ws.home.path().display(),
+        common::BIN
+    );
+    let tmux = common::tmux::Tmux::start("generate", &command, 120, 40);
+    tmux.wait_for("seed-019");
+    tmux.keys(&["BTab"]);
+    tmux.wait_for("No kept tasks");
+    tmux.keys(&["n"]);
+    tmux.wait_for("running");
+    let first = tmux.wait_for("gen-000003");
+    // The list is usable while the run goes on.
+    tmux.keys(&["v"]);
+    tmux.wait_for("reason");
+    tmux.keys(&["v"]);
+    let later = tmux.wait_for("gen-000009");
+    assert_ne!(first, later, "the counters and list move");
+    tmux.keys(&["x"]);
+    let stopped = tmux.wait_for("Stopped with");
+    assert!(stopped.contains("n continues"), "{stopped}");
+    let partial = gen::lines(&gen::dir(&ws).join("generated.jsonl")).len();
+    assert!((3..30).contains(&partial), "{partial}");
+    tmux.keys(&["n"]);
+    let done = tmux.wait_for("Reached the target of 30 kept tasks");
+    assert!(done.contains("Kept 30"), "{done}");
+    tmux.keys(&["q"]);
+    tmux.wait_exit();
+    gen::check_finished(&ws, 30, "mock-model");
+}
