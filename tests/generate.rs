@@ -296,7 +296,7 @@ fn a_torn_last_line_is_repaired_and_a_bad_line_is_named() {
 /// the list stays usable, stop it with `x`, continue it with `n` to the target.
 #[test]
 fn the_generated_pane_starts_watches_and_stops_a_run_in_tmux() {
-    let (base, _) = serve(|n| Some(reply(n)), Duration::from_millis(150));
+    let (base, _) = serve(|n| Some(reply(n)), Duration::from_millis(300));
     let ws = Workspace::new();
     settings(&ws, &base, "[generate]\nteacher = \"mock\"\ntarget = 30\n");
     let command = format!(

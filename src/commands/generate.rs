@@ -33,7 +33,8 @@ pub struct GenerateArgs {
     pub progress_bar: bool,
 }
 
-/// The teacher `name` names under `settings`, and how many requests it takes at once.
+/// The teacher `name` names under `settings` (asked through `api` when given; a local one
+/// sampling from `seed`), and how many requests it takes at once.
 ///
 /// # Errors
 /// An unknown name (the known ones are listed), or a local model that cannot be loaded.
@@ -41,15 +42,15 @@ pub fn open_teacher(
     settings: &Settings,
     name: &str,
     api: Option<TeacherApi>,
+    seed: u64,
 ) -> Result<(Arc<dyn Teacher>, usize)> {
     if name == LOCAL_TEACHER {
         // Quiet: the Generated pane calls this with the terminal in raw mode.
         let m = &settings.config.model;
         let options = crate::model::LoadOptions::for_device(&m.device, m.gguf_compute)?;
         let loaded = crate::model::LoadedModel::load(&settings.resolver(), &m.base, &options)?;
-        let g = &settings.config.generate;
-        let api = api.unwrap_or(g.local_api);
-        return Ok((Arc::new(LocalTeacher::new(loaded, api, g.seed)), 1));
+        let api = api.unwrap_or(settings.config.generate.local_api);
+        return Ok((Arc::new(LocalTeacher::new(loaded, api, seed)), 1));
     }
     match settings.config.teachers.get(name) {
         Some(t) => {
@@ -106,7 +107,6 @@ pub fn progress_line(p: &Progress) -> String {
 pub fn start(settings: &Settings, args: &GenerateArgs) -> Result<(Generation, String)> {
     settings.ensure_seeds()?;
     let seeds = crate::data::InstructionFile::open(&settings.seeds_path)?.records;
-    let (teacher, concurrency) = open_teacher(settings, &args.teacher, args.api)?;
     let mut config: GenerateConfig = settings.config.generate.clone();
     if let Some(m) = args.max_tokens {
         config.max_tokens = m;
@@ -120,6 +120,7 @@ pub fn start(settings: &Settings, args: &GenerateArgs) -> Result<(Generation, St
     if !config.prompt_template.as_os_str().is_empty() && config.prompt_template.is_relative() {
         config.prompt_template = settings.workspace.config_dir.join(&config.prompt_template);
     }
+    let (teacher, concurrency) = open_teacher(settings, &args.teacher, args.api, config.seed)?;
     let dir = output_dir(settings, args.out.as_ref());
     let name = teacher.name();
     let generation = Generation::start(
