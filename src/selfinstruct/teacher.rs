@@ -161,8 +161,8 @@ pub trait Teacher: Send + Sync {
 /// model's chat template ([`TeacherApi::Chat`]) or as raw text to continue
 /// ([`TeacherApi::Completions`]), then [`crate::model::generate`] with the given sampling.
 ///
-/// Request `n` (counted from 0) samples with seed `seed + n`, so that two requests with the
-/// same prompt differ.
+/// Request `n` (counted from 0) samples with seed `(seed + n) XOR` an FNV-1a hash of the
+/// prompt's token ids: two requests with the same prompt differ, and runs are reproducible.
 #[derive(Debug)]
 pub struct LocalTeacher {
     loaded: crate::model::LoadedModel,
@@ -220,14 +220,19 @@ impl Teacher for LocalTeacher {
             TeacherApi::Completions => prompt.to_string(),
         };
         let ids = self.loaded.encode(&text).map_err(err)?;
+        // The seed mixes in the prompt (an FNV-1a hash of its token ids): a rerun of a run,
+        // whose requests show other examples, does not replay the first run's seeds.
         let n = self
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prompt_hash = ids.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &t| {
+            (h ^ u64::from(t)).wrapping_mul(0x0100_0000_01b3)
+        });
         let sampling = crate::model::Sampling {
             temperature,
             top_p,
             max_new_tokens: max_tokens as usize,
-            seed: self.seed.wrapping_add(n),
+            seed: self.seed.wrapping_add(n) ^ prompt_hash,
             stop: stop.to_vec(),
             ..crate::model::Sampling::default()
         };
