@@ -482,16 +482,16 @@ impl App {
             }
             Action::AcceptTask => g.accept(),
             Action::RejectTask => g.reject(),
-            Action::EditExternal => match g.selected_record() {
-                Some(_) if g.running() => {
-                    Err("A run is appending to these files: stop it (x) before reviewing.".into())
+            Action::EditExternal if g.selected_record().is_some() => {
+                match g.refuse_while_running() {
+                    Ok(()) => {
+                        self.pending_generated_edit =
+                            Some((g.showing == GenList::Kept, g.selected));
+                        return;
+                    }
+                    Err(e) => Err(e),
                 }
-                Some(_) => {
-                    self.pending_generated_edit = Some((g.showing == GenList::Kept, g.selected));
-                    return;
-                }
-                None => return,
-            },
+            }
             Action::PromoteTask => self.promote(),
             Action::StartGenerate if g.running() => Err("A run is already going.".into()),
             Action::StartGenerate => {

@@ -210,7 +210,11 @@ impl GeneratedPane {
             .find(|r| r.id == id)
     }
 
-    fn refuse_while_running(&self) -> Result<(), String> {
+    /// An error while a run started here appends to the files (reviews rewrite them).
+    ///
+    /// # Errors
+    /// A run is loading or running.
+    pub fn refuse_while_running(&self) -> Result<(), String> {
         if self.running() {
             Err("A run is appending to these files: stop it (x) before reviewing.".into())
         } else {
@@ -310,21 +314,17 @@ impl GeneratedPane {
     ) -> Result<String, String> {
         self.refuse_while_running()?;
         let before = (self.kept.clone(), self.rejected.clone());
+        // Index of the edited task among kept then rejected.
+        let at = match list {
+            GenList::Kept => index,
+            GenList::Rejected => self.kept.len() + index,
+        };
         let taken = self
             .kept
             .iter()
             .chain(&self.rejected)
             .enumerate()
-            .any(|(i, r)| {
-                r.id == record.id
-                    && (i
-                        != index
-                            + if list == GenList::Kept {
-                                0
-                            } else {
-                                self.kept.len()
-                            })
-            });
+            .any(|(i, r)| i != at && r.id == record.id);
         if taken {
             return Err(format!(
                 "Edit discarded: id {:?} is already used.",
