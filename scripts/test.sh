@@ -25,6 +25,15 @@ scripts/fetch-test-model.sh
 # .venv-llamacpp the first time: several minutes), a real teacher for tests/real_generate.rs.
 scripts/teacher-server.sh --install
 
+# Real benchmark files for the evaluation tests: ../shared/benchmarks beside the checkout, else
+# the publishers' files, fetched once by `bioinstruct eval fetch` (scripts/fetch-benchmarks.sh).
+if [ ! -d ../shared/benchmarks ] && [ -z "${BIOINSTRUCT_BENCHMARKS:-}" ]; then
+  BIOINSTRUCT_BENCHMARKS=$(scripts/fetch-benchmarks.sh)
+  export BIOINSTRUCT_BENCHMARKS
+fi
+# scikit-learn, seqeval and rouge-score for scripts/check-eval.sh (a venv outside the checkout).
+(source scripts/py-venv.sh && py_venv eval scripts/eval-requirements.txt)
+
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked

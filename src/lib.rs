@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod data;
 pub mod editor;
+pub mod eval;
 pub mod model;
 pub mod rng;
 pub mod selfinstruct;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use bioinstruct::commands::chat::ChatArgs;
 use bioinstruct::commands::seeds::{self, FieldArgs};
-use bioinstruct::commands::{adapters, chat, dedupe, generate, models, train};
+use bioinstruct::commands::{adapters, chat, dedupe, eval, generate, models, train};
 use bioinstruct::config::{Overrides, Settings};
 use bioinstruct::data::{Category, Format};
 use bioinstruct::model::GgufCompute;
@@ -125,6 +125,79 @@ enum Command {
     /// Inspect, stop and resume training runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Score the base model and tuned adapters on biomedical benchmarks (PubMedQA,
+    /// NCBI-disease, MTS-Dialog, or your own JSONL tasks), per task and task group.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCommand {
+    /// Run tasks on the base model and each adapter; write report.json, report.md and
+    /// predictions/TASK/LABEL.jsonl.
+    ///
+    /// Tasks: pubmedqa (qa: acc, acc_norm, macro_f1), ncbi_disease (ie: entity-level
+    /// precision, recall, f1), mts_dialog (gen: rouge1, rouge2, rougeL; --judge adds a
+    /// teacher's 1-10 score), jsonl (your records with `group` and `metric`: exact_match,
+    /// choice, json_list_f1, rouge_l). Without --data a task reads its official test split,
+    /// downloaded once (pinned by commit and SHA-256) into the cache.
+    ///
+    /// Every item's result is cached in the data folder: a rerun, a run stopped by Ctrl-C or
+    /// killed, or a run with one more adapter computes only what is missing. The report gives
+    /// each tuned model's difference from the base with a paired bootstrap 95% interval and
+    /// the relative change.
+    Run {
+        /// A task: pubmedqa, ncbi_disease, mts_dialog or jsonl (repeatable).
+        #[arg(long = "task", value_name = "NAME", required = true)]
+        tasks: Vec<String>,
+        /// The task's file in its publisher's format: PATH (for the --task at the same
+        /// position) or TASK=PATH (repeatable).
+        #[arg(long, value_name = "PATH")]
+        data: Vec<String>,
+        /// loglikelihood (choice tasks: score each answer) or generate (greedy answer, then
+        /// extraction); default: loglikelihood for choice tasks, else generate.
+        #[arg(long, value_enum)]
+        mode: Option<bioinstruct::eval::Mode>,
+        /// Base model: Hub id, folder or GGUF file (default: [model] base), labelled `base`.
+        #[arg(long, short, value_name = "SPEC")]
+        model: Option<String>,
+        /// How GGUF projections are multiplied.
+        #[arg(long, value_enum)]
+        gguf_compute: Option<GgufCompute>,
+        /// A LoRA adapter: a run id, a run folder, its final/ or checkpoint-N/, or any PEFT
+        /// folder (repeatable), labelled RUN/final, RUN/checkpoint-N or the folder's name.
+        #[arg(long = "adapter", value_name = "PATH")]
+        adapters: Vec<String>,
+        /// Only the first N items of each task, in file order.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// The most tokens a generated answer may have (default: each task's).
+        #[arg(long, value_name = "N")]
+        max_new_tokens: Option<usize>,
+        /// A teacher (a name under [teachers], or `local`) that scores each generated text
+        /// answer 1-10 against the reference, as the paper used GPT-4.
+        #[arg(long, value_name = "TEACHER")]
+        judge: Option<String>,
+        /// Output folder (default: <data dir>/evals/<date-time>).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// cpu, cuda or cuda:N.
+        #[arg(long)]
+        device: Option<String>,
+        /// Read the caches only; never connect.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Print the tables of an evaluation's report.json.
+    Show {
+        /// The folder `eval run` wrote.
+        dir: PathBuf,
+    },
+    /// Download a benchmark's files (pinned by commit and SHA-256) into the cache.
+    Fetch {
+        /// pubmedqa, ncbi_disease, mts_dialog or all.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -457,6 +530,51 @@ fn run(cli: Cli) -> Result<()> {
             adapters::merge(&settings, &adapter, base.as_deref(), &out, stdout)
         }
         Command::Train { config, detach } => train::train(&settings, &config, detach, stdout),
+        Command::Eval(cmd) => match cmd {
+            EvalCommand::Run {
+                tasks,
+                data,
+                mode,
+                model,
+                gguf_compute,
+                adapters,
+                limit,
+                max_new_tokens,
+                judge,
+                out,
+                device,
+                offline,
+            } => {
+                let m = &mut settings.config.model;
+                if let Some(v) = model {
+                    m.base = v;
+                }
+                if let Some(v) = gguf_compute {
+                    m.gguf_compute = v;
+                }
+                if let Some(v) = device {
+                    m.device = v;
+                }
+                m.offline |= offline;
+                eval::run(
+                    &settings,
+                    &eval::RunArgs {
+                        tasks,
+                        data,
+                        mode,
+                        adapters,
+                        limit,
+                        out,
+                        max_new_tokens,
+                        judge,
+                        progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                    },
+                    stdout,
+                )
+            }
+            EvalCommand::Show { dir } => eval::show(&dir, stdout),
+            EvalCommand::Fetch { name } => eval::fetch_files(&settings, &name, stdout),
+        },
         Command::Runs(cmd) => match cmd {
             RunsCommand::List => train::list(&settings, stdout),
             RunsCommand::Show { run } => train::show(&settings, &run, stdout),

@@ -5,6 +5,7 @@
 pub mod adapters;
 pub mod chat;
 pub mod dedupe;
+pub mod eval;
 pub mod generate;
 pub mod models;
 pub mod seeds;

@@ -112,6 +112,16 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// A cache that continues from this one's positions without recomputing them: scoring
+    /// several continuations of one context (evaluation's `loglikelihood`).
+    ///
+    /// The branch shares this cache's key/value storage. Appending to it writes positions
+    /// past [`Cache::position`] in that shared storage, which this cache does not read but
+    /// another branch would: use one branch at a time, each made after the last is done.
+    pub fn branch(&self) -> Cache {
+        self.clone()
+    }
+
     /// Empties the cache for a new sequence.
     pub fn reset(&mut self) {
         self.layers.iter_mut().for_each(KvCache::reset);
@@ -366,6 +376,14 @@ impl Llama {
     /// # Errors
     /// [`candle_core::Error`] on shape mismatch or when the sequence outgrows the cache.
     pub fn forward_step(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        let h = self.cached_blocks(ids, cache)?;
+        let last = h.i((.., h.dim(1)? - 1, ..))?;
+        self.lm_head.forward(&last)?.to_dtype(self.logits_dtype())
+    }
+
+    /// The blocks over `ids` `[b, t]` at the cache's position, appending to the cache:
+    /// hidden states `[b, t, hidden]` after the final norm.
+    fn cached_blocks(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
         let (_b, t) = ids.dims2()?;
         let offset = cache.position;
         let mask = if t > 1 {
@@ -375,8 +393,18 @@ impl Llama {
         };
         let h = self.blocks(ids, offset, Some(cache), mask.as_ref(), Kernels::Fused)?;
         cache.position += t;
-        let last = h.i((.., t - 1, ..))?;
-        self.lm_head.forward(&last)?.to_dtype(self.logits_dtype())
+        Ok(h)
+    }
+
+    /// Scoring step: feeds `ids` `[b, t]` at the cache's position, as
+    /// [`Llama::forward_step`], and returns the logits of every fed position, `[b, t, vocab]`
+    /// in f32 (f64 for an f64 model): position `i` predicts the token after `ids[.., i]`.
+    ///
+    /// # Errors
+    /// [`candle_core::Error`] on shape mismatch or when the sequence outgrows the cache.
+    pub fn forward_logits(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        let h = self.cached_blocks(ids, cache)?;
+        self.lm_head.forward(&h)?.to_dtype(self.logits_dtype())
     }
 
     /// Training forward: logits for every position, `[b, t, vocab]` in f32 (f64 for an f64

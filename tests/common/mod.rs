@@ -129,3 +129,27 @@ pub fn press(app: &mut bioinstruct::tui::App, codes: &[crossterm::event::KeyCode
         }
     }
 }
+
+/// A shared benchmark file (`pubmedqa/pqal_trainval.json`, `ncbi-disease/devel.tsv`,
+/// `mts-dialog/MTS-Dialog-ValidationSet.csv`): under `$BIOINSTRUCT_BENCHMARKS` when set
+/// (scripts/test.sh points it at `bioinstruct eval fetch`'s copies where `../shared/` is
+/// absent), else `../shared/benchmarks/` beside the checkout. Fails naming both places.
+pub fn benchmark(relative: &str) -> PathBuf {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/benchmarks");
+    let from_env = std::env::var_os("BIOINSTRUCT_BENCHMARKS").map(PathBuf::from);
+    let places: Vec<PathBuf> = from_env.into_iter().chain([shared]).collect();
+    for place in &places {
+        let path = place.join(relative);
+        if path.is_file() {
+            return path;
+        }
+    }
+    panic!(
+        "benchmark file {relative} not found in {} (../shared/benchmarks beside the checkout, or $BIOINSTRUCT_BENCHMARKS, which scripts/test.sh fills with `bioinstruct eval fetch`)",
+        places
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    );
+}

@@ -1,0 +1,639 @@
+//! `bioinstruct eval run|show|fetch`: the base model and tuned adapters scored on
+//! benchmarks, per task and task group, with the results cached item by item.
+
+use crate::commands::chat::load_model;
+use crate::config::Settings;
+use crate::eval::cache::{CacheKey, ResultCache};
+use crate::eval::report::{self, ModelEntry, Scored, TaskResults};
+use crate::eval::score::{self, Outcome, PromptStyle, Request};
+use crate::eval::{fetch, tasks, EvalError, Mode, Scorer, Task};
+use crate::model::lora::Lora;
+use crate::model::LoadedModel;
+use crate::selfinstruct::teacher::Teacher;
+use crate::train::config::TrainConfig;
+use crate::train::data::PromptFormat;
+use crate::train::run::RunDir;
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What `eval run` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct RunArgs {
+    /// Task names, in order.
+    pub tasks: Vec<String>,
+    /// `PATH` (for the task at the same position) or `TASK=PATH`.
+    pub data: Vec<String>,
+    /// The mode for every task (default: each task's own).
+    pub mode: Option<Mode>,
+    /// Adapters: run ids, run folders, `final/` or `checkpoint-N/` folders, PEFT folders.
+    pub adapters: Vec<String>,
+    /// Only the first N items of each task, in file order.
+    pub limit: Option<usize>,
+    /// The output folder (default: `<data>/evals/<time>`).
+    pub out: Option<PathBuf>,
+    /// The most tokens a generated answer may have (default: the task's).
+    pub max_new_tokens: Option<usize>,
+    /// A teacher that scores each generated text answer 1-10 against the reference.
+    pub judge: Option<String>,
+    /// Draw a progress bar on stderr.
+    pub progress_bar: bool,
+}
+
+/// One model under evaluation.
+struct Candidate {
+    entry: ModelEntry,
+    loaded: LoadedModel,
+    style: PromptStyle,
+    adapter_hash: String,
+}
+
+/// Where task `name`'s items come from, and the ids to keep (PubMedQA's test split).
+fn data_path(
+    settings: &Settings,
+    name: &str,
+    given: Option<PathBuf>,
+    offline: bool,
+) -> Result<(PathBuf, Option<std::collections::HashSet<String>>)> {
+    if let Some(p) = given {
+        return Ok((p, None));
+    }
+    let pin = fetch::default_file(name)?;
+    let cache = &settings.workspace.cache_dir;
+    let mut progress = |_: &str, _: u64, _: u64| {};
+    let path = fetch::ensure(cache, name, &pin, offline, &mut progress)?;
+    if name == "pubmedqa" {
+        let ids = fetch::ensure(
+            cache,
+            name,
+            &fetch::PUBMEDQA_FILES[1],
+            offline,
+            &mut progress,
+        )?;
+        return Ok((path, Some(fetch::pubmedqa_test_ids(&ids)?)));
+    }
+    Ok((path, None))
+}
+
+/// Pairs `--data` values with tasks: `TASK=PATH`, or a plain path for the task at the same
+/// position.
+fn pair_data(tasks: &[String], data: &[String]) -> Result<Vec<Option<PathBuf>>> {
+    let mut out = vec![None; tasks.len()];
+    for (i, d) in data.iter().enumerate() {
+        match d.split_once('=') {
+            Some((task, path)) if tasks.iter().any(|t| t == task) => {
+                let at = tasks.iter().position(|t| t == task).unwrap_or(0);
+                out[at] = Some(PathBuf::from(path));
+            }
+            _ if i < tasks.len() => out[i] = Some(PathBuf::from(d)),
+            _ => bail!("--data {d:?}: more --data than --task; name the task as --data TASK=PATH"),
+        }
+    }
+    Ok(out)
+}
+
+/// Reads every task, applying `--limit`.
+fn load_tasks(settings: &Settings, args: &RunArgs) -> Result<Vec<Task>> {
+    if args.tasks.is_empty() {
+        bail!(
+            "name at least one --task ({}, or jsonl with --data FILE)",
+            tasks::BUILTIN.join(", ")
+        );
+    }
+    let offline = settings.config.model.offline || crate::model::source::offline_from_env();
+    let data = pair_data(&args.tasks, &args.data)?;
+    let mut out = Vec::new();
+    for (name, given) in args.tasks.iter().zip(data) {
+        if !tasks::BUILTIN.contains(&name.as_str()) && name != "jsonl" {
+            return Err(tasks::unknown_task(name).into());
+        }
+        if name == "jsonl" && given.is_none() {
+            bail!("task jsonl needs --data FILE (your own records with group and metric)");
+        }
+        let (path, keep) = data_path(settings, name, given, offline)?;
+        let mut task = tasks::load(name, &path)?;
+        if let Some(keep) = keep {
+            task.items.retain(|i| keep.contains(&i.id));
+        }
+        if let Some(n) = args.limit {
+            task.items.truncate(n);
+        }
+        if task.items.is_empty() {
+            bail!("{}: task {name} has no item", path.display());
+        }
+        if out.iter().any(|t: &Task| t.name == task.name) {
+            bail!("task {} is named twice", task.name);
+        }
+        out.push(task);
+    }
+    Ok(out)
+}
+
+/// An adapter argument as a folder holding `adapter_config.json`.
+fn resolve_adapter(settings: &Settings, arg: &str) -> Result<PathBuf> {
+    let runs = crate::commands::train::runs_root(settings, None);
+    for candidate in [PathBuf::from(arg), runs.join(arg)] {
+        if candidate.join("adapter_config.json").is_file() {
+            return Ok(candidate);
+        }
+        if candidate
+            .join("final")
+            .join("adapter_config.json")
+            .is_file()
+        {
+            return Ok(candidate.join("final"));
+        }
+        let run = RunDir {
+            path: candidate.clone(),
+        };
+        if let Some((_, latest)) = run.latest_checkpoint() {
+            if latest.join("adapter_config.json").is_file() {
+                return Ok(latest);
+            }
+        }
+    }
+    bail!(
+        "no adapter {arg:?}: not a PEFT folder (adapter_config.json), a run folder with final/ or checkpoint-N/, nor a run id under {}",
+        runs.display()
+    )
+}
+
+/// `RUN/final`, `RUN/checkpoint-N`, or the folder's name.
+pub fn adapter_label(dir: &Path) -> String {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string());
+    let parent = dir
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned());
+    match parent {
+        Some(p) if name == "final" || name.starts_with("checkpoint-") => format!("{p}/{name}"),
+        _ => name,
+    }
+}
+
+/// The prompt format the adapter's run trained with (its run folder's `config.toml`), else
+/// the model's chat template.
+fn adapter_style(dir: &Path, chat: &PromptStyle) -> PromptStyle {
+    let config = dir.parent().map(|p| p.join("config.toml"));
+    match config.and_then(|c| TrainConfig::from_file(&c).ok()) {
+        Some(c) if c.data.format == PromptFormat::Alpaca => PromptStyle::Alpaca,
+        _ => chat.clone(),
+    }
+}
+
+/// What identifies the base model's weights: its files with sizes and modification times,
+/// how GGUF blocks are computed, the device.
+fn model_key(loaded: &LoadedModel, settings: &Settings) -> String {
+    let mut files = vec![loaded.source.clone()];
+    if loaded.source.is_dir() {
+        files = std::fs::read_dir(&loaded.source)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        p.extension()
+                            .is_some_and(|x| x == "safetensors" || x == "json")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+    }
+    let parts: Vec<String> = files
+        .iter()
+        .map(|f| {
+            let meta = std::fs::metadata(f).ok();
+            let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            let modified = meta
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{}:{len}:{modified}", f.display())
+        })
+        .collect();
+    let m = &settings.config.model;
+    format!(
+        "{}|gguf_compute={:?}|device={}",
+        parts.join(","),
+        m.gguf_compute,
+        m.device
+    )
+}
+
+fn adapter_hash(dir: &Path) -> Result<String> {
+    let mut bytes = Vec::new();
+    for name in ["adapter_config.json", "adapter_model.safetensors"] {
+        let path = dir.join(name);
+        bytes.extend(std::fs::read(&path).with_context(|| path.display().to_string())?);
+    }
+    Ok(crate::eval::sha256_hex(&bytes))
+}
+
+fn load_candidates(settings: &Settings, adapters: &[String]) -> Result<Vec<Candidate>> {
+    let base = load_model(settings)?;
+    let chat = PromptStyle::Chat(base.template(None)?);
+    let spec = settings.config.model.base.clone();
+    let mut out = vec![Candidate {
+        entry: ModelEntry {
+            label: "base".into(),
+            model: spec.clone(),
+            adapter: None,
+            prompt: chat.name(),
+        },
+        loaded: base.clone(),
+        style: chat.clone(),
+        adapter_hash: String::new(),
+    }];
+    for arg in adapters {
+        let dir = resolve_adapter(settings, arg)?;
+        let mut loaded = base.clone();
+        Lora::load_peft(&mut loaded.model, &dir).with_context(|| {
+            format!(
+                "adapter {} does not fit the base model {} (an adapter for another base model?)",
+                dir.display(),
+                base.source.display()
+            )
+        })?;
+        let mut label = adapter_label(&dir);
+        while out.iter().any(|c| c.entry.label == label) {
+            label.push('\'');
+        }
+        let style = adapter_style(&dir, &chat);
+        out.push(Candidate {
+            entry: ModelEntry {
+                label,
+                model: spec.clone(),
+                adapter: Some(dir.display().to_string()),
+                prompt: style.name(),
+            },
+            adapter_hash: adapter_hash(&dir)?,
+            loaded,
+            style,
+        });
+    }
+    Ok(out)
+}
+
+/// The judge's prompt for one answer.
+fn judge_prompt(task: &Task, item: &crate::eval::Item, answer: &str) -> String {
+    let reference = item.gold.reference();
+    format!(
+        "You are grading an answer to a clinical writing task against a reference written by a clinician.\n\nTask: {}\n\nReference:\n{}\n\nAnswer:\n{}\n\nRate the answer from 1 (useless) to 10 (as good as the reference) for correctness, completeness and clinical style. Reply with the number first, then one sentence saying why. (Task {}.)",
+        item.instruction,
+        reference.as_str().unwrap_or_default(),
+        answer.trim(),
+        task.name
+    )
+}
+
+/// The first whole number from 1 to 10 in a judge's reply.
+pub fn judge_score(words: &str) -> Option<f64> {
+    words
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse::<u32>().ok())
+        .find(|n| (1..=10).contains(n))
+        .map(f64::from)
+}
+
+/// One unit of work: an item of a task for a model (or its judgment).
+struct Work {
+    model: usize,
+    task: usize,
+    item: usize,
+    request: Request,
+    hash: String,
+}
+
+/// Runs `eval run`.
+///
+/// # Errors
+/// Bad data (file, line or item, and field named), an unknown task or mode, a model or
+/// adapter that cannot load, a cache that cannot be written, or a stop by Ctrl-C or SIGTERM
+/// (what was computed is kept; the same command continues).
+pub fn run(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> Result<()> {
+    let started = Instant::now();
+    let tasks = load_tasks(settings, args)?;
+    let mut modes = Vec::new();
+    for t in &tasks {
+        let mode = args.mode.unwrap_or_else(|| t.default_mode());
+        if !t.supports(mode) {
+            bail!(
+                "task {} cannot be scored by {}: it has no choices (use --mode generate)",
+                t.name,
+                mode.as_str()
+            );
+        }
+        modes.push(mode);
+    }
+    let candidates = load_candidates(settings, &args.adapters)?;
+    let judge: Option<Arc<dyn Teacher>> = match &args.judge {
+        Some(name) => Some(crate::commands::generate::open_teacher(settings, name, None, 0)?.0),
+        None => None,
+    };
+    let base_key = model_key(&candidates[0].loaded, settings);
+    let cache_dir = settings.workspace.data_dir.join("eval-cache");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+
+    // Caches and requests; what is missing.
+    let mut caches: Vec<Vec<ResultCache>> = Vec::new();
+    let mut outcomes: Vec<Vec<Vec<Option<Outcome>>>> = Vec::new();
+    let mut work = Vec::new();
+    let mut total_items = 0;
+    for (mi, c) in candidates.iter().enumerate() {
+        let mut row = Vec::new();
+        let mut got = Vec::new();
+        for (ti, (task, mode)) in tasks.iter().zip(&modes).enumerate() {
+            let key = CacheKey {
+                model: base_key.clone(),
+                adapter: c.adapter_hash.clone(),
+                prompt_style: c.style.name(),
+                task: format!("{}@{}", task.name, task.source.display()),
+                mode: mode.as_str().into(),
+            };
+            let cache = ResultCache::open(&cache_dir, &key)?;
+            let max_new = args.max_new_tokens.unwrap_or(task.max_new_tokens);
+            let mut have = Vec::with_capacity(task.items.len());
+            for (ii, item) in task.items.iter().enumerate() {
+                total_items += 1;
+                let request = score::prepare(&c.loaded, &c.style, task, item, *mode, max_new)?;
+                let hash = request.hash();
+                match cache.get(&item.id, &hash) {
+                    Some(o) => have.push(Some(o.clone())),
+                    None => {
+                        have.push(None);
+                        work.push(Work {
+                            model: mi,
+                            task: ti,
+                            item: ii,
+                            request,
+                            hash,
+                        });
+                    }
+                }
+            }
+            row.push(cache);
+            got.push(have);
+        }
+        caches.push(row);
+        outcomes.push(got);
+    }
+    let cached = total_items - work.len();
+    writeln!(
+        out,
+        "{} tasks × {} models: {total_items} items, {cached} from the cache, {} to compute",
+        tasks.len(),
+        candidates.len(),
+        work.len()
+    )?;
+
+    let bar = if args.progress_bar {
+        indicatif::ProgressBar::new(work.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} items {per_sec} {elapsed}<{eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let compute_start = Instant::now();
+    let mut computed = 0;
+    for w in &work {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let c = &candidates[w.model];
+        let task = &tasks[w.task];
+        bar.set_message(format!("{} · {}", task.name, c.entry.label));
+        let outcome = score::run(&c.loaded, &w.request, &stop)?;
+        if stop.load(Ordering::Relaxed) {
+            break; // a generation cut short is not a result
+        }
+        caches[w.model][w.task].put(&task.items[w.item].id, &w.hash, outcome.clone())?;
+        outcomes[w.model][w.task][w.item] = Some(outcome);
+        computed += 1;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    for cache in caches.iter().flatten() {
+        cache.sync()?;
+    }
+    if computed < work.len() {
+        bail!(
+            "stopped after {computed} of {} items to compute (every finished item is kept in {}); run the same command again to continue",
+            work.len(),
+            cache_dir.display()
+        );
+    }
+    let compute_s = compute_start.elapsed().as_secs_f64();
+
+    // Judgments of generated text answers.
+    let mut judgments: Vec<Vec<Vec<Option<String>>>> = Vec::new();
+    if let Some(teacher) = &judge {
+        judgments = judge_all(
+            settings,
+            teacher.as_ref(),
+            &candidates,
+            &tasks,
+            &modes,
+            &outcomes,
+            &base_key,
+            &cache_dir,
+            &stop,
+        )?;
+    }
+
+    let mut results = Vec::new();
+    for (ti, (task, mode)) in tasks.iter().zip(&modes).enumerate() {
+        let mut scored = Vec::new();
+        for (mi, per_model) in outcomes.iter().enumerate() {
+            let mut stats = Vec::new();
+            let mut lines = Vec::new();
+            for (ii, item) in task.items.iter().enumerate() {
+                let Some(o) = &per_model[ti][ii] else {
+                    bail!("item {} of {} has no result", item.id, task.name);
+                };
+                let (mut s, mut line) = report::score_item(task, *mode, item, o);
+                if let Some(words) = judgments
+                    .get(mi)
+                    .and_then(|m| m.get(ti))
+                    .and_then(|t| t.get(ii))
+                    .cloned()
+                    .flatten()
+                {
+                    let score = judge_score(&words);
+                    if let report::ItemStats::Rouge(_, j) = &mut s {
+                        *j = Some(score.unwrap_or(1.0));
+                    }
+                    line.insert(
+                        "judge".into(),
+                        serde_json::json!({"score": score, "words": words}),
+                    );
+                }
+                stats.push(s);
+                lines.push(line);
+            }
+            scored.push(Scored { stats, lines });
+        }
+        results.push(TaskResults {
+            task,
+            mode: *mode,
+            scored,
+        });
+    }
+    let entries: Vec<ModelEntry> = candidates.iter().map(|c| c.entry.clone()).collect();
+    let report = report::build(entries, &results);
+    let dir = match &args.out {
+        Some(d) => d.clone(),
+        None => settings.workspace.data_dir.join("evals").join(
+            time::OffsetDateTime::now_local()
+                .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+                .format(
+                    &time::format_description::parse_borrowed::<2>(
+                        "[year][month][day]-[hour][minute][second]",
+                    )
+                    .context("time format")?,
+                )
+                .context("formatting the time")?,
+        ),
+    };
+    report::write(&dir, &report, &results)?;
+    write!(out, "{}", report::markdown(&report))?;
+    let rate = if compute_s > 0.0 {
+        computed as f64 / compute_s
+    } else {
+        0.0
+    };
+    writeln!(
+        out,
+        "computed {computed} items in {compute_s:.1} s ({rate:.2} items/s), {cached} from the cache; {:.1} s in all",
+        started.elapsed().as_secs_f64()
+    )?;
+    writeln!(out, "wrote {}", dir.display())?;
+    Ok(())
+}
+
+/// Asks the judge about every generated text answer (ROUGE tasks), cached like the items.
+#[allow(clippy::too_many_arguments)]
+fn judge_all(
+    settings: &Settings,
+    teacher: &dyn Teacher,
+    candidates: &[Candidate],
+    tasks: &[Task],
+    modes: &[Mode],
+    outcomes: &[Vec<Vec<Option<Outcome>>>],
+    base_key: &str,
+    cache_dir: &Path,
+    stop: &AtomicBool,
+) -> Result<Vec<Vec<Vec<Option<String>>>>> {
+    let judge_name = teacher.name();
+    let mut all = Vec::new();
+    for (mi, c) in candidates.iter().enumerate() {
+        let mut per_task = Vec::new();
+        for (ti, (task, mode)) in tasks.iter().zip(modes).enumerate() {
+            if task.scorer != Scorer::Rouge {
+                per_task.push(vec![None; task.items.len()]);
+                continue;
+            }
+            let key = CacheKey {
+                model: base_key.to_string(),
+                adapter: c.adapter_hash.clone(),
+                prompt_style: c.style.name(),
+                task: format!("{}@{}", task.name, task.source.display()),
+                mode: format!("{}+judge:{judge_name}", mode.as_str()),
+            };
+            let mut cache = ResultCache::open(cache_dir, &key)?;
+            let mut words = Vec::new();
+            for (ii, item) in task.items.iter().enumerate() {
+                let answer = outcomes[mi][ti][ii].as_ref().map_or("", |o| o.raw.as_str());
+                let prompt = judge_prompt(task, item, answer);
+                let hash = crate::eval::sha256_hex(prompt.as_bytes());
+                if let Some(o) = cache.get(&item.id, &hash) {
+                    words.push(Some(o.raw.clone()));
+                    continue;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    bail!("stopped while judging; run the same command again to continue");
+                }
+                let reply = teacher
+                    .complete(&prompt, 64, 0.0, 1.0, &[])
+                    .map_err(|e| EvalError::Unknown(format!("judge {judge_name}: {e}")))?;
+                let o = Outcome {
+                    raw: reply.text.clone(),
+                    loglikelihoods: Vec::new(),
+                    is_greedy: Vec::new(),
+                    prompt_tokens: 0,
+                    generated_tokens: 0,
+                    truncated_tokens: 0,
+                };
+                cache.put(&item.id, &hash, o)?;
+                words.push(Some(reply.text));
+            }
+            per_task.push(words);
+        }
+        all.push(per_task);
+    }
+    let _ = settings;
+    Ok(all)
+}
+
+/// `eval show DIR`: the report's tables.
+///
+/// # Errors
+/// The folder has no readable `report.json`.
+pub fn show(dir: &Path, out: &mut dyn Write) -> Result<()> {
+    let report = report::read(dir)?;
+    write!(out, "{}", report::markdown(&report))?;
+    Ok(())
+}
+
+/// `eval fetch NAME|all`: downloads the task's pinned files into the cache.
+///
+/// # Errors
+/// An unknown task, offline mode with files missing, or a failed or mismatched download.
+pub fn fetch_files(settings: &Settings, name: &str, out: &mut dyn Write) -> Result<()> {
+    let names: Vec<&str> = if name == "all" {
+        tasks::BUILTIN.to_vec()
+    } else {
+        vec![name]
+    };
+    let offline = settings.config.model.offline || crate::model::source::offline_from_env();
+    for task in names {
+        for pin in fetch::files(task)? {
+            let bar = indicatif::ProgressBar::new(pin.bytes);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(pin.file_name());
+            let path = fetch::ensure(
+                &settings.workspace.cache_dir,
+                task,
+                pin,
+                offline,
+                &mut |_, done, _| bar.set_position(done),
+            )?;
+            bar.finish_and_clear();
+            writeln!(
+                out,
+                "{task}: {} ({} bytes, SHA-256 {})",
+                path.display(),
+                pin.bytes,
+                pin.sha256
+            )?;
+        }
+    }
+    Ok(())
+}
