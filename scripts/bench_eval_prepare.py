@@ -15,13 +15,26 @@ import os
 import sys
 
 import torch
+from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 gguf, data, n, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 folder, name = os.path.split(os.path.abspath(gguf))
 model_dir = os.path.join(work, "model")
 model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-model.save_pretrained(model_dir, safe_serialization=True)
+# transformers refuses save_pretrained for a model read from GGUF: write the dequantized
+# tensors and the config ourselves (the tied output head is the embedding, stored once).
+os.makedirs(model_dir, exist_ok=True)
+state = {k: v.contiguous() for k, v in model.state_dict().items()}
+if model.config.tie_word_embeddings:
+    state.pop("lm_head.weight", None)
+save_file(state, os.path.join(model_dir, "model.safetensors"), metadata={"format": "pt"})
+config = model.config.to_dict()
+config.pop("quantization_config", None)
+config["torch_dtype"] = config["dtype"] = "float32"
+config["architectures"] = [type(model).__name__]
+config = {k: v for k, v in config.items() if v is not None}
+json.dump(config, open(os.path.join(model_dir, "config.json"), "w"), indent=1)
 AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(model_dir)
 
 items = list(json.load(open(data)).items())[:n]

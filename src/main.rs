@@ -612,6 +612,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() {
     bioinstruct::model::pin_thread_count();
+    bioinstruct::model::raise_malloc_mmap_threshold();
     let cli = Cli::parse();
     if matches!(
         cli.command,

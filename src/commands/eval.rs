@@ -187,6 +187,10 @@ fn adapter_style(dir: &Path, chat: &PromptStyle) -> PromptStyle {
     }
 }
 
+/// Bumped whenever a change to the forward pass, the tokenizer or the scoring makes earlier
+/// cached results stale (1: the first; 2: transformers 5's `rope_parameters` read).
+const SCORING_VERSION: u32 = 2;
+
 /// What identifies the base model's weights: its files with sizes and modification times,
 /// how GGUF blocks are computed, the device.
 fn model_key(loaded: &LoadedModel, settings: &Settings) -> String {
@@ -218,7 +222,7 @@ fn model_key(loaded: &LoadedModel, settings: &Settings) -> String {
         .collect();
     let m = &settings.config.model;
     format!(
-        "{}|gguf_compute={:?}|device={}",
+        "scoring {SCORING_VERSION}|{}|gguf_compute={:?}|device={}",
         parts.join(","),
         m.gguf_compute,
         m.device

@@ -45,6 +45,44 @@ pub struct RopeScaling {
     pub original_max_position_embeddings: usize,
 }
 
+/// `rope_parameters` in a `config.json` written by transformers 5 (`rope_theta`, `rope_type`
+/// and, for `llama3`, the scaling fields of [`RopeScaling`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RopeParameters {
+    /// RoPE base frequency.
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// `default` or `llama3` (older files say `type`).
+    #[serde(default, alias = "type")]
+    pub rope_type: Option<String>,
+    /// Context extension factor.
+    #[serde(default)]
+    pub factor: Option<f64>,
+    /// As [`RopeScaling::low_freq_factor`].
+    #[serde(default = "one")]
+    pub low_freq_factor: f64,
+    /// As [`RopeScaling::high_freq_factor`].
+    #[serde(default = "four")]
+    pub high_freq_factor: f64,
+    /// As [`RopeScaling::original_max_position_embeddings`].
+    #[serde(default = "eight_k")]
+    pub original_max_position_embeddings: usize,
+}
+
+impl RopeParameters {
+    /// The scaling these parameters describe, if any (`default` means none).
+    fn scaling(&self) -> Option<RopeScaling> {
+        let kind = self.rope_type.as_deref().unwrap_or("default");
+        (kind != "default").then(|| RopeScaling {
+            rope_type: kind.to_string(),
+            factor: self.factor.unwrap_or(1.0),
+            low_freq_factor: self.low_freq_factor,
+            high_freq_factor: self.high_freq_factor,
+            original_max_position_embeddings: self.original_max_position_embeddings,
+        })
+    }
+}
+
 fn one() -> f64 {
     1.0
 }
@@ -53,9 +91,6 @@ fn four() -> f64 {
 }
 fn eight_k() -> usize {
     8192
-}
-fn ten_k() -> f64 {
-    10_000.0
 }
 fn four_k() -> usize {
     4096
@@ -86,12 +121,15 @@ pub struct HfConfig {
     pub head_dim: Option<usize>,
     /// RMSNorm epsilon.
     pub rms_norm_eps: f64,
-    /// RoPE base frequency.
-    #[serde(default = "ten_k")]
-    pub rope_theta: f64,
+    /// RoPE base frequency (10,000 when neither this nor `rope_parameters` gives it).
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
     /// RoPE scaling (Llama 3.1+).
     #[serde(default)]
     pub rope_scaling: Option<RopeScaling>,
+    /// transformers 5's `rope_parameters`: the base frequency and the scaling in one table.
+    #[serde(default)]
+    pub rope_parameters: Option<RopeParameters>,
     /// Vocabulary size (rows of the embedding).
     pub vocab_size: usize,
     /// Longest context the model supports, in tokens.
@@ -195,7 +233,16 @@ impl LlamaConfig {
                 SUPPORTED_ARCHITECTURES.join(", ")
             ));
         }
-        if let Some(s) = &hf.rope_scaling {
+        let rope_scaling = hf.rope_scaling.clone().or_else(|| {
+            hf.rope_parameters
+                .as_ref()
+                .and_then(RopeParameters::scaling)
+        });
+        let rope_theta = hf
+            .rope_theta
+            .or_else(|| hf.rope_parameters.as_ref().and_then(|p| p.rope_theta))
+            .unwrap_or(10_000.0);
+        if let Some(s) = &rope_scaling {
             if s.rope_type != "llama3" && s.rope_type != "default" {
                 return Err(format!(
                     "rope_scaling type {:?} is not supported (llama3 only)",
@@ -214,8 +261,8 @@ impl LlamaConfig {
             num_layers: hf.num_hidden_layers,
             vocab_size: hf.vocab_size,
             rms_norm_eps: hf.rms_norm_eps,
-            rope_theta: hf.rope_theta,
-            rope_scaling: hf.rope_scaling.clone().filter(|s| s.rope_type == "llama3"),
+            rope_theta,
+            rope_scaling: rope_scaling.filter(|s| s.rope_type == "llama3"),
             rope_layout: RopeLayout::Halves,
             max_context: hf.sliding_window.map_or(hf.max_position_embeddings, |w| {
                 w.min(hf.max_position_embeddings)
@@ -345,5 +392,31 @@ impl LlamaConfig {
                 scaled as f32
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> LlamaConfig {
+        let text = format!(
+            r#"{{"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2, "rms_norm_eps": 1e-5, "vocab_size": 10{extra}}}"#
+        );
+        let hf: HfConfig = serde_json::from_str(&text).expect("config");
+        LlamaConfig::from_hf(&hf).expect("resolves")
+    }
+
+    #[test]
+    fn transformers_5_rope_parameters_give_theta_and_scaling() {
+        assert_eq!(parse("").rope_theta, 10_000.0);
+        assert_eq!(parse(r#", "rope_theta": 500000.0"#).rope_theta, 500_000.0);
+        let c = parse(r#", "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}"#);
+        assert_eq!((c.rope_theta, c.rope_scaling), (100_000.0, None));
+        let c = parse(
+            r#", "rope_parameters": {"rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192}"#,
+        );
+        assert_eq!(c.rope_theta, 500_000.0);
+        assert_eq!(c.rope_scaling.map(|s| s.factor), Some(8.0));
     }
 }

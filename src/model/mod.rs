@@ -202,6 +202,20 @@ pub fn pin_thread_count() {
     }
 }
 
+/// Makes glibc's malloc keep freed activations for reuse instead of unmapping them.
+///
+/// glibc serves every allocation above its mmap threshold (128 KiB at start) with a fresh
+/// `mmap` and unmaps it when freed, so a forward pass that allocates activations of a few MB
+/// page-faults all of them in again, every pass. Freeing one mmapped chunk raises the
+/// threshold to that chunk's size (glibc's dynamic threshold, up to 32 MiB on 64-bit), which
+/// is what this does once at start. Measured on SmolLM2-135M from a Hugging Face folder,
+/// PubMedQA loglikelihood, 8 items: 654k page faults and 1.33 items/s before, 183k and 1.57
+/// after (the same as setting `MALLOC_MMAP_THRESHOLD_`). Other allocators ignore it.
+pub fn raise_malloc_mmap_threshold() {
+    let block = std::hint::black_box(vec![1u8; 31 << 20]);
+    drop(block);
+}
+
 /// Parses `cpu` or `cuda:N` (`cuda` means `cuda:0`).
 ///
 /// # Errors
