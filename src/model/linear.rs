@@ -13,8 +13,8 @@ use std::sync::Arc;
 /// pass's work (the 49152 x 576 tied output head of SmolLM2 included) and a weight-sized
 /// buffer per projection, all thrown away.
 ///
-/// The forward is candle's own backend matmul on the same storage (so the CPU result is
-/// candle's gemm), for an input that is contiguous.
+/// The forward is [`super::gemm512`] for f32 on a CPU with AVX-512 and at least 16 rows, else
+/// candle's own backend matmul on the same storage, for an input that is contiguous.
 #[derive(Debug)]
 struct FrozenMatmul {
     /// `[out, in]`.
@@ -46,6 +46,41 @@ impl FrozenMatmul {
     }
 }
 
+/// Below this many rows, candle's matmul (a matrix-vector product is memory-bound anyway).
+const AVX512_MIN_ROWS: usize = 16;
+
+impl FrozenMatmul {
+    /// [`super::gemm512`] on f32 storage, for `m >= AVX512_MIN_ROWS` rows on a CPU with
+    /// AVX-512; `None` to use candle's matmul.
+    fn fwd_avx512(
+        &self,
+        x: &[f32],
+        l: &Layout,
+        w: &[f32],
+        wl: &Layout,
+    ) -> Result<Option<(CpuStorage, Shape)>> {
+        let dims = l.shape().dims();
+        let k = dims.last().copied().unwrap_or(1);
+        let m = l.shape().elem_count() / k.max(1);
+        let (out, inp) = self.weight.dims2()?;
+        let (Some((xs, xe)), Some((ws, we))) = (l.contiguous_offsets(), wl.contiguous_offsets())
+        else {
+            return Ok(None);
+        };
+        if m < AVX512_MIN_ROWS || inp != k {
+            return Ok(None);
+        }
+        let Some(y) = super::gemm512::matmul_nt(&x[xs..xe], &w[ws..we], m, out, k) else {
+            return Ok(None);
+        };
+        let mut shape = dims.to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = out;
+        }
+        Ok(Some((CpuStorage::F32(y), Shape::from(shape))))
+    }
+}
+
 impl CustomOp1 for FrozenMatmul {
     fn name(&self) -> &'static str {
         "frozen-linear"
@@ -53,10 +88,15 @@ impl CustomOp1 for FrozenMatmul {
 
     fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (storage, wl) = self.weight.storage_and_layout();
-        match &*storage {
-            Storage::Cpu(w) => self.fwd(x, l, w, wl),
-            _ => candle_core::bail!("frozen linear: the weight is not on the CPU"),
+        let Storage::Cpu(w) = &*storage else {
+            candle_core::bail!("frozen linear: the weight is not on the CPU");
+        };
+        if let (CpuStorage::F32(xs), CpuStorage::F32(ws)) = (x, w) {
+            if let Some(done) = self.fwd_avx512(xs, l, ws, wl)? {
+                return Ok(done);
+            }
         }
+        self.fwd(x, l, w, wl)
     }
 
     #[cfg(feature = "cuda")]
@@ -184,6 +224,17 @@ impl Linear {
             BaseWeight::Float(l) if x.track_op() => x.contiguous()?.apply_op1(FrozenMatmul {
                 weight: l.weight().clone(),
             })?,
+            // Inference on a CPU with AVX-512: the same op, whose forward is gemm512.
+            BaseWeight::Float(l)
+                if x.device().is_cpu()
+                    && x.dtype() == candle_core::DType::F32
+                    && x.elem_count() / self.in_features().max(1) >= AVX512_MIN_ROWS
+                    && super::gemm512::available() =>
+            {
+                x.contiguous()?.apply_op1_no_bwd(&FrozenMatmul {
+                    weight: l.weight().clone(),
+                })?
+            }
             BaseWeight::Float(l) => l.forward(x)?,
             BaseWeight::Quantized(q) => q.forward(x)?,
             BaseWeight::Q4_1(m) => x.contiguous()?.apply_op1_no_bwd(m.as_ref())?,

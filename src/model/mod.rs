@@ -6,6 +6,7 @@
 
 pub mod autograd;
 pub mod config;
+pub mod gemm512;
 pub mod generate;
 pub mod linear;
 pub mod llama;
