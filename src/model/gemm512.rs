@@ -32,16 +32,25 @@ const NB: usize = 96;
 /// Activation rows in a work item.
 const MB: usize = 64;
 
-/// Whether this CPU runs the AVX-512 kernel (AVX-512 F, detected at run time).
+/// Set to `1` to keep candle's matmul even where AVX-512 is present (to compare the two).
+pub const DISABLE_ENV: &str = "BIOINSTRUCT_NO_AVX512";
+
+/// Whether the AVX-512 kernel runs: the CPU has AVX-512 F (detected at run time, once) and
+/// `BIOINSTRUCT_NO_AVX512` is not `1`.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let disabled = std::env::var(DISABLE_ENV).is_ok_and(|v| v == "1");
+        #[cfg(target_arch = "x86_64")]
+        {
+            !disabled && std::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = disabled;
+            false
+        }
+    })
 }
 
 /// `x` `[m, k]` as panels of 16 rows, `k`-major: `packed[(p·k + kk)·16 + r] = x[p·16 + r, kk]`,
