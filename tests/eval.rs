@@ -406,3 +406,66 @@ fn bad_input_gets_one_line_naming_file_line_item_and_field() {
         "{out}"
     );
 }
+
+#[test]
+fn a_judge_scores_each_text_answer_once() {
+    fn answer(_: usize) -> Option<String> {
+        let body = serde_json::json!({
+            "choices": [{"message": {"role": "assistant", "content": "7. Mostly right, misses the medications."}, "finish_reason": "stop"}],
+        });
+        Some(common::http::response("200 OK", "", &body.to_string()))
+    }
+    let (base, requests) = common::http::serve(answer, Duration::ZERO);
+    let ws = Workspace::new();
+    let model = tiny_model(&ws);
+    let config = ws.home.path().join("config");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    std::fs::write(
+        config.join("config.toml"),
+        format!("[teachers.judge]\nbase_url = \"{base}\"\nmodel = \"judge-model\"\napi_key_env = \"\"\n"),
+    )
+    .expect("settings");
+    let out_dir = ws.home.path().join("judged");
+    let data = benchmark("mts-dialog/MTS-Dialog-ValidationSet.csv");
+    let args = [
+        "--task",
+        "mts_dialog",
+        "--data",
+        data.to_str().expect("utf-8"),
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "8",
+        "--judge",
+        "judge",
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+    ];
+    ok(eval_cmd(&ws, &model, &args));
+    let report: serde_json::Value =
+        serde_json::from_str(&read(&out_dir.join("report.json"))).expect("json");
+    assert_eq!(
+        report["tasks"]["mts_dialog"]["models"]["base"]["judge"],
+        7.0
+    );
+    let line: serde_json::Value = serde_json::from_str(
+        read(&out_dir.join("predictions/mts_dialog/base.jsonl"))
+            .lines()
+            .next()
+            .expect("a line"),
+    )
+    .expect("json");
+    assert_eq!(line["judge"]["score"], 7.0);
+    assert!(line["judge"]["words"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("medications"));
+    let asked = requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(asked, 3);
+    ok(eval_cmd(&ws, &model, &args));
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "judgments are cached"
+    );
+}

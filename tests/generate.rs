@@ -9,8 +9,7 @@ use common::gen;
 use common::Workspace;
 use std::io::Write;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const WORDS: &[&str] = &[
@@ -116,32 +115,6 @@ fn http(status: &str, headers: &str, body: &str) -> String {
     common::http::response(status, headers, body)
 }
 
-/// A server answering request `n` (counted from 0) with `answer(n)`: `Some(bytes)` to send,
-/// `None` to hang past the client's timeout. Returns its base URL and the request counter.
-fn serve(answer: fn(usize) -> Option<String>, delay: Duration) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let base = format!("http://{}/v1", listener.local_addr().expect("addr"));
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let n = c.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                common::http::read_request(&mut stream);
-                std::thread::sleep(delay);
-                match answer(n) {
-                    Some(bytes) => {
-                        let _ = stream.write_all(bytes.as_bytes());
-                    }
-                    None => std::thread::sleep(Duration::from_secs(3)),
-                }
-            });
-        }
-    });
-    (base, count)
-}
-
 fn settings(ws: &Workspace, base: &str, extra: &str) {
     let dir = ws.home.path().join("config");
     std::fs::create_dir_all(&dir).expect("config dir");
@@ -156,7 +129,7 @@ fn settings(ws: &Workspace, base: &str, extra: &str) {
 
 #[test]
 fn kept_and_rejected_with_provenance_and_a_killed_run_continues_to_the_target() {
-    let (base, _) = serve(|n| Some(reply(n)), Duration::from_millis(40));
+    let (base, _) = common::http::serve(|n| Some(reply(n)), Duration::from_millis(40));
     let ws = Workspace::new();
     settings(&ws, &base, "");
     let args = ["--teacher", "mock", "--target", "40"];
@@ -209,7 +182,7 @@ fn faulty(n: usize) -> Option<String> {
 
 #[test]
 fn faults_are_retried_or_reported_and_never_corrupt_the_files() {
-    let (base, count) = serve(faulty, Duration::ZERO);
+    let (base, count) = common::http::serve(faulty, Duration::ZERO);
     let ws = Workspace::new();
     settings(&ws, &base, "");
     let settings_path = ws.home.path().join("config/config.toml");
@@ -261,7 +234,7 @@ fn faults_are_retried_or_reported_and_never_corrupt_the_files() {
 
 #[test]
 fn a_torn_last_line_is_repaired_and_a_bad_line_is_named() {
-    let (base, _) = serve(|n| Some(reply(n)), Duration::ZERO);
+    let (base, _) = common::http::serve(|n| Some(reply(n)), Duration::ZERO);
     let ws = Workspace::new();
     settings(&ws, &base, "");
     ws.ok(&["generate", "--teacher", "mock", "--target", "3"]);
@@ -296,7 +269,7 @@ fn a_torn_last_line_is_repaired_and_a_bad_line_is_named() {
 /// the list stays usable, stop it with `x`, continue it with `n` to the target.
 #[test]
 fn the_generated_pane_starts_watches_and_stops_a_run_in_tmux() {
-    let (base, _) = serve(|n| Some(reply(n)), Duration::from_millis(300));
+    let (base, _) = common::http::serve(|n| Some(reply(n)), Duration::from_millis(300));
     let ws = Workspace::new();
     settings(&ws, &base, "[generate]\nteacher = \"mock\"\ntarget = 30\n");
     let command = format!(

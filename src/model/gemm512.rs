@@ -54,18 +54,34 @@ pub fn available() -> bool {
 }
 
 /// `x` `[m, k]` as panels of 16 rows, `k`-major: `packed[(p·k + kk)·16 + r] = x[p·16 + r, kk]`,
-/// zero past row `m`.
+/// zero past row `m`; one panel per work item on candle's thread pool.
 fn pack(x: &[f32], m: usize, k: usize) -> Vec<f32> {
     let panels = m.div_ceil(PANEL);
-    let mut packed = vec![0f32; panels * k * PANEL];
-    for (p, panel) in packed.chunks_exact_mut(k * PANEL).enumerate() {
-        for r in 0..PANEL.min(m - p * PANEL) {
-            let row = &x[(p * PANEL + r) * k..(p * PANEL + r + 1) * k];
-            for (kk, v) in row.iter().enumerate() {
-                panel[kk * PANEL + r] = *v;
+    let len = panels * k * PANEL;
+    let mut packed: Vec<f32> = Vec::with_capacity(len);
+    let addr = packed.as_mut_ptr() as usize;
+    let work = |items: std::ops::Range<usize>| {
+        for p in items {
+            // SAFETY: panel p is the item's own `k·16` floats of the allocation's capacity
+            // (`len`), written here in full (rows past `m` as zeros) before `set_len`.
+            let panel = unsafe {
+                std::slice::from_raw_parts_mut((addr as *mut f32).add(p * k * PANEL), k * PANEL)
+            };
+            let rows = PANEL.min(m - p * PANEL);
+            if rows < PANEL {
+                panel.fill(0.0);
+            }
+            for r in 0..rows {
+                let row = &x[(p * PANEL + r) * k..(p * PANEL + r + 1) * k];
+                for (kk, v) in row.iter().enumerate() {
+                    panel[kk * PANEL + r] = *v;
+                }
             }
         }
-    }
+    };
+    candle_core::utils::barrier_pool().execute_chunked(panels, work);
+    // SAFETY: every panel, so every element below `len`, was written above.
+    unsafe { packed.set_len(len) };
     packed
 }
 
@@ -83,7 +99,7 @@ pub fn matmul_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Option<V
         "matmul_nt: short input"
     );
     let packed = pack(x, m, k);
-    let mut y = vec![0f32; m * n];
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
     let y_addr = y.as_mut_ptr() as usize;
     let row_blocks = m.div_ceil(MB);
     let col_blocks = n.div_ceil(NB);
@@ -93,8 +109,9 @@ pub fn matmul_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Option<V
             let rows = rb * MB..((rb + 1) * MB).min(m);
             let cols = cb * NB..((cb + 1) * NB).min(n);
             // SAFETY: AVX-512 F was detected above; every (row, col) output of this item lies
-            // in `rows × cols`, which no other item covers, inside `y` (m·n), and `y` outlives
-            // the blocking `execute_chunked`; reads stay within `packed` and `w` (asserted).
+            // in `rows × cols`, which no other item covers, inside `y`'s capacity (m·n), and
+            // `y` outlives the blocking `execute_chunked`; reads stay within `packed` and `w`
+            // (asserted).
             #[cfg(target_arch = "x86_64")]
             unsafe {
                 avx512::block(&packed, w, y_addr as *mut f32, m, n, k, rows, cols)
@@ -102,6 +119,9 @@ pub fn matmul_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Option<V
         }
     };
     candle_core::utils::barrier_pool().execute_chunked(row_blocks * col_blocks, work);
+    // SAFETY: the items cover every (row, col) of `m × n` (rows in blocks of MB, columns in
+    // blocks of NB, each output written once by `block`), so all of `y` is initialised.
+    unsafe { y.set_len(m * n) };
     Some(y)
 }
 

@@ -15,6 +15,7 @@ pub mod lora;
 pub mod merge;
 mod mmap;
 pub mod q4_1;
+pub mod silu512;
 pub mod source;
 pub mod template;
 pub mod tokenizer;

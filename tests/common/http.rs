@@ -1,7 +1,10 @@
 //! A loopback HTTP server's two halves, for teacher tests: reading one whole request and
 //! writing a response.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One whole request: the headers, then as many body bytes as Content-Length says (TCP may
@@ -39,4 +42,30 @@ pub fn response(status: &str, extra_headers: &str, body: &str) -> String {
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n{body}",
         body.len()
     )
+}
+
+/// A server answering request `n` (counted from 0) with `answer(n)`: `Some(bytes)` to send,
+/// `None` to hang past the client's timeout. Returns its base URL and the request counter.
+pub fn serve(answer: fn(usize) -> Option<String>, delay: Duration) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}/v1", listener.local_addr().expect("addr"));
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                read_request(&mut stream);
+                std::thread::sleep(delay);
+                match answer(n) {
+                    Some(bytes) => {
+                        let _ = stream.write_all(bytes.as_bytes());
+                    }
+                    None => std::thread::sleep(Duration::from_secs(3)),
+                }
+            });
+        }
+    });
+    (base, count)
 }
