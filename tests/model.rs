@@ -87,6 +87,46 @@ fn a_tiny_model_loads_from_a_folder_and_its_two_forward_paths_agree() {
 }
 
 #[test]
+fn a_long_prompt_attends_in_chunks_as_one_token_at_a_time_does() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let mut config = tiny::config_json();
+    config["max_position_embeddings"] = serde_json::json!(512);
+    std::fs::write(dir.path().join("config.json"), config.to_string()).expect("config");
+    let m = load(dir.path());
+    // 300 tokens: four chunks of queries, after a cached prefix of 20.
+    let text: String = (0..320)
+        .map(|i| (b'a' + (i * 7 % 26) as u8) as char)
+        .collect();
+    let input = ids(&m, &text);
+    let t = input.dim(1).expect("len");
+    assert_eq!(t, 320);
+    let mut cache = m.model.new_cache(t);
+    m.model
+        .forward_logits(&input.narrow(1, 0, 20).expect("prefix"), &mut cache)
+        .expect("prefix");
+    let chunked = m
+        .model
+        .forward_logits(&input.narrow(1, 20, 300).expect("rest"), &mut cache)
+        .expect("chunked")
+        .squeeze(0)
+        .expect("squeeze");
+    let mut cache = m.model.new_cache(t);
+    for i in 0..t {
+        let logits = m
+            .model
+            .forward_step(&input.narrow(1, i, 1).expect("token"), &mut cache)
+            .expect("step")
+            .squeeze(0)
+            .expect("squeeze");
+        if i >= 20 {
+            let d = max_diff(&chunked.get(i - 20).expect("row"), &logits);
+            assert!(d < 1e-4, "position {i}: {d}");
+        }
+    }
+}
+
+#[test]
 fn padding_keys_do_not_change_the_real_tokens_logits() {
     let dir = tempfile::tempdir().expect("dir");
     tiny::write(dir.path());
