@@ -620,6 +620,7 @@ fn main() {
             | Some(Command::Runs(
                 RunsCommand::Resume { .. } | RunsCommand::Worker { .. }
             ))
+            | Some(Command::Eval(EvalCommand::Run { .. }))
     ) {
         bioinstruct::train::tune_cpu_for_training();
     }

@@ -17,7 +17,9 @@ const TRAINING_SPIN_LIMIT: &str = "2000";
 /// the default, a barrier-pool thread spinning between element-wise ops takes a core from
 /// gemm's threads: on 2 cores `perf` showed it at 19% of all samples, and a LoRA step of
 /// SmolLM2-135M (seq 256) took 1.32 s instead of 1.14 s (`examples/bench_train.rs`; 1,000
-/// to 5,000 spins were equally good, 0 and 25,000 worse). Generation keeps candle's default.
+/// to 5,000 spins were equally good, 0 and 25,000 worse). Evaluation's scoring mixes the same
+/// two pools (PubMedQA loglikelihood, 20 items: 2.58 → 2.71 items/s), so `eval run` sets it
+/// too. Generation keeps candle's default.
 /// Call it at the start of `main`, before other threads exist and before the pool starts.
 pub fn tune_cpu_for_training() {
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
