@@ -5,17 +5,16 @@
 # kept instruction) timed on a sample of pairs from the same corpus and extrapolated to the
 # number of comparisons bioinstruct made.
 #
-# Environment: N (25005), SAMPLE (20000 Python comparisons). Builds .venv-rouge (rouge-score
-# 0.1.2) on first use.
+# Environment: N (25005), SAMPLE (20000 Python comparisons). Uses the eval venv (rouge-score
+# 0.1.2), built on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${N:-25005}
 sample=${SAMPLE:-20000}
-venv=.venv-rouge
-if ! "$venv/bin/python" -c "import rouge_score" 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check rouge-score==0.1.2
-fi
+# rouge-score 0.1.2, from the evaluation venv (scripts/eval-requirements.txt, outside the
+# checkout: scripts/py-venv.sh).
+source scripts/py-venv.sh
+py_venv eval scripts/eval-requirements.txt
 cargo build --release --quiet
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -24,7 +23,7 @@ export BIOINSTRUCT_HOME=$work/home
 start=$(date +%s.%N)
 target/release/bioinstruct dedupe "$work/corpus.jsonl" --no-seeds --out-dir "$work/out" | tee "$work/ours.txt"
 end=$(date +%s.%N)
-"$venv/bin/python" scripts/rouge_reference.py "$work/corpus.jsonl" "$sample" > "$work/ref.json"
+"$py" scripts/rouge_reference.py "$work/corpus.jsonl" "$sample" > "$work/ref.json"
 python3 - "$work/ours.txt" "$work/ref.json" "$start" "$end" "$(nproc)" <<'PY'
 import json, re, sys
 ours = open(sys.argv[1]).read()

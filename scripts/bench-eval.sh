@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 n=${N:-500}
 threads=${THREADS:-$(nproc)}
 batch=${LM_EVAL_BATCH:-1}
-gguf=$(realpath "${BIOINSTRUCT_TEST_GGUF:-.models/SmolLM2-135M-Instruct.Q4_1.gguf}")
+gguf=$(realpath -m "${BIOINSTRUCT_TEST_GGUF:-.models/SmolLM2-135M-Instruct.Q4_1.gguf}")  # fetched below
 
 scripts/fetch-test-model.sh
 source scripts/py-venv.sh

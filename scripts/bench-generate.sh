@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Generation benchmark: bioinstruct's forward pass against llama.cpp (llama-cpp-python, built
-# here into .venv-llamacpp by scripts/teacher-server.sh) on the same GGUF (SmolLM2-135M-Instruct Q4_1), the same prompt
+# into a venv outside the checkout by scripts/teacher-server.sh) on the same GGUF (SmolLM2-135M-Instruct Q4_1), the same prompt
 # token ids, the same number of greedy tokens (end tokens ignored), and the same number of
 # threads. Rounds are interleaved; prints each run, the medians, and the ratios.
 #
@@ -14,10 +14,11 @@ new_tokens=${NEW_TOKENS:-128}
 threads=${THREADS:-$(nproc)}
 compute=${COMPUTE:-keep}
 gguf=${BIOINSTRUCT_TEST_GGUF:-.models/SmolLM2-135M-Instruct.Q4_1.gguf}
-venv=.venv-llamacpp
 
-# Builds llama-cpp-python into $venv the first time, and fetches the model.
+# Builds llama-cpp-python the first time (scripts/py-venv.sh), and fetches the model.
 scripts/teacher-server.sh --install
+source scripts/py-venv.sh
+py_venv llamacpp scripts/llamacpp-requirements.txt
 cargo build --release --quiet --example bench_generate
 export RAYON_NUM_THREADS=$threads
 
@@ -30,7 +31,7 @@ cargo run --release --quiet --example bench_prompt_ids -- "$gguf" > "$work/ids.j
 results=$work/results.jsonl
 for round in $(seq 1 "$rounds"); do
   target/release/examples/bench_generate "$gguf" "$work/ids.json" "$new_tokens" "$compute" | tee -a "$results"
-  "$venv/bin/python" scripts/bench_llamacpp.py "$gguf" "$work/ids.json" "$new_tokens" "$threads" | tee -a "$results"
+  "$py" scripts/bench_llamacpp.py "$gguf" "$work/ids.json" "$new_tokens" "$threads" | tee -a "$results"
 done
 
 python3 - "$results" "$threads" <<'PY'

@@ -16,7 +16,7 @@ steps=${STEPS:-6}
 warmup=${WARMUP:-2}
 seq_len=${SEQ:-256}
 threads=${THREADS:-$(nproc)}
-gguf=$(realpath "${BIOINSTRUCT_TEST_GGUF:-.models/SmolLM2-135M-Instruct.Q4_1.gguf}")
+gguf=$(realpath -m "${BIOINSTRUCT_TEST_GGUF:-.models/SmolLM2-135M-Instruct.Q4_1.gguf}")  # fetched below
 
 scripts/fetch-test-model.sh
 source scripts/torch-venv.sh

@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 new_tokens=${NEW_TOKENS:-20}
 prompt=${PROMPT:-"List three first-line treatments for type 2 diabetes."}
-gguf=$(realpath "${BIOINSTRUCT_TEST_GGUF:-.models/SmolLM2-135M-Instruct.Q4_1.gguf}")
+gguf=$(realpath -m "${BIOINSTRUCT_TEST_GGUF:-.models/SmolLM2-135M-Instruct.Q4_1.gguf}")  # fetched below
 
 scripts/fetch-test-model.sh
 source scripts/torch-venv.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real OpenAI-compatible teacher on loopback: llama.cpp's server (PyPI llama-cpp-python,
-# built here into .venv-llamacpp the first time: compiling llama.cpp takes several minutes)
+# built the first time into a venv outside the checkout (scripts/py-venv.sh): compiling
+# llama.cpp takes several minutes)
 # serving the SmolLM2-135M-Instruct GGUF that scripts/fetch-test-model.sh fetches.
 #
 #   scripts/teacher-server.sh --install   build the venv and fetch the model, then exit
@@ -12,21 +13,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv=.venv-llamacpp
-version=0.3.16
 gguf=${BIOINSTRUCT_TEST_GGUF:-.models/SmolLM2-135M-Instruct.Q4_1.gguf}
 
-if ! "$venv/bin/python" -c "import llama_cpp.server.app, numpy" 2>/dev/null; then
-  echo "building llama-cpp-python[server] $version into $venv (compiles llama.cpp: several minutes)" >&2
-  python3 -m venv "$venv"
-  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$venv/bin/pip" install -q --disable-pip-version-check \
-    "llama-cpp-python[server]==$version" numpy
-fi
+# llama-cpp-python[server] (scripts/llamacpp-requirements.txt) compiles llama.cpp on install.
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+source scripts/py-venv.sh
+py_venv llamacpp scripts/llamacpp-requirements.txt
 scripts/fetch-test-model.sh >&2
 
 if [ "${1:-}" = "--install" ]; then
   exit 0
 fi
 port=${1:-8080}
-exec "$venv/bin/python" -m llama_cpp.server --model "$gguf" --model_alias default \
+exec "$py" -m llama_cpp.server --model "$gguf" --model_alias default \
   --host 127.0.0.1 --port "$port" --n_ctx 4096 --n_threads "${THREADS:-$(nproc)}"
