@@ -447,7 +447,6 @@ pub fn run(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> Result<(
     let mut judgments: Vec<Vec<Vec<Option<String>>>> = Vec::new();
     if let Some(teacher) = &judge {
         judgments = judge_all(
-            settings,
             teacher.as_ref(),
             &candidates,
             &tasks,
@@ -532,7 +531,6 @@ pub fn run(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> Result<(
 /// Asks the judge about every generated text answer (ROUGE tasks), cached like the items.
 #[allow(clippy::too_many_arguments)]
 fn judge_all(
-    settings: &Settings,
     teacher: &dyn Teacher,
     candidates: &[Candidate],
     tasks: &[Task],
@@ -589,7 +587,6 @@ fn judge_all(
         }
         all.push(per_task);
     }
-    let _ = settings;
     Ok(all)
 }
 
