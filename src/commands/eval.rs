@@ -6,7 +6,7 @@ use crate::config::Settings;
 use crate::eval::cache::{CacheKey, ResultCache};
 use crate::eval::report::{self, ModelEntry, Scored, TaskResults};
 use crate::eval::score::{self, Outcome, PromptStyle, Request};
-use crate::eval::{fetch, tasks, EvalError, Mode, Scorer, Task};
+use crate::eval::{fetch, tasks, Mode, Scorer, Task};
 use crate::model::lora::Lora;
 use crate::model::LoadedModel;
 use crate::selfinstruct::teacher::Teacher;
@@ -305,6 +305,18 @@ pub fn judge_score(words: &str) -> Option<f64> {
         .map(f64::from)
 }
 
+/// The cache file of one model's results on one task: `mode` is the scoring mode, or the
+/// mode plus the judge's name for judgments.
+fn cache_key(base_key: &str, c: &Candidate, task: &Task, mode: &str) -> CacheKey {
+    CacheKey {
+        model: base_key.to_string(),
+        adapter: c.adapter_hash.clone(),
+        prompt_style: c.style.name(),
+        task: format!("{}@{}", task.name, task.source.display()),
+        mode: mode.to_string(),
+    }
+}
+
 /// One unit of work: an item of a task for a model (or its judgment).
 struct Work {
     model: usize,
@@ -358,13 +370,7 @@ pub fn run(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> Result<(
         let mut row = Vec::new();
         let mut got = Vec::new();
         for (ti, (task, mode)) in tasks.iter().zip(&modes).enumerate() {
-            let key = CacheKey {
-                model: base_key.clone(),
-                adapter: c.adapter_hash.clone(),
-                prompt_style: c.style.name(),
-                task: format!("{}@{}", task.name, task.source.display()),
-                mode: mode.as_str().into(),
-            };
+            let key = cache_key(&base_key, c, task, mode.as_str());
             let cache = ResultCache::open(&cache_dir, &key)?;
             let max_new = args.max_new_tokens.unwrap_or(task.max_new_tokens);
             let mut have = Vec::with_capacity(task.items.len());
@@ -549,13 +555,12 @@ fn judge_all(
                 per_task.push(vec![None; task.items.len()]);
                 continue;
             }
-            let key = CacheKey {
-                model: base_key.to_string(),
-                adapter: c.adapter_hash.clone(),
-                prompt_style: c.style.name(),
-                task: format!("{}@{}", task.name, task.source.display()),
-                mode: format!("{}+judge:{judge_name}", mode.as_str()),
-            };
+            let key = cache_key(
+                base_key,
+                c,
+                task,
+                &format!("{}+judge:{judge_name}", mode.as_str()),
+            );
             let mut cache = ResultCache::open(cache_dir, &key)?;
             let mut words = Vec::new();
             for (ii, item) in task.items.iter().enumerate() {
@@ -571,7 +576,9 @@ fn judge_all(
                 }
                 let reply = teacher
                     .complete(&prompt, 64, 0.0, 1.0, &[])
-                    .map_err(|e| EvalError::Unknown(format!("judge {judge_name}: {e}")))?;
+                    .with_context(|| {
+                        format!("judge {judge_name}, item {} of {}", item.id, task.name)
+                    })?;
                 let o = Outcome {
                     raw: reply.text.clone(),
                     loglikelihoods: Vec::new(),

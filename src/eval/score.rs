@@ -116,24 +116,29 @@ pub struct Outcome {
     pub truncated_tokens: usize,
 }
 
-/// lm-evaluation-harness's `_encode_pair`: trailing spaces of the context move to the
-/// continuation; the continuation's tokens are those of `context + continuation` after as
-/// many tokens as the context alone has.
+/// lm-evaluation-harness's `_encode_pair` for every continuation of one context: trailing
+/// spaces of the context move to the continuations; a continuation's tokens are those of
+/// `context + continuation` after as many tokens as the context alone has. The context is
+/// tokenized once.
 ///
 /// # Errors
 /// Tokenizer errors.
-pub fn encode_pair(
+pub fn encode_pairs(
     model: &LoadedModel,
     context: &str,
-    continuation: &str,
-) -> Result<(Vec<u32>, Vec<u32>), ModelError> {
+    continuations: &[String],
+) -> Result<(Vec<u32>, Vec<Vec<u32>>), ModelError> {
     let trimmed = context.trim_end();
     let spaces = &context[trimmed.len()..];
-    let continuation = format!("{spaces}{continuation}");
-    let whole = model.encode(&format!("{trimmed}{continuation}"))?;
     let context_ids = model.encode(trimmed)?;
-    let cont = whole.get(context_ids.len()..).unwrap_or_default().to_vec();
-    Ok((context_ids, cont))
+    let conts = continuations
+        .iter()
+        .map(|c| {
+            let whole = model.encode(&format!("{trimmed}{spaces}{c}"))?;
+            Ok(whole.get(context_ids.len()..).unwrap_or_default().to_vec())
+        })
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    Ok((context_ids, conts))
 }
 
 /// The request for `item` of `task` in `mode`.
@@ -153,13 +158,8 @@ pub fn prepare(
     match mode {
         Mode::Loglikelihood => {
             let context = item.context.as_deref().unwrap_or_default();
-            let mut ctx = Vec::new();
-            let mut continuations = Vec::new();
-            for choice in &item.choices {
-                let (c, cont) = encode_pair(model, context, &format!(" {choice}"))?;
-                ctx = c;
-                continuations.push(cont);
-            }
+            let spaced: Vec<String> = item.choices.iter().map(|c| format!(" {c}")).collect();
+            let (mut ctx, continuations) = encode_pairs(model, context, &spaced)?;
             let longest = continuations.iter().map(Vec::len).max().unwrap_or(0);
             // Fed: context then each continuation but its last token.
             let room = (context_len + 1).saturating_sub(longest).max(1);
