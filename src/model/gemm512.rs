@@ -91,38 +91,65 @@ fn pack(x: &[f32], m: usize, k: usize) -> Vec<f32> {
 /// # Panics
 /// When `x` or `w` is shorter than `m·k` or `n·k`.
 pub fn matmul_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Option<Vec<f32>> {
+    matmul_nt_many(x, &[(w, n)], m, k).and_then(|mut ys| ys.pop())
+}
+
+/// [`matmul_nt`] of one `x` `[m, k]` by several weights `(w, n)` (`[n, k]` each), as the
+/// query, key and value projections of one input: `x` is packed once, and all products
+/// share one pass of the thread pool. Returns one `[m, n]` per weight, in order; `None`
+/// without AVX-512.
+///
+/// # Panics
+/// When `x` is shorter than `m·k` or a `w` shorter than its `n·k`.
+pub fn matmul_nt_many(
+    x: &[f32],
+    ws: &[(&[f32], usize)],
+    m: usize,
+    k: usize,
+) -> Option<Vec<Vec<f32>>> {
     if !available() {
         return None;
     }
     assert!(
-        x.len() >= m * k && w.len() >= n * k,
+        x.len() >= m * k && ws.iter().all(|(w, n)| w.len() >= n * k),
         "matmul_nt: short input"
     );
     let packed = pack(x, m, k);
-    let mut y: Vec<f32> = Vec::with_capacity(m * n);
-    let y_addr = y.as_mut_ptr() as usize;
+    let mut ys: Vec<Vec<f32>> = ws.iter().map(|(_, n)| Vec::with_capacity(m * n)).collect();
+    let y_addrs: Vec<usize> = ys.iter_mut().map(|y| y.as_mut_ptr() as usize).collect();
     let row_blocks = m.div_ceil(MB);
-    let col_blocks = n.div_ceil(NB);
-    let work = |items: std::ops::Range<usize>| {
-        for item in items {
-            let (cb, rb) = (item / row_blocks, item % row_blocks);
+    // Work items weight by weight: the first item of each, and the total.
+    let mut firsts = Vec::with_capacity(ws.len());
+    let mut items = 0;
+    for (_, n) in ws {
+        firsts.push(items);
+        items += row_blocks * n.div_ceil(NB);
+    }
+    let work = |range: std::ops::Range<usize>| {
+        for item in range {
+            let i = firsts.partition_point(|f| *f <= item) - 1;
+            let (w, n) = ws[i];
+            let local = item - firsts[i];
+            let (cb, rb) = (local / row_blocks, local % row_blocks);
             let rows = rb * MB..((rb + 1) * MB).min(m);
             let cols = cb * NB..((cb + 1) * NB).min(n);
             // SAFETY: AVX-512 F was detected above; every (row, col) output of this item lies
-            // in `rows × cols`, which no other item covers, inside `y`'s capacity (m·n), and
-            // `y` outlives the blocking `execute_chunked`; reads stay within `packed` and `w`
-            // (asserted).
+            // in `rows × cols` of output `i`, which no other item covers, inside that output's
+            // capacity (m·n), and the outputs outlive the blocking `execute_chunked`; reads
+            // stay within `packed` and `w` (asserted).
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                avx512::block(&packed, w, y_addr as *mut f32, m, n, k, rows, cols)
+                avx512::block(&packed, w, y_addrs[i] as *mut f32, m, n, k, rows, cols)
             };
         }
     };
-    candle_core::utils::barrier_pool().execute_chunked(row_blocks * col_blocks, work);
-    // SAFETY: the items cover every (row, col) of `m × n` (rows in blocks of MB, columns in
-    // blocks of NB, each output written once by `block`), so all of `y` is initialised.
-    unsafe { y.set_len(m * n) };
-    Some(y)
+    candle_core::utils::barrier_pool().execute_chunked(items, work);
+    for (y, (_, n)) in ys.iter_mut().zip(ws) {
+        // SAFETY: the items cover every (row, col) of `m × n` (rows in blocks of MB, columns
+        // in blocks of NB, each output written once by `block`), so all of `y` is initialised.
+        unsafe { y.set_len(m * n) };
+    }
+    Some(ys)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -148,6 +175,7 @@ mod avx512 {
         rows: std::ops::Range<usize>,
         cols: std::ops::Range<usize>,
     ) {
+        let row_end = rows.end.min(m);
         let mut j = cols.start;
         while j < cols.end {
             let nr = (cols.end - j).min(NR);
@@ -155,30 +183,21 @@ mod avx512 {
             let last_panel = rows.end.div_ceil(PANEL);
             while p < last_panel {
                 let mp = (last_panel - p).min(MP);
-                let mut tile = [[[0f32; PANEL]; MP]; NR];
-                // SAFETY: panels p..p+mp and weight rows j..j+nr exist (the caller's bounds).
+                // SAFETY: panels p..p+mp and weight rows j..j+nr exist, and the outputs
+                // written lie in this item's `rows × cols` (the caller's bounds).
                 unsafe {
+                    let out = Out {
+                        y,
+                        n,
+                        row0: p * PANEL,
+                        row_end,
+                        cols: nr,
+                    };
                     match (mp, nr) {
-                        (MP, NR) => kernel::<MP, NR>(packed, w, p, j, k, &mut tile),
-                        (1, NR) => kernel::<1, NR>(packed, w, p, j, k, &mut tile),
-                        _ => {
-                            for (c, per_panel) in tile.iter_mut().enumerate().take(nr) {
-                                let mut one = [[[0f32; PANEL]; MP]; NR];
-                                for (q, lanes) in per_panel.iter_mut().enumerate().take(mp) {
-                                    kernel::<1, 1>(packed, w, p + q, j + c, k, &mut one);
-                                    *lanes = one[0][0];
-                                }
-                            }
-                        }
-                    }
-                }
-                for (c, per_panel) in tile.iter().enumerate().take(nr) {
-                    for (q, lanes) in per_panel.iter().enumerate().take(mp) {
-                        let row0 = (p + q) * PANEL;
-                        for (r, v) in lanes.iter().enumerate().take(m.min(rows.end) - row0.min(m)) {
-                            // SAFETY: (row0 + r, j + c) is inside this item's block (caller).
-                            unsafe { *y.add((row0 + r) * n + j + c) = *v };
-                        }
+                        (MP, NR) => kernel::<MP, NR>(packed, w, p, j, k, out),
+                        (1, NR) => kernel::<1, NR>(packed, w, p, j, k, out),
+                        (MP, _) => kernel::<MP, 1>(packed, w, p, j, k, out),
+                        _ => kernel::<1, 1>(packed, w, p, j, k, out),
                     }
                 }
                 p += mp;
@@ -187,10 +206,24 @@ mod avx512 {
         }
     }
 
-    /// `P` panels by `C` weight rows: `tile[c][q][r] = x[(p + q)·16 + r] · w[j + c]`.
+    /// Where a register tile goes: rows `row0..row_end` (at most the tile's) of the tile's
+    /// `cols` columns of `y` (row stride `n`).
+    #[derive(Clone, Copy)]
+    struct Out {
+        y: *mut f32,
+        n: usize,
+        row0: usize,
+        row_end: usize,
+        cols: usize,
+    }
+
+    /// `P` panels by `C` weight rows, written to `out`: `y[(p + q)·16 + r, j + c] =
+    /// x[(p + q)·16 + r] · w[j + c]`. With `C == 1` and `out.cols > 1`, the columns
+    /// `j..j + out.cols` are done one after another.
     ///
     /// # Safety
-    /// AVX-512 F; panels `p..p+P` of `packed` and rows `j..j+C` of `w` exist.
+    /// AVX-512 F; panels `p..p+P` of `packed` and rows `j..j + max(C, out.cols)` of `w`
+    /// exist; `out` lies inside `y` and belongs to the caller.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn kernel<const P: usize, const C: usize>(
@@ -199,29 +232,96 @@ mod avx512 {
         p: usize,
         j: usize,
         k: usize,
-        tile: &mut [[[f32; PANEL]; MP]; NR],
+        out: Out,
     ) {
-        let xp = packed.as_ptr().wrapping_add(p * k * PANEL);
-        let wp = w.as_ptr().wrapping_add(j * k);
-        let mut acc = [[_mm512_setzero_ps(); P]; C];
-        for kk in 0..k {
-            // SAFETY: kk < k: within each panel and each weight row.
-            let xv: [__m512; P] =
-                std::array::from_fn(|q| unsafe { _mm512_loadu_ps(xp.add((q * k + kk) * PANEL)) });
-            for (c, acc_c) in acc.iter_mut().enumerate() {
-                let wv = _mm512_set1_ps(unsafe { *wp.add(c * k + kk) });
-                for (a, x) in acc_c.iter_mut().zip(&xv) {
-                    *a = _mm512_fmadd_ps(*x, wv, *a);
+        let columns = if C == 1 { out.cols } else { 1 };
+        for step in 0..columns {
+            let j = j + step;
+            let xp = packed.as_ptr().wrapping_add(p * k * PANEL);
+            let wp = w.as_ptr().wrapping_add(j * k);
+            let mut acc = [[_mm512_setzero_ps(); P]; C];
+            for kk in 0..k {
+                // SAFETY: kk < k: within each panel and each weight row.
+                let xv: [__m512; P] = std::array::from_fn(|q| unsafe {
+                    _mm512_loadu_ps(xp.add((q * k + kk) * PANEL))
+                });
+                for (c, acc_c) in acc.iter_mut().enumerate() {
+                    let wv = _mm512_set1_ps(unsafe { *wp.add(c * k + kk) });
+                    for (a, x) in acc_c.iter_mut().zip(&xv) {
+                        *a = _mm512_fmadd_ps(*x, wv, *a);
+                    }
+                }
+            }
+            let width = if C == 1 { 1 } else { out.cols };
+            let mask: __mmask16 = (1u32 << width).wrapping_sub(1) as __mmask16;
+            for q in 0..P {
+                let row0 = out.row0 + q * PANEL;
+                if row0 >= out.row_end {
+                    break;
+                }
+                // Lanes are rows, vectors are columns: transposed, vector r holds row r's
+                // columns (the first `width` lanes).
+                let mut t = [_mm512_setzero_ps(); PANEL];
+                for (c, acc_c) in acc.iter().enumerate() {
+                    t[c] = acc_c[q];
+                }
+                let rows = transpose16(t);
+                for (r, v) in rows.iter().enumerate().take(out.row_end - row0) {
+                    // SAFETY: row row0 + r < row_end and columns j..j + width are the tile's.
+                    unsafe { _mm512_mask_storeu_ps(out.y.add((row0 + r) * out.n + j), mask, *v) };
                 }
             }
         }
-        for (out, a) in tile.iter_mut().zip(&acc) {
-            for (o, v) in out.iter_mut().zip(a) {
-                // SAFETY: `o` is 16 floats.
-                unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *v) };
+    }
+
+    /// Transpose of a 16 × 16 block held in 16 vectors (`out[r][c] = v[c][r]`): the usual
+    /// four stages of 32-, 64- and twice 128-bit interleaves.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn transpose16(v: [__m512; PANEL]) -> [__m512; PANEL] {
+        // Stage 1: pairs of rows interleaved by 32-bit elements.
+        let mut a = [_mm512_setzero_ps(); PANEL];
+        for i in 0..8 {
+            a[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+            a[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+        }
+        // Stage 2: pairs of pairs by 64-bit elements.
+        let mut b = [_mm512_setzero_ps(); PANEL];
+        for i in 0..4 {
+            for h in 0..2 {
+                let (x, y) = (
+                    _mm512_castps_pd(a[4 * i + h]),
+                    _mm512_castps_pd(a[4 * i + 2 + h]),
+                );
+                b[4 * i + h] = _mm512_castpd_ps(_mm512_unpacklo_pd(x, y));
+                b[4 * i + 2 + h] = _mm512_castpd_ps(_mm512_unpackhi_pd(x, y));
             }
         }
+        // Stage 3: 128-bit lanes of groups of four rows, then stage 4 of groups of eight.
+        let mut c = [_mm512_setzero_ps(); PANEL];
+        for i in 0..2 {
+            for h in 0..4 {
+                let (x, y) = (b[8 * i + h], b[8 * i + 4 + h]);
+                c[8 * i + h] = _mm512_shuffle_f32x4::<0x88>(x, y);
+                c[8 * i + 4 + h] = _mm512_shuffle_f32x4::<0xdd>(x, y);
+            }
+        }
+        let mut d = [_mm512_setzero_ps(); PANEL];
+        for h in 0..8 {
+            let (x, y) = (c[h], c[8 + h]);
+            d[h] = _mm512_shuffle_f32x4::<0x88>(x, y);
+            d[8 + h] = _mm512_shuffle_f32x4::<0xdd>(x, y);
+        }
+        // After stage 2 the rows within each group of four come out as 0, 2, 1, 3.
+        let mut out = [_mm512_setzero_ps(); PANEL];
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = d[ROW_ORDER[r]];
+        }
+        out
     }
+
+    /// Which stage-4 vector holds row `r` of the transpose.
+    const ROW_ORDER: [usize; PANEL] = [0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15];
 }
 
 #[cfg(test)]

@@ -214,6 +214,74 @@ impl Linear {
         self.adapter.as_ref()
     }
 
+    /// Several projections of one input, as [`Linear::forward`] each: `x` `[.., in]` →
+    /// one `[.., out_features]` per projection. For inference on a CPU with AVX-512 where
+    /// every base weight is f32, the products run as one [`super::gemm512::matmul_nt_many`]
+    /// (the input packed once, one pass of the thread pool); otherwise one by one.
+    ///
+    /// # Errors
+    /// Shape or dtype mismatch.
+    pub fn forward_shared(linears: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
+        let k = x.dims().last().copied().unwrap_or(1);
+        let rows = x.elem_count() / k.max(1);
+        let weights: Option<Vec<&Tensor>> = linears
+            .iter()
+            .map(|l| match &l.base {
+                BaseWeight::Float(f)
+                    if l.in_features == k
+                        && f.weight().dtype() == candle_core::DType::F32
+                        && f.weight().device().is_cpu()
+                        && f.weight().is_contiguous() =>
+                {
+                    Some(f.weight())
+                }
+                _ => None,
+            })
+            .collect();
+        let shared = !x.track_op()
+            && x.device().is_cpu()
+            && x.dtype() == candle_core::DType::F32
+            && rows >= AVX512_MIN_ROWS
+            && super::gemm512::available();
+        let (Some(weights), true) = (weights, shared) else {
+            return linears.iter().map(|l| l.forward(x)).collect();
+        };
+        let x = x.contiguous()?;
+        let ys = {
+            let (xs, xl) = x.storage_and_layout();
+            let (Storage::Cpu(CpuStorage::F32(xv)), Some((xa, xb))) =
+                (&*xs, xl.contiguous_offsets())
+            else {
+                candle_core::bail!("shared projections: the input is not contiguous f32");
+            };
+            let guards: Vec<_> = weights.iter().map(|w| w.storage_and_layout()).collect();
+            let mut slices = Vec::with_capacity(guards.len());
+            for (g, l) in &guards {
+                let (Storage::Cpu(CpuStorage::F32(w)), Some((a, b))) =
+                    (&**g, l.contiguous_offsets())
+                else {
+                    candle_core::bail!("shared projections: a weight is not contiguous f32");
+                };
+                slices.push((&w[a..b], l.dims()[0]));
+            }
+            super::gemm512::matmul_nt_many(&xv[xa..xb], &slices, rows, k)
+                .ok_or_else(|| candle_core::Error::Msg("shared projections: no AVX-512".into()))?
+        };
+        let mut out = Vec::with_capacity(linears.len());
+        for (l, y) in linears.iter().zip(ys) {
+            let mut shape = x.dims().to_vec();
+            if let Some(last) = shape.last_mut() {
+                *last = l.out_features;
+            }
+            let y = Tensor::from_vec(y, shape, x.device())?;
+            out.push(match &l.adapter {
+                Some(a) => (y + a.forward(&x)?)?,
+                None => y,
+            });
+        }
+        Ok(out)
+    }
+
     /// `x` `[.., in_features]` → `[.., out_features]`: base output plus the adapter's.
     ///
     /// # Errors
@@ -243,5 +311,54 @@ impl Linear {
             Some(a) => y + a.forward(x)?,
             None => Ok(y),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// `x M^T` for a fixed `M`: an adapter whose output is easy to recompute.
+    #[derive(Debug)]
+    struct Fixed(Tensor);
+
+    impl Adapter for Fixed {
+        fn forward(&self, x: &Tensor) -> Result<Tensor> {
+            x.broadcast_matmul(&self.0.t()?)
+        }
+    }
+
+    fn random(shape: &[usize], seed: u64) -> Result<Tensor> {
+        let n = shape.iter().product();
+        Tensor::from_vec(
+            crate::rng::XorShift64Star::new(seed).uniform(n, 1.0),
+            shape,
+            &Device::Cpu,
+        )
+    }
+
+    #[test]
+    fn shared_projections_equal_one_by_one_with_and_without_an_adapter() -> Result<()> {
+        let mut q = Linear::from_weight(random(&[48, 32], 1)?)?;
+        let k = Linear::from_weight(random(&[16, 32], 2)?)?;
+        let v = Linear::from_weight(random(&[16, 32], 3)?)?;
+        q.set_adapter(Some(Arc::new(Fixed(random(&[48, 32], 4)?))));
+        // Below and above the AVX-512 path's 16 rows; a batch of two.
+        for rows in [3, 40] {
+            let x = random(&[2, rows, 32], 5)?;
+            let shared = Linear::forward_shared(&[&q, &k, &v], &x)?;
+            for (l, y) in [&q, &k, &v].iter().zip(&shared) {
+                let one = l.forward(&x)?;
+                assert_eq!(y.dims(), one.dims());
+                let d = (y - &one)?
+                    .abs()?
+                    .flatten_all()?
+                    .max(0)?
+                    .to_scalar::<f32>()?;
+                assert!(d < 1e-4, "rows {rows}: {d}");
+            }
+        }
+        Ok(())
     }
 }

@@ -277,19 +277,13 @@ impl Llama {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let q = block
-            .q_proj
-            .forward(x)?
-            .reshape((b, t, nh, hd))?
-            .transpose(1, 2)?;
-        let key = block
-            .k_proj
-            .forward(x)?
-            .reshape((b, t, nkv, hd))?
-            .transpose(1, 2)?;
-        let value = block
-            .v_proj
-            .forward(x)?
+        let [q, key, value]: [Tensor; 3] =
+            Linear::forward_shared(&[&block.q_proj, &block.k_proj, &block.v_proj], x)?
+                .try_into()
+                .map_err(|_| candle_core::Error::Msg("q, k, v projections".into()))?;
+        let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?;
+        let key = key.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
+        let value = value
             .reshape((b, t, nkv, hd))?
             .transpose(1, 2)?
             .contiguous()?;
@@ -304,6 +298,21 @@ impl Llama {
         };
         let rep = nh / nkv;
         let scale = 1.0 / (hd as f64).sqrt();
+        if k == Kernels::Fused
+            && t > 1
+            && b == 1
+            && mask.is_some_and(|m| m.rank() == 2)
+            && q.device().is_cpu()
+            && q.dtype() == DType::F32
+            && super::attn512::supported(hd)
+        {
+            // A prompt on a CPU with AVX-512: one fused pass, straight into o_proj's layout.
+            let op = super::attn512::CausalAttention {
+                scale: scale as f32,
+            };
+            let y = q.contiguous()?.apply_op3_no_bwd(&key, &value, &op)?;
+            return block.o_proj.forward(&y);
+        }
         let y = if k == Kernels::Differentiable {
             // Training: the query heads that share a key/value head side by side, [b, nkv,
             // rep·t, hd], so keys and values are not copied `rep` times (nor their gradients
@@ -358,8 +367,10 @@ impl Llama {
     }
 
     fn mlp(block: &Block, x: &Tensor) -> Result<Tensor> {
-        let gate = block.gate_proj.forward(x)?;
-        let up = block.up_proj.forward(x)?;
+        let [gate, up]: [Tensor; 2] =
+            Linear::forward_shared(&[&block.gate_proj, &block.up_proj], x)?
+                .try_into()
+                .map_err(|_| candle_core::Error::Msg("gate and up projections".into()))?;
         let fused =
             gate.device().is_cpu() && gate.dtype() == DType::F32 && super::gemm512::available();
         let hidden = if fused {

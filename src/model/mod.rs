@@ -4,6 +4,7 @@
 //! Everything that prompts a model (the teacher, the side-by-side chat, evaluation) goes
 //! through [`LoadedModel`] and [`generate`].
 
+pub mod attn512;
 pub mod autograd;
 pub mod config;
 pub mod gemm512;

@@ -101,13 +101,13 @@ impl candle_core::CustomOp2 for SiluMul {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
     /// Cephes' `expf` on 16 lanes (inputs clamped to ±88.37, where f32 `exp` saturates).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn exp16(x: __m512) -> __m512 {
+    pub(in crate::model) unsafe fn exp16(x: __m512) -> __m512 {
         let x = _mm512_min_ps(
             _mm512_max_ps(x, _mm512_set1_ps(-88.376_26)),
             _mm512_set1_ps(88.376_26),
