@@ -32,7 +32,8 @@ export BIOINSTRUCT_HOME=$work/home HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENI
 export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
 data=${PUBMEDQA:-../shared/benchmarks/pubmedqa/pqal_trainval.json}
 if [ ! -f "$data" ]; then
-  "$bin" eval fetch pubmedqa >&2
+  # The one download of the run (the engines themselves run offline).
+  HF_HUB_OFFLINE=0 "$bin" eval fetch pubmedqa >&2
   data=$work/home/cache/benchmarks/pubmedqa/ori_pqal.json
 fi
 "$py" scripts/bench_eval_prepare.py "$gguf" "$data" "$n" "$work"
