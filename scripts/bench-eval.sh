@@ -24,7 +24,7 @@ scripts/fetch-test-model.sh
 source scripts/py-venv.sh
 py_venv lmeval scripts/bench-eval-requirements.txt
 cargo build --release --quiet
-bin=target/release/bioinstruct
+bin=${CARGO_TARGET_DIR:-target}/release/bioinstruct
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
