@@ -302,3 +302,94 @@ fn the_generated_pane_starts_watches_and_stops_a_run_in_tmux() {
     tmux.wait_exit();
     gen::check_finished(&ws, 30, "mock-model");
 }
+
+/// A `generate` run in another process appends while the Generated pane accepts and rejects
+/// tasks (each review rewrites both files): every task the run wrote ends up in exactly one
+/// of the two files, and every review is where the reviewer put it.
+#[test]
+fn reviews_in_the_pane_while_a_cli_run_appends_lose_nothing() {
+    use bioinstruct::tui::panes::generated::{GenList, GeneratedPane};
+    let (base, _) = common::http::serve(|n| Some(reply(n)), Duration::from_millis(60));
+    let ws = Workspace::new();
+    settings(&ws, &base, "");
+    let mut child = ws
+        .cmd()
+        .args(["generate", "--teacher", "mock", "--target", "40"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn generate");
+    let dir = gen::dir(&ws);
+    let mut pane = GeneratedPane::new(dir.clone(), "mock".into(), 40);
+    let (mut rejected_here, mut accepted_here) = (Vec::new(), Vec::new());
+    let unreviewed = |list: &[bioinstruct::data::Instruction]| {
+        list.iter().position(|r| !r.extra.contains_key("review"))
+    };
+    while child.try_wait().expect("wait").is_none() {
+        pane.reload();
+        if let Some(i) = unreviewed(&pane.kept) {
+            pane.showing = GenList::Kept;
+            pane.selected = i;
+            let id = pane.kept[i].id.clone();
+            pane.reject().expect("reject");
+            rejected_here.push(id);
+        }
+        if let Some(i) = unreviewed(&pane.rejected) {
+            pane.showing = GenList::Rejected;
+            pane.selected = i;
+            let id = pane.rejected[i].id.clone();
+            pane.accept().expect("accept");
+            accepted_here.push(id);
+        }
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    let out = child.wait_with_output().expect("generate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        rejected_here.len() >= 3 && accepted_here.len() >= 3,
+        "too few reviews during the run to prove anything: {} rejected, {} accepted",
+        rejected_here.len(),
+        accepted_here.len()
+    );
+    let ids = |name: &str| -> Vec<String> {
+        gen::lines(&dir.join(name))
+            .iter()
+            .map(|v| v["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let (kept, rejected) = (ids("generated.jsonl"), ids("rejected.jsonl"));
+    let mut written: Vec<String> = gen::lines(&dir.join("raw.jsonl"))
+        .iter()
+        .flat_map(|v| {
+            ["kept", "rejected"].into_iter().flat_map(move |k| {
+                v[k].as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|id| id.as_str().expect("id").to_string())
+            })
+        })
+        .collect();
+    written.sort();
+    let mut both: Vec<String> = kept.iter().chain(&rejected).cloned().collect();
+    both.sort();
+    assert_eq!(both, written, "a task was lost or written twice");
+    // Each reviewed task is where its (last) review put it.
+    for id in rejected_here.iter().chain(&accepted_here) {
+        let in_kept = kept.contains(id);
+        let file = if in_kept {
+            "generated.jsonl"
+        } else {
+            "rejected.jsonl"
+        };
+        let line = gen::lines(&dir.join(file))
+            .into_iter()
+            .find(|v| v["id"] == id.as_str())
+            .expect("reviewed task");
+        let decision = line["review"]["decision"].as_str().expect("review");
+        assert_eq!(decision == "accepted", in_kept, "{id}: {line}");
+    }
+}

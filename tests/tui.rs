@@ -16,11 +16,7 @@ const SIZES: [(u16, u16); 2] = [(80, 24), (120, 40)];
 
 fn bundled(path: &Path) -> InstructionFile {
     let loaded = parse_jsonl(path, include_str!("../assets/seeds/seeds.jsonl"));
-    InstructionFile {
-        path: path.to_path_buf(),
-        records: loaded.records,
-        invalid: loaded.invalid,
-    }
+    InstructionFile::new(path.to_path_buf(), loaded.records, loaded.invalid)
 }
 
 fn app(size: (u16, u16)) -> App {
@@ -118,11 +114,7 @@ fn mixed() -> InstructionFile {
     let text =
         std::fs::read_to_string(common::fixture("mixed_50_good_3_bad.jsonl")).expect("fixture");
     let loaded = parse_jsonl(Path::new("mixed.jsonl"), &text);
-    InstructionFile {
-        path: PathBuf::from("mixed.jsonl"),
-        records: loaded.records,
-        invalid: loaded.invalid,
-    }
+    InstructionFile::new(PathBuf::from("mixed.jsonl"), loaded.records, loaded.invalid)
 }
 
 #[test]

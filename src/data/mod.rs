@@ -3,9 +3,11 @@
 //! The workspace keeps seeds (and, later, generated tasks) as JSONL, one
 //! [`Instruction`] a line; Alpaca JSON is read and written for exchange with other tools.
 
+pub mod merge;
 mod record;
 mod store;
 
+pub use merge::{Choice, Conflict, Snapshot};
 pub use record::{id_problem, task_problem, Category, Instruction, UnknownCategory, KNOWN_FIELDS};
 pub use store::{
     backup_path, parse_alpaca, parse_jsonl, read_alpaca, read_jsonl, replace_atomic, save_atomic,
@@ -50,7 +52,8 @@ pub fn read_any(path: &Path, format: Option<Format>) -> Result<Loaded, StoreErro
 }
 
 /// An instruction file held in memory: the records, the lines that did not parse (kept so
-/// that saving loses nothing), and where it lives.
+/// that saving loses nothing), where it lives, and what it held when read (so that a save
+/// merges the changes another process made meanwhile instead of overwriting them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstructionFile {
     /// Where [`InstructionFile::save`] writes.
@@ -59,6 +62,19 @@ pub struct InstructionFile {
     pub records: Vec<Instruction>,
     /// Lines that failed validation, written back verbatim after the records.
     pub invalid: Vec<InvalidLine>,
+    /// The file as last read or written by this process.
+    pub base: Snapshot,
+    /// Records changed differently here and by another process, waiting for a person's
+    /// [`Choice`] ([`InstructionFile::resolve`]); saving is refused while any is open.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// What [`InstructionFile::save`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaveReport {
+    /// Records added, changed or deleted by another process since this one read the file,
+    /// merged in before writing.
+    pub theirs_applied: usize,
 }
 
 impl InstructionFile {
@@ -67,23 +83,96 @@ impl InstructionFile {
     /// # Errors
     /// [`StoreError::Read`] when it cannot be read. Bad lines land in `invalid`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let loaded = read_jsonl(path)?;
+        let bytes = std::fs::read(path).map_err(|source| StoreError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = Snapshot::of_text(path, &String::from_utf8_lossy(&bytes), &bytes);
         Ok(InstructionFile {
             path: path.to_path_buf(),
-            records: loaded.records,
-            invalid: loaded.invalid,
+            records: base.records.clone(),
+            invalid: base.invalid.clone(),
+            base,
+            conflicts: Vec::new(),
         })
     }
 
-    /// Writes the records, then the invalid lines verbatim, atomically (see [`save_atomic`]).
+    /// A file at `path` holding `records`, not yet saved (its base is "no file"; a file
+    /// found at `path` when saving is merged with, not overwritten).
+    pub fn new(path: PathBuf, records: Vec<Instruction>, invalid: Vec<InvalidLine>) -> Self {
+        InstructionFile {
+            path,
+            records,
+            invalid,
+            base: Snapshot::default(),
+            conflicts: Vec::new(),
+        }
+    }
+
+    /// Writes the records, then the invalid lines verbatim, atomically (see [`save_atomic`]),
+    /// holding the file's lock ([`merge::with_lock`]).
+    ///
+    /// If another process changed the file since it was read, its changes are merged first,
+    /// record by record ([`merge::merge3`]); `records` then holds the merged list. Where both
+    /// changed the same record differently, nothing is written: the conflicts are added to
+    /// [`InstructionFile::conflicts`] (our versions stay in `records`) and the error lists
+    /// them; settle each with [`InstructionFile::resolve`], then save again.
     ///
     /// # Errors
-    /// [`StoreError::Write`]; the file on disk is then unchanged.
-    pub fn save(&self) -> Result<(), StoreError> {
-        save_atomic(
-            &self.path,
-            to_jsonl(&self.records, &self.invalid).as_bytes(),
-        )
+    /// [`StoreError::Write`] or [`StoreError::Read`] (the file on disk is then unchanged);
+    /// [`StoreError::Conflict`] as above.
+    pub fn save(&mut self) -> Result<SaveReport, StoreError> {
+        let path = self.path.clone();
+        merge::with_lock(&path, || {
+            let disk = Snapshot::read(&path)?;
+            let mut report = SaveReport::default();
+            if disk.digest != self.base.digest {
+                let merged = merge::merge3(&self.base.records, &self.records, &disk.records);
+                report.theirs_applied = merged.theirs_applied;
+                self.invalid =
+                    merge::merge_invalid(&self.base.invalid, &self.invalid, &disk.invalid);
+                self.records = merged.records;
+                for c in merged.conflicts {
+                    self.conflicts.retain(|x| x.id != c.id);
+                    self.conflicts.push(c);
+                }
+                self.base = disk;
+            }
+            if !self.conflicts.is_empty() {
+                return Err(StoreError::Conflict {
+                    path: path.clone(),
+                    ids: self.conflicts.iter().map(|c| c.id.clone()).collect(),
+                });
+            }
+            let text = to_jsonl(&self.records, &self.invalid);
+            save_atomic(&path, text.as_bytes())?;
+            self.base = Snapshot {
+                records: self.records.clone(),
+                invalid: self.invalid.clone(),
+                digest: Some(merge::digest(text.as_bytes())),
+            };
+            Ok(report)
+        })
+    }
+
+    /// Settles the open conflict on `id`: keep our version (or deletion), or take the one
+    /// on disk (or its deletion). Returns whether such a conflict was open.
+    pub fn resolve(&mut self, id: &str, choice: Choice) -> bool {
+        let Some(at) = self.conflicts.iter().position(|c| c.id == id) else {
+            return false;
+        };
+        let c = self.conflicts.remove(at);
+        if choice == Choice::Theirs {
+            match (self.position(id), c.theirs) {
+                (Some(i), Some(theirs)) => self.records[i] = theirs,
+                (Some(i), None) => {
+                    self.records.remove(i);
+                }
+                (None, Some(theirs)) => self.records.push(theirs),
+                (None, None) => {}
+            }
+        }
+        true
     }
 
     /// The index of the record with `id`.
@@ -146,17 +235,17 @@ mod tests {
 
     #[test]
     fn next_id_continues_the_highest_number() {
-        let f = InstructionFile {
-            path: PathBuf::from("x"),
-            records: parse_jsonl(
+        let f = InstructionFile::new(
+            PathBuf::from("x"),
+            parse_jsonl(
                 Path::new("x"),
                 r#"{"id":"seed-009","category":"qa","task":"t","instruction":"i","output":"o"}
 {"id":"seed-080","category":"qa","task":"t","instruction":"i","output":"o"}
 {"id":"other-999","category":"qa","task":"t","instruction":"i","output":"o"}"#,
             )
             .records,
-            invalid: vec![],
-        };
+            vec![],
+        );
         assert_eq!(f.next_id("seed"), "seed-081");
         assert_eq!(f.next_id("imp"), "imp-001");
         assert_eq!(f.counts(), [3, 0, 0, 0]);

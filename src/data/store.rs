@@ -35,6 +35,31 @@ pub enum StoreError {
         /// The cause.
         source: io::Error,
     },
+    /// The file's lock ([`crate::data::merge::with_lock`]) could not be taken; nothing was
+    /// written.
+    #[error("cannot write {}: cannot lock {}: {source} (the previous version is untouched)", path.display(), lock.display())]
+    Lock {
+        /// The file to be written.
+        path: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Records were changed differently here and by another process since the file was
+    /// read; nothing was written.
+    #[error(
+        "{} was changed by another process while it was edited here: {} changed on both sides ({}); nothing was written: choose a version of each, then save again",
+        path.display(),
+        if ids.len() == 1 { "1 record".to_string() } else { format!("{} records", ids.len()) },
+        ids.join(", ")
+    )]
+    Conflict {
+        /// The file.
+        path: PathBuf,
+        /// The ids of the records in conflict.
+        ids: Vec<String>,
+    },
     /// The whole file is not the format asked for (an Alpaca file that is not a JSON array).
     #[error("{}:{line}: {problem}", path.display())]
     Format {

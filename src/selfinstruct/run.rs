@@ -290,15 +290,44 @@ fn id_number(id: &str) -> Option<u64> {
 }
 
 /// Appends one line and fsyncs, so that a record is either whole on disk or absent.
+///
+/// Holds the file's lock ([`crate::data::merge::with_lock`]) while it writes, so that a
+/// reviewer rewriting the file (the Generated pane, which merges what was appended) never
+/// interleaves with an append; if the file was replaced since `file` was opened (a rewrite is
+/// a rename), it is opened again first, so nothing goes to the old copy.
 fn append_line(file: &mut File, path: &Path, value: &Value) -> Result<(), GenerateError> {
     let mut line = value.to_string();
     line.push('\n');
-    file.write_all(line.as_bytes())
-        .and_then(|()| file.sync_data())
-        .map_err(|source| GenerateError::Append {
-            path: path.to_path_buf(),
-            source,
-        })
+    let appended = crate::data::merge::with_lock(path, || {
+        Ok((|| -> std::io::Result<()> {
+            if replaced(file, path) {
+                *file = OpenOptions::new().create(true).append(true).open(path)?;
+            }
+            file.write_all(line.as_bytes())?;
+            file.sync_data()
+        })())
+    })?;
+    appended.map_err(|source| GenerateError::Append {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Whether `path` no longer names the file `file` has open (renamed over, or removed).
+#[cfg(unix)]
+fn replaced(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(now)) => open.ino() != now.ino() || open.dev() != now.dev(),
+        _ => true,
+    }
+}
+
+/// Whether `path` no longer names the file `file` has open: assumed, where inodes are not
+/// available (reopening costs one `open`).
+#[cfg(not(unix))]
+fn replaced(_file: &File, _path: &Path) -> bool {
+    true
 }
 
 /// The current UTC time in RFC 3339 (`2026-11-26T18:29:49.3Z`).

@@ -191,6 +191,10 @@ pub enum Action {
         /// The final counters, when it ran.
         progress: Option<crate::selfinstruct::run::Progress>,
     },
+    /// Save conflict: keep this workbench's version of the record shown.
+    KeepMine,
+    /// Save conflict: take the version on disk (another process's) of the record shown.
+    TakeTheirs,
     /// The terminal was resized.
     Resize {
         /// Columns.

@@ -64,6 +64,8 @@ pub enum Overlay {
         /// Index of the run.
         index: usize,
     },
+    /// The seed file's first open save conflict: keep mine or take theirs?
+    Conflict,
 }
 
 /// Where keys go, which decides what they mean (see [`super::keymap`]).
@@ -81,6 +83,8 @@ pub enum Mode {
     Overlay,
     /// A yes/no prompt.
     Prompt,
+    /// The save-conflict prompt.
+    Conflict,
     /// The Train pane's runs.
     Runs,
     /// The new-run form.
@@ -186,6 +190,7 @@ impl App {
                 | Overlay::ConfirmStop { .. }
                 | Overlay::ConfirmResume { .. },
             ) => Mode::Prompt,
+            Some(Overlay::Conflict) => Mode::Conflict,
             Some(_) => Mode::Overlay,
             None if self.tab == TRAIN_TAB && self.train.form.is_some() => Mode::RunForm,
             None if self.tab == TRAIN_TAB => Mode::Runs,
@@ -288,6 +293,28 @@ impl App {
                 }
             }
             Action::DiscardAndQuit if overlay == Overlay::ConfirmQuit => self.should_quit = true,
+            Action::KeepMine | Action::TakeTheirs if overlay == Overlay::Conflict => {
+                let choice = if action == Action::KeepMine {
+                    crate::data::Choice::Ours
+                } else {
+                    crate::data::Choice::Theirs
+                };
+                if let Some(id) = self.seeds.file.conflicts.first().map(|c| c.id.clone()) {
+                    self.seeds.file.resolve(&id, choice);
+                    self.seeds.refresh();
+                }
+                if self.seeds.file.conflicts.is_empty() {
+                    self.overlay = None;
+                    self.save();
+                }
+            }
+            Action::Cancel if overlay == Overlay::Conflict => {
+                self.overlay = None;
+                self.info(format!(
+                    "{} conflict(s) left: s shows them again; saving is refused until each is settled.",
+                    self.seeds.file.conflicts.len()
+                ));
+            }
             Action::ExternalEdited { .. }
             | Action::GeneratedEdited { .. }
             | Action::GenerateProgress(_)
@@ -483,14 +510,8 @@ impl App {
             Action::AcceptTask => g.accept(),
             Action::RejectTask => g.reject(),
             Action::EditExternal if g.selected_record().is_some() => {
-                match g.refuse_while_running() {
-                    Ok(()) => {
-                        self.pending_generated_edit =
-                            Some((g.showing == GenList::Kept, g.selected));
-                        return;
-                    }
-                    Err(e) => Err(e),
-                }
+                self.pending_generated_edit = Some((g.showing == GenList::Kept, g.selected));
+                return;
             }
             Action::PromoteTask => self.promote(),
             Action::StartGenerate if g.running() => Err("A run is already going.".into()),
@@ -830,21 +851,44 @@ impl App {
         }
     }
 
-    /// Saves the seed file; reports the outcome in the status line. Returns whether it worked.
+    /// Saves the seed file, merging what another process changed meanwhile; reports the
+    /// outcome in the status line, and opens the conflict prompt when a record changed on
+    /// both sides. Returns whether it was written.
     fn save(&mut self) -> bool {
-        match self.seeds.file.save() {
-            Ok(()) => {
+        let before = self.seeds.file.records.len();
+        let result = self.seeds.file.save();
+        let merged = match &result {
+            Ok(report) => report.theirs_applied > 0,
+            Err(crate::data::StoreError::Conflict { .. }) => true,
+            Err(_) => false,
+        };
+        if merged || self.seeds.file.records.len() != before {
+            // The records moved under the undo history's indices.
+            self.seeds.undo.clear();
+            self.seeds.refresh();
+        }
+        match result {
+            Ok(report) => {
                 self.seeds.dirty = false;
                 let kept = match self.seeds.file.invalid.len() {
                     0 => String::new(),
                     n => format!(" and {n} invalid line(s) kept as they were"),
                 };
+                let theirs = match report.theirs_applied {
+                    0 => String::new(),
+                    n => format!(" ({n} change(s) another process made meanwhile merged in)"),
+                };
                 self.info(format!(
-                    "Saved {} records{kept} to {}.",
+                    "Saved {} records{kept} to {}{theirs}.",
                     self.seeds.file.records.len(),
                     self.seeds.file.path.display()
                 ));
                 true
+            }
+            Err(e @ crate::data::StoreError::Conflict { .. }) => {
+                self.overlay = Some(Overlay::Conflict);
+                self.error(format!("Not saved: {e}"));
+                false
             }
             Err(e) => {
                 self.error(format!("Not saved: {e}"));

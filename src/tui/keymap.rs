@@ -31,6 +31,8 @@ pub enum Context {
     Sampling,
     /// The Generated pane.
     Generated,
+    /// A record changed both here and by another process (the save-conflict prompt).
+    Conflict,
 }
 
 impl Context {
@@ -48,6 +50,7 @@ impl Context {
             Context::Chat => "Chat pane (letters go to the input)",
             Context::Sampling => "Sampling popup",
             Context::Generated => "Generated pane",
+            Context::Conflict => "Save conflict (a record changed here and by another process)",
         }
     }
 }
@@ -184,6 +187,9 @@ fn table() -> Vec<Binding> {
         bind!(Prompt, "y", [Char('y')], NONE, Action::Confirm, "yes (delete the record; stop or resume the run)"),
         bind!(Prompt, "s", [Char('s')], NONE, Action::SaveAndQuit, "unsaved changes: save and quit"),
         bind!(Prompt, "d", [Char('d')], NONE, Action::DiscardAndQuit, "unsaved changes: quit without saving"),
+        bind!(Conflict, "m", [Char('m')], NONE, Action::KeepMine, "keep your version of the record (or your deletion)"),
+        bind!(Conflict, "t", [Char('t')], NONE, Action::TakeTheirs, "take the version on disk (or its deletion)"),
+        bind!(Conflict, "Esc", [Esc], NONE, Action::Cancel, "decide later (saving stays refused until then)"),
         bind!(Prompt, "n / Esc", [Char('n'), Esc], NONE, Action::Cancel, "no: go back"),
     ]
 }
@@ -235,6 +241,7 @@ pub fn map_event(app: &App, event: &Event) -> Option<Action> {
 fn map_key(app: &App, key: &KeyEvent) -> Option<Action> {
     match app.mode() {
         Mode::Prompt => lookup(Context::Prompt, key),
+        Mode::Conflict => lookup(Context::Conflict, key),
         // Overlays scroll with the list keys; ? and q keep their meaning; any other key closes.
         Mode::Overlay => {
             match lookup(Context::List, key).or_else(|| lookup(Context::Global, key)) {

@@ -186,7 +186,61 @@ pub fn draw(frame: &mut Frame, app: &App) {
                 ],
             );
         }
+        Some(Overlay::Conflict) => draw_conflict(frame, app),
         None => {}
+    }
+}
+
+/// The first open save conflict: both versions of the record, side by side.
+fn draw_conflict(frame: &mut Frame, app: &App) {
+    let conflicts = &app.seeds.file.conflicts;
+    let Some(c) = conflicts.first() else { return };
+    let area = centered(
+        frame.area(),
+        110,
+        frame.area().height.saturating_sub(2).max(10),
+    );
+    frame.render_widget(Clear, area);
+    let block = Block::bordered()
+        .title(
+            format!(
+                " Conflict 1 of {}: {} changed here and by another process ",
+                conflicts.len(),
+                c.id
+            )
+            .bold(),
+        )
+        .title_bottom(Line::from(vec![
+            " ".into(),
+            key("m"),
+            " keep yours   ".into(),
+            key("t"),
+            " take theirs   ".into(),
+            key("Esc"),
+            " decide later ".into(),
+        ]))
+        .border_style(Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let halves = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
+        .spacing(1)
+        .split(inner);
+    let show = |r: &Option<crate::data::Instruction>| -> String {
+        match r {
+            Some(r) => serde_json::to_string_pretty(r).unwrap_or_default(),
+            None => "(deleted)".to_string(),
+        }
+    };
+    for (half, (title, version)) in halves.iter().zip([
+        ("Yours (this workbench)", &c.ours),
+        ("On disk (another process)", &c.theirs),
+    ]) {
+        frame.render_widget(
+            Paragraph::new(show(version))
+                .wrap(Wrap { trim: false })
+                .block(Block::new().title(title.underlined())),
+            *half,
+        );
     }
 }
 
@@ -359,6 +413,7 @@ fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
             ("Esc", "discard"),
         ],
         Mode::Overlay => &[("↑↓", "scroll"), ("any key", "close")],
+        Mode::Conflict => &[("m", "keep yours"), ("t", "take theirs"), ("Esc", "later")],
         Mode::Runs => &[
             ("↑↓", "select"),
             ("n", "new run"),

@@ -102,11 +102,11 @@ pub fn bundled_seeds() -> bioinstruct::data::InstructionFile {
         Path::new("seeds.jsonl"),
         include_str!("../../assets/seeds/seeds.jsonl"),
     );
-    bioinstruct::data::InstructionFile {
-        path: PathBuf::from("seeds.jsonl"),
-        records: loaded.records,
-        invalid: loaded.invalid,
-    }
+    bioinstruct::data::InstructionFile::new(
+        PathBuf::from("seeds.jsonl"),
+        loaded.records,
+        loaded.invalid,
+    )
 }
 
 /// One frame of the workbench in ratatui's test terminal, at the app's size.

@@ -4,9 +4,13 @@
 //! from the pane.
 //!
 //! Reviews rewrite both files atomically ([`crate::data::save_atomic`], the previous version
-//! kept as `.bak`); they are refused while a run appends to the files.
+//! kept as `.bak`) under the files' locks, merging what was appended or changed meanwhile (a
+//! `generate` run in another shell, a second workbench; see [`crate::data::merge`]). A review
+//! of a task that another process changed too is not applied: the pane shows the files as
+//! they are now and says so.
 
-use crate::data::{read_jsonl, save_atomic, to_jsonl, Instruction};
+use crate::data::merge::{merge3, merge_invalid, with_lock, Snapshot};
+use crate::data::{save_atomic, to_jsonl, Instruction, StoreError};
 use crate::selfinstruct::run::{GeneratedFiles, Progress};
 use serde_json::json;
 use std::path::PathBuf;
@@ -80,6 +84,8 @@ pub struct GeneratedPane {
     pub requests: Vec<GenRequest>,
     /// (length, modification time) of both files when last read.
     seen: Option<[(u64, Option<std::time::SystemTime>); 2]>,
+    /// Both files as last read or written here (kept, rejected), for merging at save time.
+    base: [Snapshot; 2],
 }
 
 fn stamp(path: &std::path::Path) -> (u64, Option<std::time::SystemTime>) {
@@ -103,6 +109,7 @@ impl GeneratedPane {
             run: RunState::Idle,
             requests: Vec::new(),
             seen: None,
+            base: Default::default(),
         };
         pane.reload();
         pane
@@ -116,30 +123,28 @@ impl GeneratedPane {
         }
         self.seen = Some(now);
         self.load_error = None;
-        let mut read = |path: &std::path::Path| -> Vec<Instruction> {
-            if !path.exists() {
-                return Vec::new();
-            }
-            match read_jsonl(path) {
-                Ok(loaded) => {
-                    if let Some(e) = loaded.errors().next() {
+        let mut read = |path: &std::path::Path| -> Snapshot {
+            match Snapshot::read(path) {
+                Ok(snapshot) => {
+                    if let Some(e) = snapshot.invalid.first().and_then(|l| l.errors.first()) {
                         self.load_error = Some(format!(
                             "{e} ({} invalid line(s) not shown)",
-                            loaded.invalid.len()
+                            snapshot.invalid.len()
                         ));
                     }
-                    loaded.records
+                    snapshot
                 }
                 Err(e) => {
                     self.load_error = Some(e.to_string());
-                    Vec::new()
+                    Snapshot::default()
                 }
             }
         };
         let kept = read(&self.files.kept);
         let rejected = read(&self.files.rejected);
-        self.kept = kept;
-        self.rejected = rejected;
+        self.kept = kept.records.clone();
+        self.rejected = rejected.records.clone();
+        self.base = [kept, rejected];
         self.clamp();
     }
 
@@ -210,29 +215,43 @@ impl GeneratedPane {
             .find(|r| r.id == id)
     }
 
-    /// An error while a run started here appends to the files (reviews rewrite them).
+    /// Writes both files atomically (each keeps its previous version as `.bak`), holding
+    /// both files' locks, after merging in what other processes appended or changed since
+    /// they were read (their invalid lines are kept too).
     ///
     /// # Errors
-    /// A run is loading or running.
-    pub fn refuse_while_running(&self) -> Result<(), String> {
-        if self.running() {
-            Err("A run is appending to these files: stop it (x) before reviewing.".into())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Writes both files atomically (each keeps its previous version as `.bak`).
-    fn save(&mut self) -> Result<(), String> {
-        save_atomic(&self.files.kept, to_jsonl(&self.kept, &[]).as_bytes())
-            .and_then(|()| {
-                save_atomic(
-                    &self.files.rejected,
-                    to_jsonl(&self.rejected, &[]).as_bytes(),
-                )
+    /// A file cannot be read or written, or a task changed here was changed differently on
+    /// disk (nothing is written then).
+    fn save(&mut self) -> Result<(), StoreError> {
+        let (kept_path, rejected_path) = (self.files.kept.clone(), self.files.rejected.clone());
+        with_lock(&kept_path, || {
+            with_lock(&rejected_path, || {
+                let disk = [Snapshot::read(&kept_path)?, Snapshot::read(&rejected_path)?];
+                let mut merged = Vec::new();
+                for ((ours, base), (disk, path)) in [&self.kept, &self.rejected]
+                    .into_iter()
+                    .zip(&self.base)
+                    .zip(disk.iter().zip([&kept_path, &rejected_path]))
+                {
+                    let m = merge3(&base.records, ours, &disk.records);
+                    if !m.conflicts.is_empty() {
+                        return Err(StoreError::Conflict {
+                            path: path.clone(),
+                            ids: m.conflicts.into_iter().map(|c| c.id).collect(),
+                        });
+                    }
+                    let invalid = merge_invalid(&base.invalid, &[], &disk.invalid);
+                    merged.push((m.records, invalid));
+                }
+                for ((records, invalid), path) in merged.iter().zip([&kept_path, &rejected_path]) {
+                    save_atomic(path, to_jsonl(records, invalid).as_bytes())?;
+                }
+                Ok(())
             })
-            .map_err(|e| e.to_string())?;
-        self.seen = Some([stamp(&self.files.kept), stamp(&self.files.rejected)]);
+        })?;
+        // Read back what was written: the merged lists and their snapshots.
+        self.seen = None;
+        self.reload();
         Ok(())
     }
 
@@ -246,10 +265,9 @@ impl GeneratedPane {
     /// Moves the selected rejected task to the kept file: a person overrides the filters.
     ///
     /// # Errors
-    /// A run is active, the shown list is not the rejected one, or a file cannot be written
+    /// The shown list is not the rejected one, or a file cannot be written
     /// (nothing changes then).
     pub fn accept(&mut self) -> Result<String, String> {
-        self.refuse_while_running()?;
         if self.showing != GenList::Rejected || self.selected >= self.rejected.len() {
             return Err("Accept works on the rejected list (v switches lists).".into());
         }
@@ -267,7 +285,6 @@ impl GeneratedPane {
     /// # Errors
     /// As [`GeneratedPane::accept`], on the kept list.
     pub fn reject(&mut self) -> Result<String, String> {
-        self.refuse_while_running()?;
         if self.showing != GenList::Kept || self.selected >= self.kept.len() {
             return Err("Reject works on the kept list (v switches lists).".into());
         }
@@ -294,6 +311,17 @@ impl GeneratedPane {
                 self.clamp();
                 Ok(message)
             }
+            Err(e @ StoreError::Conflict { .. }) => {
+                self.seen = None;
+                self.reload();
+                Err(format!(
+                    "Not applied: {} was changed on disk by another process meanwhile; the pane now shows the files as they are.",
+                    match &e {
+                        StoreError::Conflict { ids, .. } => ids.join(", "),
+                        _ => String::new(),
+                    }
+                ))
+            }
             Err(e) => {
                 (self.kept, self.rejected) = before;
                 Err(format!("Not saved: {e}"))
@@ -304,7 +332,7 @@ impl GeneratedPane {
     /// Replaces the task at `index` of `list` with `record` (an edit) and saves.
     ///
     /// # Errors
-    /// A run is active, the record is gone or its id changed to one in use, or a file
+    /// The record is gone or its id changed to one in use, or a file
     /// cannot be written.
     pub fn replace(
         &mut self,
@@ -312,7 +340,6 @@ impl GeneratedPane {
         index: usize,
         mut record: Instruction,
     ) -> Result<String, String> {
-        self.refuse_while_running()?;
         let before = (self.kept.clone(), self.rejected.clone());
         // Index of the edited task among kept then rejected.
         let at = match list {
@@ -350,9 +377,8 @@ impl GeneratedPane {
     /// Marks the kept task `id` as promoted to the seed `seed_id` and saves.
     ///
     /// # Errors
-    /// A run is active, or a file cannot be written.
+    /// A file cannot be written, or the task changed on disk meanwhile.
     pub fn mark_promoted(&mut self, id: &str, seed_id: &str) -> Result<(), String> {
-        self.refuse_while_running()?;
         let before = (self.kept.clone(), self.rejected.clone());
         if let Some(r) = self.kept.iter_mut().find(|r| r.id == id) {
             r.extra.insert("promoted_to".into(), json!(seed_id));

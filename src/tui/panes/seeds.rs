@@ -259,11 +259,11 @@ mod tests {
 
     fn pane() -> SeedsPane {
         let text = crate::config::BUNDLED_SEEDS;
-        SeedsPane::new(InstructionFile {
-            path: PathBuf::from("seeds.jsonl"),
-            records: parse_jsonl(Path::new("seeds.jsonl"), text).records,
-            invalid: vec![],
-        })
+        SeedsPane::new(InstructionFile::new(
+            PathBuf::from("seeds.jsonl"),
+            parse_jsonl(Path::new("seeds.jsonl"), text).records,
+            vec![],
+        ))
     }
 
     #[test]
