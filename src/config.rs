@@ -45,6 +45,11 @@ pub struct Config {
 /// The teacher name that means the local model runtime.
 pub const LOCAL_TEACHER: &str = "local";
 
+/// The default teacher name: llama.cpp's server (`[teachers.llamacpp]`) when something
+/// answers at its address, else the local model runtime; see
+/// [`crate::commands::generate::resolve_teacher`].
+pub const AUTO_TEACHER: &str = "auto";
+
 /// The built-in teachers: `openai` (GPT-4, as in the paper) and `llamacpp` (llama.cpp's
 /// server on its default port).
 pub fn default_teachers() -> BTreeMap<String, TeacherConfig> {

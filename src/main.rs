@@ -88,8 +88,9 @@ enum Command {
     /// command again continues to the target without duplicates. Teachers are set up under
     /// [teachers] in the settings (see configs/default.toml); `local` is the local model.
     Generate {
-        /// The teacher: a name under [teachers] (built in: llamacpp, openai) or `local`
-        /// (default: [generate] teacher).
+        /// The teacher: a name under [teachers] (built in: llamacpp, openai), `local`, or
+        /// `auto` (llamacpp when its server answers, else local) (default: [generate]
+        /// teacher, itself `auto` unless set).
         #[arg(long)]
         teacher: Option<String>,
         /// Kept tasks to reach in the output folder, earlier runs' included (default:
@@ -611,6 +612,8 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() {
+    // Before any thread starts (see its docs).
+    bioinstruct::train::run::init_local_offset();
     bioinstruct::model::pin_thread_count();
     bioinstruct::model::raise_malloc_mmap_threshold();
     let cli = Cli::parse();

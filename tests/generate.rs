@@ -211,8 +211,8 @@ fn faults_are_retried_or_reported_and_never_corrupt_the_files() {
         "retried: {raw:?}"
     );
 
-    // Connection refused: retried, then the run stops with the endpoint named; the files
-    // keep what they had.
+    // Connection refused: the run stops at once (no retries: waiting does not start a
+    // server) with the endpoint and what to do; the files keep what they had.
     let before = std::fs::read(gen::dir(&ws).join("generated.jsonl")).expect("kept");
     let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = format!("http://{}/v1", closed.local_addr().expect("addr"));
@@ -222,9 +222,21 @@ fn faults_are_retried_or_reported_and_never_corrupt_the_files() {
     assert!(!failed.status.success());
     let err = String::from_utf8_lossy(&failed.stderr);
     assert!(
-        err.contains("2 requests in a row failed") && err.contains(&dead),
+        err.contains(&format!("cannot reach {dead}/chat/completions"))
+            && err.contains("Is the server running?")
+            && err.contains("\"local\" is the built-in model"),
         "{err}"
     );
+    let attempts = gen::lines(&gen::dir(&ws).join("raw.jsonl"))
+        .iter()
+        .filter(|l| {
+            l["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot reach"))
+        })
+        .count();
+    // One request per worker (the mock teacher's concurrency is 2), none retried.
+    assert!((1..=2).contains(&attempts), "{attempts} failed requests");
     assert_eq!(
         std::fs::read(gen::dir(&ws).join("generated.jsonl")).expect("kept"),
         before
@@ -392,4 +404,54 @@ fn reviews_in_the_pane_while_a_cli_run_appends_lose_nothing() {
         let decision = line["review"]["decision"].as_str().expect("review");
         assert_eq!(decision == "accepted", in_kept, "{id}: {line}");
     }
+}
+
+/// The default teacher, `auto`: llama.cpp's server where one answers at `[teachers.llamacpp]`,
+/// else the built-in local model (a new user has no server), saying which and why.
+#[test]
+fn the_default_teacher_is_llamacpp_when_it_answers_else_the_local_model() {
+    let (base, _) = common::http::serve(|n| Some(reply(n)), Duration::from_millis(1));
+    let ws = Workspace::new();
+    // A [model] base that does not exist: a local teacher would fail to load at once.
+    let missing = ws.home.path().join("no-model");
+    let write = |base: &str| {
+        let dir = ws.home.path().join("config");
+        std::fs::create_dir_all(&dir).expect("config dir");
+        std::fs::write(
+            dir.join("config.toml"),
+            format!(
+                "[model]\nbase = {:?}\n[teachers.llamacpp]\nbase_url = \"{base}\"\nmodel = \"mock-model\"\n",
+                missing.display().to_string()
+            ),
+        )
+        .expect("settings");
+    };
+    write(&base);
+    let out = ws.offline(&["generate", "--target", "3"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "teacher auto: llamacpp (a server answers at {base})"
+        )),
+        "{err}"
+    );
+    gen::check_finished(&ws, 3, "mock-model");
+
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!("http://{}/v1", closed.local_addr().expect("addr"));
+    drop(closed);
+    write(&dead);
+    // Loading the missing local model then fails: what matters here is the choice, made
+    // before.
+    let out = ws.offline(&["generate", "--target", "6"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "teacher auto: local, the built-in model (nothing answers at {dead}"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("as the teacher"), "{err}");
 }

@@ -72,7 +72,7 @@ fn the_workbench_opens_a_file_with_bad_lines_and_shows_them() {
 fn first_run_step(screen: &str) -> Option<usize> {
     screen
         .lines()
-        .find(|l| l.contains("run-") && (l.contains("running") || l.contains("queued")))
+        .find(|l| l.contains("-seeds") && (l.contains("running") || l.contains("queued")))
         .and_then(|l| {
             l.split_whitespace()
                 .find(|w| w.contains('/') && w.chars().next().is_some_and(|c| c.is_ascii_digit()))
@@ -179,7 +179,7 @@ fn a_run_started_in_the_train_pane_outlives_the_workbench_and_stops_from_it() {
     let seen = wait_for_step_above(&tmux, status.step);
     wait_for_step_above(&tmux, seen);
     tmux.keys(&["x"]);
-    tmux.wait_for("Stop run-");
+    tmux.wait_for("-seeds?");
     tmux.keys(&["y"]);
     tmux.wait_for("stopped");
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -533,6 +533,14 @@ fn a_run_killed_with_sigkill_and_resumed_matches_the_uninterrupted_run() {
     }
     let log = std::fs::read_to_string(run.path.join("train.log")).expect("log");
     assert!(log.contains("resumed from"), "{log}");
+    // Local time, not Unix seconds: `[2026-12-01 18:10:42] ...`.
+    for line in log.lines().filter(|l| l.starts_with('[')) {
+        let stamp = &line[1..line.find(']').expect("]")];
+        assert!(
+            stamp.len() == 19 && stamp.as_bytes()[4] == b'-' && stamp.as_bytes()[10] == b' ',
+            "{line}"
+        );
+    }
 }
 
 #[test]
@@ -555,6 +563,18 @@ fn a_detached_run_stops_on_request_with_a_loadable_checkpoint_and_resumes() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("training in the background"), "{stdout}");
     let id = common::run_id(&stdout);
+    // A run id a person can read and sort: local date, time to the minute, what it trains on.
+    let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    let parts: Vec<&str> = id.splitn(3, '-').collect();
+    assert!(
+        parts.len() == 3
+            && parts[0].len() == 8
+            && digits(parts[0])
+            && parts[1].len() == 4
+            && digits(parts[1])
+            && !parts[2].is_empty(),
+        "{id}"
+    );
     let run = RunDir {
         path: ws.home.path().join("data/runs").join(&id),
     };

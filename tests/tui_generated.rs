@@ -246,18 +246,18 @@ fn accept_reject_edit_and_promote_rewrite_the_files() {
         .contains("already seed-081"));
     assert_eq!(a.seeds.file.records.len(), 81);
 
-    // While a run appends, reviews are refused and the files stay as they are.
+    // While a run appends, reviews go on: each save merges what the run appended
+    // (tests/generate.rs runs a real `generate` process beside the pane).
     press(&mut a, &[KeyCode::Char('n')]);
     assert!(matches!(a.generated.run, RunState::Starting));
-    let before = std::fs::read(&kept).expect("kept");
-    press(&mut a, &[KeyCode::Char('r')]);
-    assert!(a
-        .message
-        .as_ref()
-        .expect("message")
-        .0
-        .contains("stop it (x)"));
-    assert_eq!(std::fs::read(&kept).expect("kept"), before);
+    let before = records(&kept).len();
+    press(&mut a, &[KeyCode::Char('g'), KeyCode::Char('r')]);
+    assert!(
+        a.message.as_ref().expect("message").0.contains("Rejected"),
+        "{:?}",
+        a.message
+    );
+    assert_eq!(records(&kept).len(), before - 1);
     press(&mut a, &[KeyCode::Char('x')]);
     assert_eq!(a.generated.requests.last(), Some(&GenRequest::Stop));
     a.update(Action::GenerateEnded {
@@ -292,4 +292,39 @@ fn a_generated_task_goes_to_the_chat_pane() {
         "{}",
         a.chat.input
     );
+}
+
+/// A run's error is shown whole in the Run box, wrapped, however long (it showed
+/// `last error:` and nothing else when the text did not fit).
+#[test]
+fn a_long_run_error_is_shown_whole() {
+    let dir = folder("long-error");
+    let error = "cannot reach http://127.0.0.1:8080/v1/chat/completions: Connection refused (os error 111). Is the server running? Start it, or choose another teacher with --teacher or [generate] teacher (\"local\" is the built-in model, no server needed)";
+    for (w, h) in [(80u16, 24u16), (120, 40)] {
+        let mut a = app((w, h), &dir);
+        press(&mut a, &[KeyCode::Char('n')]);
+        a.update(Action::GenerateProgress(Progress {
+            target: 20,
+            requests: 1,
+            failed_requests: 1,
+            last_error: Some(error.into()),
+            ..Progress::default()
+        }));
+        let buffer = render(&a).buffer().clone();
+        let text: String = (0..buffer.area.height)
+            .map(|y| {
+                (0..buffer.area.width)
+                    .map(|x| buffer[(x, y)].symbol().to_string())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let words: String = text
+            .split(|c: char| c.is_whitespace() || c == '│')
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(words.contains("no server needed)"), "{w}x{h}: {words}");
+        assert!(words.contains("Is the server running?"), "{w}x{h}: {words}");
+    }
 }

@@ -33,6 +33,58 @@ pub struct GenerateArgs {
     pub progress_bar: bool,
 }
 
+/// The teacher `auto` stands for: `llamacpp` when a TCP connection to its `base_url`'s host
+/// and port succeeds within 300 ms, else `local`; with the reason, for the user. Any other
+/// name is returned as it is.
+pub fn resolve_teacher(settings: &Settings, name: &str) -> (String, Option<String>) {
+    if name != crate::config::AUTO_TEACHER {
+        return (name.to_string(), None);
+    }
+    let Some(t) = settings.config.teachers.get("llamacpp") else {
+        return (LOCAL_TEACHER.to_string(), None);
+    };
+    if answers(&t.base_url, std::time::Duration::from_millis(300)) {
+        (
+            "llamacpp".to_string(),
+            Some(format!(
+                "teacher auto: llamacpp (a server answers at {})",
+                t.base_url
+            )),
+        )
+    } else {
+        (
+            LOCAL_TEACHER.to_string(),
+            Some(format!(
+                "teacher auto: local, the built-in model (nothing answers at {}; name a teacher with --teacher or [generate] teacher)",
+                t.base_url
+            )),
+        )
+    }
+}
+
+/// Whether a TCP connection to `url`'s host and port (80 or 443 by default) succeeds within
+/// `timeout`.
+fn answers(url: &str, timeout: std::time::Duration) -> bool {
+    use std::net::ToSocketAddrs;
+    let (rest, port) = match url.split_once("://") {
+        Some(("https", rest)) => (rest, 443),
+        Some((_, rest)) => (rest, 80),
+        None => (url, 80),
+    };
+    let host_port = rest.split('/').next().unwrap_or_default();
+    let with_port = if host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:{port}")
+    };
+    with_port.to_socket_addrs().is_ok_and(|mut addrs| {
+        addrs.any(|a| std::net::TcpStream::connect_timeout(&a, timeout).is_ok())
+    })
+}
+
 /// The teacher `name` names under `settings` (asked through `api` when given; a local one
 /// sampling from `seed`), and how many requests it takes at once.
 ///
@@ -120,7 +172,8 @@ pub fn start(settings: &Settings, args: &GenerateArgs) -> Result<(Generation, St
     if !config.prompt_template.as_os_str().is_empty() && config.prompt_template.is_relative() {
         config.prompt_template = settings.workspace.config_dir.join(&config.prompt_template);
     }
-    let (teacher, concurrency) = open_teacher(settings, &args.teacher, args.api, config.seed)?;
+    let (teacher_name, _) = resolve_teacher(settings, &args.teacher);
+    let (teacher, concurrency) = open_teacher(settings, &teacher_name, args.api, config.seed)?;
     let dir = output_dir(settings, args.out.as_ref());
     let name = teacher.name();
     let generation = Generation::start(
@@ -146,9 +199,17 @@ pub fn generate(settings: &Settings, args: &GenerateArgs, out: &mut dyn Write) -
         signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
         signal_hook::flag::register(signal, stop.clone())?;
     }
-    if args.teacher == LOCAL_TEACHER {
+    let (teacher, note) = resolve_teacher(settings, &args.teacher);
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    if teacher == LOCAL_TEACHER {
         eprintln!("loading {} as the teacher …", settings.config.model.base);
     }
+    let args = &GenerateArgs {
+        teacher,
+        ..args.clone()
+    };
     let (generation, name) = start(settings, args)?;
     let dir = output_dir(settings, args.out.as_ref());
     for line in generation.progress().repaired {

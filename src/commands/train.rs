@@ -139,6 +139,27 @@ fn prepare(settings: &Settings, config: TrainConfig, config_path: &Path) -> Resu
 /// foreground with a progress bar or, detached, in a background process of its own session.
 ///
 /// # Errors
+/// What a run trains on, for its id: the data files' stems joined by `+` (`seeds`,
+/// `seeds+generated`), else the config file's stem.
+fn run_slug(files: &[String], config_path: &Path) -> String {
+    let stem = |p: &str| {
+        Path::new(p)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let stems: Vec<String> = files
+        .iter()
+        .map(|f| stem(f))
+        .filter(|s| !s.is_empty())
+        .collect();
+    if stems.is_empty() {
+        stem(&config_path.to_string_lossy())
+    } else {
+        stems.join("+")
+    }
+}
+
 /// Every check fails before any training compute, with the file and field.
 pub fn train(
     settings: &Settings,
@@ -153,9 +174,11 @@ pub fn train(
         .and_then(|()| tempfile::tempfile_in(&root).map(drop))
         .with_context(|| format!("run folder {} is not writable", root.display()))?;
     let prepared = prepare(settings, config, config_path)?;
-    let id = format!("run-{}", crate::train::run::unix_now() as u64);
-    let run = RunDir::create(&root, &id)
+    let slug = run_slug(&prepared.config.data.files, config_path);
+    let id = crate::train::run::run_id(&slug);
+    let run = RunDir::create_unique(&root, &id)
         .with_context(|| format!("creating run {id} in {}", root.display()))?;
+    let id = run.id();
     crate::data::replace_atomic(
         &run.path.join("config.toml"),
         toml::to_string_pretty(&prepared.config)?.as_bytes(),

@@ -66,7 +66,7 @@ pub struct GenerateConfig {
 impl Default for GenerateConfig {
     fn default() -> Self {
         GenerateConfig {
-            teacher: "llamacpp".into(),
+            teacher: crate::config::AUTO_TEACHER.into(),
             target: 100,
             dir: PathBuf::from("generated"),
             seeds_per_prompt: 3,
@@ -127,6 +127,9 @@ pub enum GenerateError {
     /// There are no seed tasks to show the teacher.
     #[error("no seed tasks to put in the prompt")]
     NoSeeds,
+    /// Nothing answers at the teacher's endpoint: the run stops at once.
+    #[error("{0}")]
+    Unreachable(TeacherError),
     /// `max_failures` requests in a row failed; the last error.
     #[error("{count} requests in a row failed; the last: {last}")]
     Teacher {
@@ -589,6 +592,9 @@ fn record(
                 &json!({"request": request, "time": time, "teacher": teacher,
                         "seeds": shown, "error": e.to_string()}),
             )?;
+            if matches!(e, TeacherError::Unreachable { .. }) {
+                return Err(GenerateError::Unreachable(e));
+            }
             if state.failures_in_row >= shared.config.max_failures.max(1) {
                 return Err(GenerateError::Teacher {
                     count: state.failures_in_row,

@@ -116,6 +116,15 @@ pub enum TeacherError {
         /// The last failure.
         last: String,
     },
+    /// Nothing answers at the endpoint (connection refused, unknown host): not retried, since
+    /// waiting does not start a server.
+    #[error("cannot reach {url}: {problem}. Is the server running? Start it, or choose another teacher with --teacher or [generate] teacher (\"local\" is the built-in model, no server needed)")]
+    Unreachable {
+        /// The endpoint.
+        url: String,
+        /// What the connection attempt said.
+        problem: String,
+    },
     /// The API key variable is named but not set.
     #[error("the API key variable {0} is not set")]
     NoKey(String),
@@ -385,6 +394,20 @@ impl HttpTeacher {
                         body: text,
                     })
                 });
+            }
+            Err(ureq::Error::Transport(t))
+                if matches!(
+                    t.kind(),
+                    ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
+                ) =>
+            {
+                return Err(Failure::Fatal(TeacherError::Unreachable {
+                    url: url.to_string(),
+                    problem: std::error::Error::source(&t)
+                        .map(|e| e.to_string())
+                        .or_else(|| t.message().map(str::to_string))
+                        .unwrap_or_else(|| t.kind().to_string()),
+                }));
             }
             Err(ureq::Error::Transport(t)) => return Err(Failure::Retry(t.to_string(), None)),
         };

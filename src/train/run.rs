@@ -96,6 +96,60 @@ impl Metric {
     }
 }
 
+static LOCAL_OFFSET: std::sync::OnceLock<time::UtcOffset> = std::sync::OnceLock::new();
+
+/// Reads the local time zone's UTC offset once, for [`local_now`]. Call it first thing in
+/// `main`: the `time` crate refuses to read the zone once a process has several threads
+/// (doing so is unsound on Unix), and then UTC is used.
+pub fn init_local_offset() {
+    let _ =
+        LOCAL_OFFSET.set(time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC));
+}
+
+/// The local time now (UTC where the offset could not be read, see [`init_local_offset`]).
+pub fn local_now() -> time::OffsetDateTime {
+    let offset = *LOCAL_OFFSET
+        .get_or_init(|| time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC));
+    time::OffsetDateTime::now_utc().to_offset(offset)
+}
+
+/// `2026-12-01 18:10:42`: the local time for log lines.
+pub fn local_timestamp() -> String {
+    local_now()
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]"
+        ))
+        .unwrap_or_default()
+}
+
+/// A run id a person can read and sort: local date and time to the minute, then `slug`
+/// (what the run trains on), e.g. `20261201-1810-seeds`. [`RunDir::create_unique`] adds
+/// `-2`, `-3`, … when runs start within the same minute.
+pub fn run_id(slug: &str) -> String {
+    let when = local_now()
+        .format(time::macros::format_description!(
+            "[year][month][day]-[hour][minute]"
+        ))
+        .unwrap_or_default();
+    let slug: String = slug
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let slug = slug.trim_matches('-');
+    let slug: String = slug.chars().take(32).collect();
+    if slug.is_empty() {
+        when
+    } else {
+        format!("{when}-{slug}")
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -132,6 +186,37 @@ impl RunDir {
         let path = root.join(id);
         fs::create_dir(&path)?;
         Ok(RunDir { path })
+    }
+
+    /// Creates `root/id`, or `root/id-2`, `root/id-3`, … when that exists (another run
+    /// started within the same minute). Returns the folder; its name is the run id.
+    ///
+    /// # Errors
+    /// The folder cannot be created, or 999 names are taken.
+    pub fn create_unique(root: &Path, id: &str) -> std::io::Result<RunDir> {
+        for n in 1..1000 {
+            let name = if n == 1 {
+                id.to_string()
+            } else {
+                format!("{id}-{n}")
+            };
+            match RunDir::create(root, &name) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                other => return other,
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("999 runs named {id}-N exist in {}", root.display()),
+        ))
+    }
+
+    /// The run's id: the folder's name.
+    pub fn id(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     /// Replaces `status.json`.
@@ -202,12 +287,12 @@ impl RunDir {
             .map_err(std::io::Error::other)
     }
 
-    /// Appends a timestamped line to `train.log`.
+    /// Appends a line to `train.log`, stamped with the local time (`[2026-12-01 18:10:42]`).
     ///
     /// # Errors
     /// The file cannot be written.
     pub fn log(&self, message: &str) -> std::io::Result<()> {
-        self.append("train.log", &format!("[{:.3}] {message}", unix_now()))
+        self.append("train.log", &format!("[{}] {message}", local_timestamp()))
     }
 
     /// `checkpoint-<step>/`.
@@ -259,6 +344,50 @@ impl RunDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_ids_read_and_sort_and_stay_unique_within_a_minute() {
+        let id = run_id("Seeds+generated v2");
+        let (when, slug) = id.split_at(13);
+        let shape: String = when
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '9' } else { c })
+            .collect();
+        assert_eq!(shape, "99999999-9999", "{id}");
+        assert_eq!(slug, "-seeds-generated-v2");
+        assert_eq!(run_id("").len(), 13);
+        let root = tempfile::tempdir().expect("dir");
+        let names: Vec<String> = (0..3)
+            .map(|_| {
+                RunDir::create_unique(root.path(), "20261201-1810-seeds")
+                    .expect("run")
+                    .id()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "20261201-1810-seeds",
+                "20261201-1810-seeds-2",
+                "20261201-1810-seeds-3"
+            ]
+        );
+    }
+
+    #[test]
+    fn log_lines_carry_the_local_time() {
+        let root = tempfile::tempdir().expect("dir");
+        let run = RunDir::create(root.path(), "r").expect("run");
+        run.log("hello").expect("log");
+        let text = fs::read_to_string(run.path.join("train.log")).expect("log");
+        // `[YYYY-MM-DD HH:MM:SS]`
+        let shape: String = text[..21]
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '9' } else { c })
+            .collect();
+        assert_eq!(shape, "[9999-99-99 99:99:99]", "{text}");
+        assert!(text.ends_with("] hello\n"), "{text}");
+    }
 
     #[test]
     fn a_checkpoint_that_fails_half_way_leaves_the_previous_one() {

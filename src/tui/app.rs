@@ -158,7 +158,11 @@ impl App {
                 std::path::PathBuf::new(),
                 std::path::PathBuf::new(),
             ),
-            generated: GeneratedPane::new(std::path::PathBuf::new(), "llamacpp".into(), 100),
+            generated: GeneratedPane::new(
+                std::path::PathBuf::new(),
+                crate::config::AUTO_TEACHER.into(),
+                100,
+            ),
             pending_generated_edit: None,
         }
     }

@@ -60,7 +60,16 @@ pub fn draw(frame: &mut Frame, area: Rect, pane: &GeneratedPane, seeds: &[Instru
     }
     let [left, right] = split(area);
     draw_list(frame, left, pane);
-    let [run, mix] = Layout::vertical([Constraint::Length(9), Constraint::Min(6)]).areas(right);
+    // The run box grows to show an error whole (wrapped), taking the chart's rows if it
+    // must.
+    let (text, _) = run_text(pane);
+    let needed = Paragraph::new(text)
+        .wrap(Wrap { trim: true })
+        .line_count(right.width.saturating_sub(2)) as u16
+        + 3;
+    let height = needed.max(9).min(right.height);
+    let [run, mix] =
+        Layout::vertical([Constraint::Length(height), Constraint::Fill(1)]).areas(right);
     draw_run(frame, run, pane);
     draw_mix(frame, mix, pane);
 }
@@ -171,10 +180,8 @@ fn draw_list(frame: &mut Frame, area: Rect, pane: &GeneratedPane) {
     frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
 }
 
-fn draw_run(frame: &mut Frame, area: Rect, pane: &GeneratedPane) {
-    let block = Block::bordered().title(" Run ".bold());
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
+/// The Run box's lines, and the gauge's (kept, target) while a run goes.
+fn run_text(pane: &GeneratedPane) -> (Vec<Line<'static>>, Option<(usize, usize)>) {
     let counters = |p: &crate::selfinstruct::run::Progress| {
         vec![
             Line::from(format!(
@@ -230,6 +237,14 @@ fn draw_run(frame: &mut Frame, area: Rect, pane: &GeneratedPane) {
             }
         }
     }
+    (lines, gauge)
+}
+
+fn draw_run(frame: &mut Frame, area: Rect, pane: &GeneratedPane) {
+    let block = Block::bordered().title(" Run ".bold());
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let (lines, gauge) = run_text(pane);
     let [text, bar] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text);
     if let Some((kept, target)) = gauge {
