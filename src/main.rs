@@ -402,7 +402,8 @@ enum SeedsCommand {
         /// The record's id.
         id: String,
     },
-    /// Check a JSONL or Alpaca file; prints every problem as file:line: field: problem.
+    /// Check a JSONL, Alpaca or ShareGPT file as import reads it; prints every problem as
+    /// file:line: field: problem.
     Validate {
         /// The file to check.
         file: PathBuf,
@@ -410,7 +411,8 @@ enum SeedsCommand {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
-    /// Append every record of a JSONL or Alpaca JSON file to the seeds.
+    /// Append every record of a JSONL, Alpaca JSON or ShareGPT file to the seeds (only
+    /// instruction and output are needed; missing ids, category and task are filled in).
     Import {
         /// The file to import; it must have no invalid line.
         file: PathBuf,
@@ -418,11 +420,15 @@ enum SeedsCommand {
         #[arg(long, value_enum)]
         format: Option<Format>,
     },
-    /// Write the seeds as JSONL or Alpaca JSON.
+    /// Write the seeds (or --input FILE, e.g. generated.jsonl) as JSONL, Alpaca JSON or
+    /// ShareGPT JSON, as LLaMA-Factory and axolotl read them.
     Export {
         /// Output format.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: Format,
+        /// Export this instruction file instead of the seed file.
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
         /// Only this category.
         #[arg(long, value_enum)]
         category: Option<Category>,
@@ -604,9 +610,17 @@ fn run(cli: Cli) -> Result<()> {
             }
             SeedsCommand::Export {
                 format,
+                input,
                 category,
                 output,
-            } => seeds::export(&settings, format, category, output.as_deref(), stdout),
+            } => seeds::export(
+                &settings,
+                input.as_deref(),
+                format,
+                category,
+                output.as_deref(),
+                stdout,
+            ),
         },
     }
 }

@@ -264,3 +264,151 @@ fn export_jsonl_round_trips_through_import() {
     std::fs::write(&f, &jsonl).expect("write");
     second.ok(&["seeds", "validate", f.to_str().expect("utf-8")]);
 }
+
+/// The instruction files people have: JSONL with only instruction/input/output, the same as a
+/// JSON array (BioInstruct's released `biomed_instruct_25k.json`), and ShareGPT as a JSON
+/// array (LLaMA-Factory) or one a line (axolotl); ids, category and task filled in.
+#[test]
+fn import_and_dedupe_read_bare_jsonl_json_arrays_and_sharegpt() {
+    let ws = Workspace::new();
+    ws.ok(&["seeds", "list"]);
+    let dir = ws.home.path().join("incoming");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bare = dir.join("bare.jsonl");
+    std::fs::write(
+        &bare,
+        "{\"instruction\": \"Define sepsis in one sentence for a patient.\", \"input\": \"\", \"output\": \"A dysregulated host response to infection.\"}\n\
+         {\"instruction\": \"Extract every drug named in the clinical note.\", \"input\": \"Took aspirin and warfarin.\", \"output\": \"aspirin, warfarin\"}\n",
+    )
+    .expect("write");
+    let array = dir.join("biomed_instruct_25k.json");
+    std::fs::write(
+        &array,
+        r#"[{"instruction": "Name the vitamin lacking in scurvy.", "input": "", "output": "Vitamin C."}]"#,
+    )
+    .expect("write");
+    let sharegpt_array = dir.join("sharegpt.json");
+    std::fs::write(
+        &sharegpt_array,
+        r#"[{"conversations": [{"from": "system", "value": "You are a clinician."}, {"from": "human", "value": "What is a normal adult resting heart rate?"}, {"from": "gpt", "value": "60 to 100 beats per minute."}]}]"#,
+    )
+    .expect("write");
+    let sharegpt_lines = dir.join("sharegpt.jsonl");
+    std::fs::write(
+        &sharegpt_lines,
+        "{\"conversations\": [{\"from\": \"human\", \"value\": \"Expand the abbreviation MI.\"}, {\"from\": \"gpt\", \"value\": \"Myocardial infarction.\"}]}\n",
+    )
+    .expect("write");
+    for file in [&bare, &array, &sharegpt_array, &sharegpt_lines] {
+        let said = ws.ok(&["seeds", "import", file.to_str().expect("utf-8")]);
+        assert!(said.starts_with("imported"), "{said}");
+    }
+    let all: Vec<Value> = serde_json::from_str(&ws.ok(&["seeds", "list", "--json"])).expect("json");
+    assert_eq!(all.len(), 85);
+    let new = &all[80..];
+    let ids: Vec<&str> = new.iter().map(|r| r["id"].as_str().expect("id")).collect();
+    assert_eq!(
+        ids,
+        ["seed-081", "seed-082", "seed-083", "seed-084", "seed-085"]
+    );
+    assert!(new
+        .iter()
+        .all(|r| r["category"] == "other" && r["task"] == "imported"));
+    assert_eq!(new[1]["input"], "Took aspirin and warfarin.");
+    assert_eq!(
+        new[3]["instruction"],
+        "What is a normal adult resting heart rate?"
+    );
+    assert_eq!(new[3]["output"], "60 to 100 beats per minute.");
+    assert_eq!(new[3]["system"], "You are a clinician.");
+    assert_eq!(new[4]["output"], "Myocardial infarction.");
+
+    // dedupe reads the bare file too, naming its records after the file.
+    let out = ws.ok(&["dedupe", bare.to_str().expect("utf-8"), "--no-seeds"]);
+    assert!(out.contains("kept 2"), "{out}");
+    let kept = std::fs::read_to_string(dir.join("bare.kept.jsonl")).expect("kept");
+    assert!(
+        kept.contains("\"id\":\"bare-000001\"") && kept.contains("\"id\":\"bare-000002\""),
+        "{kept}"
+    );
+
+    // A ShareGPT record with two exchanges is not one instruction: refused, named.
+    let multi = dir.join("multi.jsonl");
+    std::fs::write(
+        &multi,
+        "{\"conversations\": [{\"from\": \"human\", \"value\": \"a\"}, {\"from\": \"gpt\", \"value\": \"b\"}, {\"from\": \"human\", \"value\": \"c\"}, {\"from\": \"gpt\", \"value\": \"d\"}]}\n",
+    )
+    .expect("write");
+    let out = ws.run(&["seeds", "import", multi.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("multi.jsonl:1: conversations: must be one human turn then one gpt turn"),
+        "{said}"
+    );
+}
+
+/// Export as LLaMA-Factory and axolotl read instruction data: Alpaca (`instruction`,
+/// `input`, `output`) and ShareGPT (`conversations` of `from`/`value`, `human` then `gpt`),
+/// from the seeds or any instruction file; ShareGPT read back gives the same turns.
+#[test]
+fn export_writes_alpaca_and_sharegpt_from_the_seeds_or_another_file() {
+    let ws = Workspace::new();
+    let sharegpt: Vec<Value> =
+        serde_json::from_str(&ws.ok(&["seeds", "export", "--format", "sharegpt"])).expect("json");
+    assert_eq!(sharegpt.len(), 80);
+    let seeds: Vec<Value> =
+        serde_json::from_str(&ws.ok(&["seeds", "list", "--json"])).expect("json");
+    for (s, r) in sharegpt.iter().zip(&seeds) {
+        let turns = s["conversations"].as_array().expect("turns");
+        assert_eq!(turns.len(), 2);
+        assert_eq!(turns[0]["from"], "human");
+        assert_eq!(turns[1]["from"], "gpt");
+        let input = r["input"].as_str().unwrap_or_default();
+        let human = if input.is_empty() {
+            r["instruction"].as_str().expect("instruction").to_string()
+        } else {
+            format!(
+                "{}\n{input}",
+                r["instruction"].as_str().expect("instruction")
+            )
+        };
+        assert_eq!(turns[0]["value"], human.as_str());
+        assert_eq!(turns[1]["value"], r["output"]);
+        assert_eq!(s["id"], r["id"]);
+    }
+    // Another file: a generated-style JSONL, exported as Alpaca.
+    let file = ws.home.path().join("generated.jsonl");
+    std::fs::write(
+        &file,
+        "{\"instruction\": \"Define anemia.\", \"output\": \"Too few red cells.\"}\n",
+    )
+    .expect("write");
+    let alpaca: Vec<Value> = serde_json::from_str(&ws.ok(&[
+        "seeds",
+        "export",
+        "--input",
+        file.to_str().expect("utf-8"),
+        "--format",
+        "alpaca",
+    ]))
+    .expect("json");
+    assert_eq!(
+        alpaca,
+        [
+            serde_json::json!({"instruction": "Define anemia.", "input": "", "output": "Too few red cells."})
+        ]
+    );
+    // ShareGPT read back: the same conversations.
+    let path = ws.home.path().join("out.json");
+    ws.ok(&[
+        "seeds",
+        "export",
+        "--format",
+        "sharegpt",
+        "-o",
+        path.to_str().expect("utf-8"),
+    ]);
+    let check = ws.ok(&["seeds", "validate", path.to_str().expect("utf-8")]);
+    assert!(check.contains("80 valid records"), "{check}");
+}

@@ -43,13 +43,21 @@ pub fn dedupe(
     out_dir: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let loaded = read_any(file, format)?;
+    let mut loaded = read_any(file, format)?;
     if let Some(e) = loaded.errors().next() {
         anyhow::bail!(
             "{e} ({} invalid line(s); `bioinstruct seeds validate` lists them)",
             loaded.invalid.len()
         );
     }
+    // Records without an id (Alpaca, ShareGPT, bare JSONL) are named after the file.
+    let prefix: String = file
+        .file_stem()
+        .map_or_else(|| "rec".into(), |s| s.to_string_lossy().into_owned())
+        .chars()
+        .map(|c| if c.is_whitespace() { '_' } else { c })
+        .collect();
+    crate::data::fill_missing_ids(&mut loaded.records, &prefix);
     let seeds = if without_seeds {
         Vec::new()
     } else {

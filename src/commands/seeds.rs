@@ -288,27 +288,40 @@ pub fn import(
     Ok(())
 }
 
-/// `seeds export`: writes the records (optionally one category) as JSONL or Alpaca JSON to
-/// `output` (atomically) or to `out`.
+/// `seeds export`: writes the records of the seed file, or of `input` (any instruction file
+/// `read_any` reads, such as `generated.jsonl`), optionally one category, as JSONL, Alpaca
+/// JSON or ShareGPT JSON to `output` (atomically) or to `out`.
 ///
 /// # Errors
-/// Reading the seeds, or writing the output.
+/// Reading the records (an `input` with an invalid line is refused, naming it), or writing
+/// the output.
 pub fn export(
     settings: &Settings,
+    input: Option<&Path>,
     format: Format,
     category: Option<Category>,
     output: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let file = open_seeds(settings)?;
-    let records: Vec<Instruction> = file
-        .records
+    let records = match input {
+        Some(path) => {
+            let mut loaded = read_valid(path, None, &mut std::io::stderr())?;
+            let prefix = path
+                .file_stem()
+                .map_or_else(|| "rec".into(), |s| s.to_string_lossy().into_owned());
+            crate::data::fill_missing_ids(&mut loaded.records, &prefix);
+            loaded.records
+        }
+        None => open_seeds(settings)?.records,
+    };
+    let records: Vec<Instruction> = records
         .into_iter()
         .filter(|r| category.is_none_or(|c| r.category == c))
         .collect();
     let text = match format {
         Format::Jsonl => to_jsonl(&records, &[]),
         Format::Alpaca => to_alpaca(&records),
+        Format::Sharegpt => crate::data::to_sharegpt(&records),
     };
     match output {
         Some(path) => {

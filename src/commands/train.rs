@@ -30,13 +30,17 @@ fn read_data(config: &TrainConfig, config_path: &Path) -> Result<Vec<Instruction
         if !path.exists() {
             bail!("{}: data.files: {name:?} not found", config_path.display());
         }
-        let loaded = read_any(path, None)?;
+        let mut loaded = read_any(path, None)?;
         if let Some(e) = loaded.errors().next() {
             bail!(
                 "{e} ({} invalid line(s); `bioinstruct seeds validate` lists them)",
                 loaded.invalid.len()
             );
         }
+        let prefix = path
+            .file_stem()
+            .map_or_else(|| "rec".into(), |s| s.to_string_lossy().replace(' ', "_"));
+        crate::data::fill_missing_ids(&mut loaded.records, &prefix);
         records.extend(loaded.records);
     }
     Ok(records)

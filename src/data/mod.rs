@@ -10,8 +10,9 @@ mod store;
 pub use merge::{Choice, Conflict, Snapshot};
 pub use record::{id_problem, task_problem, Category, Instruction, UnknownCategory, KNOWN_FIELDS};
 pub use store::{
-    backup_path, parse_alpaca, parse_jsonl, read_alpaca, read_jsonl, replace_atomic, save_atomic,
-    to_alpaca, to_jsonl, InvalidLine, LineError, Loaded, StoreError,
+    backup_path, parse_alpaca, parse_jsonl, parse_jsonl_lenient, read_alpaca, read_jsonl,
+    replace_atomic, save_atomic, to_alpaca, to_jsonl, to_sharegpt, InvalidLine, LineError, Loaded,
+    StoreError,
 };
 
 use std::path::{Path, PathBuf};
@@ -19,24 +20,46 @@ use std::path::{Path, PathBuf};
 /// The file formats bioinstruct reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// One JSON object a line with id, category, task, instruction, input, output.
+    /// One JSON object a line: id, category, task, instruction, input, output (read: only
+    /// instruction and output are required).
     Jsonl,
-    /// One JSON array of {instruction, input, output}, as Stanford Alpaca's data.
+    /// One JSON array of {instruction, input, output}, as Stanford Alpaca's data and
+    /// BioInstruct's released `biomed_instruct_25k.json` (what LLaMA-Factory's and axolotl's
+    /// `alpaca` format read).
     Alpaca,
+    /// ShareGPT: `{"conversations": [{"from": "human", "value": ...}, {"from": "gpt",
+    /// "value": ...}]}` records, as a JSON array (LLaMA-Factory's `sharegpt` format) or one a
+    /// line (axolotl's).
+    Sharegpt,
 }
 
 impl Format {
-    /// Guesses the format of a file's text: an Alpaca file starts with `[`.
+    /// Guesses the format of a file's text: an array (Alpaca, or ShareGPT when its first
+    /// element has `conversations`), else JSONL (ShareGPT when its first line has
+    /// `conversations`). A ShareGPT record is read as such whatever the guess.
     pub fn sniff(text: &str) -> Format {
-        if text.trim_start().starts_with('[') {
-            Format::Alpaca
+        let start = text.trim_start();
+        let first_record = if let Some(rest) = start.strip_prefix('[') {
+            rest.trim_start()
         } else {
-            Format::Jsonl
+            start.lines().next().unwrap_or_default()
+        };
+        let sharegpt = first_record.starts_with('{')
+            && first_record
+                .get(..first_record.len().min(200))
+                .is_some_and(|head| head.contains("\"conversations\""));
+        match (start.starts_with('['), sharegpt) {
+            (_, true) => Format::Sharegpt,
+            (true, false) => Format::Alpaca,
+            (false, false) => Format::Jsonl,
         }
     }
 }
 
-/// Reads an instruction file in `format`, or the sniffed one when `None`.
+/// Reads an instruction file made elsewhere (for import, dedupe, training data) in `format`,
+/// or the sniffed one when `None`: JSONL, a JSON array (Alpaca), or ShareGPT either way.
+/// Only `instruction` and `output` are required: a missing `id` is left empty for the
+/// caller to assign, `category` becomes `other` and `task` `imported`.
 ///
 /// # Errors
 /// As [`read_jsonl`] and [`read_alpaca`].
@@ -45,10 +68,36 @@ pub fn read_any(path: &Path, format: Option<Format>) -> Result<Loaded, StoreErro
         path: path.to_path_buf(),
         source,
     })?;
+    let array = text.trim_start().starts_with('[');
     match format.unwrap_or_else(|| Format::sniff(&text)) {
-        Format::Jsonl => Ok(parse_jsonl(path, &text)),
+        Format::Jsonl => Ok(store::parse_jsonl_lenient(path, &text)),
         Format::Alpaca => parse_alpaca(path, &text),
+        Format::Sharegpt if array => parse_alpaca(path, &text),
+        Format::Sharegpt => Ok(store::parse_jsonl_lenient(path, &text)),
     }
+}
+
+/// Gives every record whose id is empty the id `<prefix>-NNNNNN` (its 1-based position),
+/// skipping ids already in use. Returns how many were named.
+pub fn fill_missing_ids(records: &mut [Instruction], prefix: &str) -> usize {
+    let mut taken: std::collections::HashSet<String> =
+        records.iter().map(|r| r.id.clone()).collect();
+    let mut named = 0;
+    for (i, r) in records.iter_mut().enumerate() {
+        if !r.id.is_empty() {
+            continue;
+        }
+        let mut n = i + 1;
+        let mut id = format!("{prefix}-{n:06}");
+        while taken.contains(&id) {
+            n += 1;
+            id = format!("{prefix}-{n:06}");
+        }
+        taken.insert(id.clone());
+        r.id = id;
+        named += 1;
+    }
+    named
 }
 
 /// An instruction file held in memory: the records, the lines that did not parse (kept so
@@ -252,8 +301,28 @@ mod tests {
     }
 
     #[test]
-    fn sniff_tells_alpaca_from_jsonl() {
+    fn sniff_tells_alpaca_from_jsonl_and_sharegpt() {
         assert_eq!(Format::sniff("  \n[{}]"), Format::Alpaca);
         assert_eq!(Format::sniff("{\"id\":1}"), Format::Jsonl);
+        assert_eq!(
+            Format::sniff("[ {\"conversations\": []}]"),
+            Format::Sharegpt
+        );
+        assert_eq!(
+            Format::sniff("{\"conversations\": []}\n{}"),
+            Format::Sharegpt
+        );
+    }
+
+    #[test]
+    fn missing_ids_are_filled_around_the_ids_in_use() {
+        let mut records = parse_jsonl_lenient(
+            Path::new("x"),
+            "{\"instruction\":\"i\",\"output\":\"o\"}\n{\"id\":\"f-000003\",\"instruction\":\"i\",\"output\":\"o\"}\n{\"instruction\":\"i\",\"output\":\"o\"}\n{\"instruction\":\"i\",\"output\":\"o\"}",
+        )
+        .records;
+        assert_eq!(fill_missing_ids(&mut records, "f"), 3);
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["f-000001", "f-000003", "f-000004", "f-000005"]);
     }
 }

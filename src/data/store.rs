@@ -137,6 +137,17 @@ pub fn read_jsonl(path: &Path) -> Result<Loaded, StoreError> {
 
 /// Parses JSONL text; `path` only names the source in errors.
 pub fn parse_jsonl(path: &Path, text: &str) -> Loaded {
+    parse_lines(path, text, false)
+}
+
+/// Parses JSONL text made elsewhere: as [`parse_jsonl`], but only `instruction` and `output`
+/// are required (see [`parse_alpaca`] for the defaults), and ShareGPT lines
+/// (`conversations`) are read too.
+pub fn parse_jsonl_lenient(path: &Path, text: &str) -> Loaded {
+    parse_lines(path, text, true)
+}
+
+fn parse_lines(path: &Path, text: &str, lenient: bool) -> Loaded {
     let mut loaded = Loaded::default();
     let mut first_line_of_id: HashMap<String, usize> = HashMap::new();
     for (index, raw) in text.lines().enumerate() {
@@ -152,11 +163,13 @@ pub fn parse_jsonl(path: &Path, text: &str) -> Loaded {
         };
         let result = match serde_json::from_str::<Value>(raw) {
             Err(e) => Err(vec![err(None, format!("not valid JSON: {e}"))]),
-            Ok(Value::Object(map)) => record_from_map(map, false)
+            Ok(Value::Object(map)) => record_from_map(map, lenient)
                 .map_err(|problems| problems.into_iter().map(|(f, p)| err(Some(f), p)).collect()),
             Ok(_) => Err(vec![err(None, "not a JSON object".to_string())]),
         };
         let result = result.and_then(|record| match first_line_of_id.get(&record.id) {
+            // Records without an id (lenient reading) get one from the caller.
+            _ if record.id.is_empty() => Ok(record),
             Some(first) => Err(vec![err(
                 Some("id"),
                 format!("duplicate id {:?} (first used on line {first})", record.id),
@@ -185,6 +198,9 @@ fn record_from_map(
     mut map: Map<String, Value>,
     lenient: bool,
 ) -> Result<Instruction, Vec<(&'static str, String)>> {
+    if lenient && map.contains_key("conversations") && !map.contains_key("instruction") {
+        from_sharegpt(&mut map)?;
+    }
     let mut problems = Vec::new();
     let mut take_string =
         |map: &mut Map<String, Value>, field: &'static str, required: bool| match map
@@ -253,6 +269,63 @@ fn record_from_map(
             })
         }
         _ => Err(problems),
+    }
+}
+
+/// Turns a ShareGPT record's `conversations` (one `human` turn, then one `gpt` turn; `user`
+/// and `assistant` are accepted too) into `instruction` and `output`; a `system` turn or
+/// field is kept as `system`. Several exchanges are refused: they are not one instruction.
+fn from_sharegpt(map: &mut Map<String, Value>) -> Result<(), Vec<(&'static str, String)>> {
+    let bad = |p: String| vec![("conversations", p)];
+    let Some(Value::Array(turns)) = map.shift_remove("conversations") else {
+        return Err(bad("must be an array of {from, value} turns".into()));
+    };
+    let mut said: Vec<(String, String)> = Vec::new();
+    for (i, turn) in turns.iter().enumerate() {
+        let from = turn
+            .get("from")
+            .or_else(|| turn.get("role"))
+            .and_then(Value::as_str);
+        let value = turn
+            .get("value")
+            .or_else(|| turn.get("content"))
+            .and_then(Value::as_str);
+        match (from, value) {
+            (Some(f), Some(v)) => said.push((f.to_string(), v.to_string())),
+            _ => {
+                return Err(bad(format!(
+                    "turn {}: needs string \"from\" and \"value\"",
+                    i + 1
+                )))
+            }
+        }
+    }
+    let role = |f: &str| match f {
+        "human" | "user" => "human",
+        "gpt" | "assistant" => "gpt",
+        "system" => "system",
+        _ => "?",
+    };
+    let mut rest = said.iter().peekable();
+    if let Some((f, v)) = rest.next_if(|(f, _)| role(f) == "system") {
+        let _ = f;
+        map.insert("system".into(), Value::String(v.clone()));
+    }
+    let exchange: Vec<_> = rest.collect();
+    match exchange.as_slice() {
+        [(h, instruction), (g, output)] if role(h) == "human" && role(g) == "gpt" => {
+            map.insert("instruction".into(), Value::String(instruction.clone()));
+            map.insert("output".into(), Value::String(output.clone()));
+            Ok(())
+        }
+        _ => Err(bad(format!(
+            "must be one human turn then one gpt turn (after an optional system turn); found {}",
+            exchange
+                .iter()
+                .map(|(f, _)| f.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
 }
 
@@ -358,6 +431,39 @@ pub fn to_alpaca(records: &[Instruction]) -> String {
                 m.insert(k.clone(), v.clone());
             }
             Value::Object(m)
+        })
+        .collect();
+    let mut s = serde_json::to_string_pretty(&array).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// The text of `records` as ShareGPT JSON (an array, pretty-printed, as LLaMA-Factory's
+/// `sharegpt` format and axolotl's `sharegpt` type read it): one `human` turn, the
+/// instruction and then the input on the next line (as LLaMA-Factory joins Alpaca's
+/// `instruction` and `input`), and one `gpt` turn, the output. A `system` field becomes a
+/// leading `system` turn; `id`, `category` and `task` are kept beside `conversations`.
+pub fn to_sharegpt(records: &[Instruction]) -> String {
+    let array: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            let human = if r.input.is_empty() {
+                r.instruction.clone()
+            } else {
+                format!("{}\n{}", r.instruction, r.input)
+            };
+            let mut turns = Vec::new();
+            if let Some(system) = r.extra.get("system").and_then(Value::as_str) {
+                turns.push(serde_json::json!({"from": "system", "value": system}));
+            }
+            turns.push(serde_json::json!({"from": "human", "value": human}));
+            turns.push(serde_json::json!({"from": "gpt", "value": r.output}));
+            serde_json::json!({
+                "id": r.id,
+                "category": r.category.as_str(),
+                "task": r.task,
+                "conversations": turns,
+            })
         })
         .collect();
     let mut s = serde_json::to_string_pretty(&array).unwrap_or_default();
