@@ -5,6 +5,7 @@ mod common;
 
 use common::tmux::Tmux;
 use common::{Workspace, BIN};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -72,7 +73,13 @@ fn the_workbench_opens_a_file_with_bad_lines_and_shows_them() {
 fn first_run_step(screen: &str) -> Option<usize> {
     screen
         .lines()
-        .find(|l| l.contains("-seeds") && (l.contains("running") || l.contains("queued")))
+        .find(|l| {
+            // A run id: `20261201-1810-<slug>`.
+            let has_id = l.split(|c: char| c.is_whitespace() || c == '│').any(|w| {
+                w.len() > 14 && w.as_bytes()[8] == b'-' && w[..8].chars().all(|c| c.is_ascii_digit())
+            });
+            has_id && (l.contains("running") || l.contains("queued"))
+        })
         .and_then(|l| {
             l.split_whitespace()
                 .find(|w| w.contains('/') && w.chars().next().is_some_and(|c| c.is_ascii_digit()))
@@ -104,8 +111,8 @@ fn wait_for_step_above(tmux: &Tmux, above: usize) -> usize {
     }
 }
 
-#[test]
-fn a_run_started_in_the_train_pane_outlives_the_workbench_and_stops_from_it() {
+/// A workspace with the tiny model and six training records, and the workbench's command.
+fn train_workspace() -> (Workspace, PathBuf, PathBuf, String) {
     let ws = Workspace::new();
     let model = ws.home.path().join("tiny");
     common::tiny::write(&model);
@@ -122,7 +129,12 @@ fn a_run_started_in_the_train_pane_outlives_the_workbench_and_stops_from_it() {
         "env BIOINSTRUCT_HOME='{}' HF_HUB_OFFLINE=1 '{BIN}'",
         ws.home.path().display()
     );
-    let tmux = Tmux::start("train", &command, 120, 40);
+    (ws, model, data, command)
+}
+
+/// Fills the Train pane's new-run form (the tiny model, `data`, chat format, `epochs`) and
+/// starts the run.
+fn start_run_from_the_form(tmux: &Tmux, model: &Path, data: &Path, epochs: &str) {
     tmux.wait_for("seed-019");
     tmux.keys(&["Tab"]);
     tmux.wait_for("No runs in");
@@ -141,8 +153,54 @@ fn a_run_started_in_the_train_pane_outlives_the_workbench_and_stops_from_it() {
     tmux.keys(&["Tab", "Tab", "Tab", "Tab", "Tab"]); // max_seq_len r alpha targets lr
     tmux.keys(&["Tab"]); // epochs
     clear(1);
-    tmux.text("5000");
+    tmux.text(epochs);
     tmux.keys(&["Enter"]);
+}
+
+/// A trainer the workbench started and that finished is reaped while the workbench stays
+/// open: no `<defunct>` process is left behind.
+#[test]
+fn a_run_that_finishes_under_the_workbench_leaves_no_zombie() {
+    let (ws, model, data, command) = train_workspace();
+    let tmux = Tmux::start("reap", &command, 120, 40);
+    start_run_from_the_form(&tmux, &model, &data, "2");
+    tmux.wait_for("training in the background");
+    let runs = ws.home.path().join("data/runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = std::fs::read_dir(&runs)
+            .expect("runs")
+            .flatten()
+            .map(|e| bioinstruct::train::run::RunDir { path: e.path() })
+            .find_map(|r| r.read_status().ok());
+        if let Some(s) = status.filter(|s| s.state == bioinstruct::train::run::RunState::Finished) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The workbench reaps once a second: the process disappears instead of staying `Z`.
+    let stat = PathBuf::from(format!("/proc/{}/stat", status.pid));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Ok(text) = std::fs::read_to_string(&stat) {
+        let state = text.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+        assert!(
+            Instant::now() < deadline,
+            "pid {} is still there, state {state:?} (Z: a zombie)",
+            status.pid
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux.wait_for("finished");
+    tmux.keys(&["q"]);
+    tmux.wait_exit();
+}
+
+#[test]
+fn a_run_started_in_the_train_pane_outlives_the_workbench_and_stops_from_it() {
+    let (ws, model, data, command) = train_workspace();
+    let tmux = Tmux::start("train", &command, 120, 40);
+    start_run_from_the_form(&tmux, &model, &data, "5000");
     tmux.wait_for("training in the background");
     let first = wait_for_step_above(&tmux, 0);
     let chart_then = chart_dots(&tmux.screen());
@@ -179,7 +237,7 @@ fn a_run_started_in_the_train_pane_outlives_the_workbench_and_stops_from_it() {
     let seen = wait_for_step_above(&tmux, status.step);
     wait_for_step_above(&tmux, seen);
     tmux.keys(&["x"]);
-    tmux.wait_for("-seeds?");
+    tmux.wait_for("Stop 2");
     tmux.keys(&["y"]);
     tmux.wait_for("stopped");
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -377,8 +377,10 @@ fn resize_keeps_the_selection_visible() {
 #[test]
 fn an_external_edit_replaces_the_record_or_reports_why_not() {
     let mut a = app((80, 24));
-    a.update(Action::EditExternal);
-    assert_eq!(a.pending_external_edit, Some(0));
+    assert_eq!(
+        a.update(Action::EditExternal),
+        vec![bioinstruct::tui::Effect::EditSeed { index: 0 }]
+    );
     let mut edited = a.seeds.file.records[0].clone();
     edited.category = Category::Other;
     a.update(Action::ExternalEdited {

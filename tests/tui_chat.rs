@@ -7,7 +7,7 @@ mod common;
 use bioinstruct::model::Sampling;
 use bioinstruct::tui::app::{Mode, CHAT_TAB};
 use bioinstruct::tui::panes::chat::{ChatPane, ChatRequest, BASE, TUNED};
-use bioinstruct::tui::{keymap, Action, App};
+use bioinstruct::tui::{keymap, Action, App, Effect};
 use common::{press, render};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use std::path::{Path, PathBuf};
@@ -38,11 +38,22 @@ fn app(size: (u16, u16), root: &Path) -> App {
     ))
 }
 
-fn ctrl(app: &mut App, c: char) {
+fn ctrl(app: &mut App, c: char) -> Vec<Effect> {
     let e = Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL));
-    if let Some(action) = keymap::map_event(app, &e) {
-        app.update(action);
-    }
+    keymap::map_event(app, &e)
+        .map(|action| app.update(action))
+        .unwrap_or_default()
+}
+
+/// The chat requests among `effects`.
+fn chat_requests(effects: Vec<Effect>) -> Vec<ChatRequest> {
+    effects
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Chat(r) => Some(r),
+            _ => None,
+        })
+        .collect()
 }
 
 fn type_text(app: &mut App, text: &str) {
@@ -52,16 +63,15 @@ fn type_text(app: &mut App, text: &str) {
 
 /// Opens the Chat pane and reports both models loaded, as the engine would.
 fn open_chat(a: &mut App) {
-    press(a, &[KeyCode::Tab, KeyCode::Tab]);
+    let effects = press(a, &[KeyCode::Tab, KeyCode::Tab]);
     assert_eq!(a.tab, CHAT_TAB);
     assert_eq!(
-        a.chat.requests,
+        chat_requests(effects),
         vec![ChatRequest::Load {
             adapter: Some(a.chat.runs_root.join("run-1000000001/final"))
         }],
         "the first view loads the base model and the newest run's adapter"
     );
-    a.chat.requests.clear();
     for column in [BASE, TUNED] {
         a.update(Action::ChatLoaded {
             column,
@@ -70,10 +80,11 @@ fn open_chat(a: &mut App) {
     }
 }
 
-fn streaming(a: &mut App) {
+/// Sends a prompt to both columns and streams a piece to each; returns the send's effects.
+fn streaming(a: &mut App) -> Vec<Effect> {
     open_chat(a);
     type_text(a, "Name a first-line drug for type 2 diabetes.");
-    press(a, &[KeyCode::Enter]);
+    let sent = press(a, &[KeyCode::Enter]);
     for (column, text) in [
         (BASE, "Insulin is often used"),
         (
@@ -86,6 +97,7 @@ fn streaming(a: &mut App) {
             text: text.into(),
         });
     }
+    sent
 }
 
 #[test]
@@ -111,7 +123,6 @@ fn snapshot_chat_with_a_task_and_its_reference_block() {
             .chat
             .input
             .starts_with("Answer the multiple-choice question."));
-        a.chat.requests.clear();
         for column in [BASE, TUNED] {
             a.update(Action::ChatLoaded {
                 column,
@@ -143,7 +154,6 @@ fn snapshot_a_model_that_failed_to_load_says_why() {
     let root = runs_root("failed");
     let mut a = app((80, 24), &root);
     press(&mut a, &[KeyCode::Tab, KeyCode::Tab]);
-    a.chat.requests.clear();
     a.update(Action::ChatLoaded {
         column: BASE,
         result: Ok("SmolLM2-135M-Instruct".into()),
@@ -153,22 +163,104 @@ fn snapshot_a_model_that_failed_to_load_says_why() {
         result: Err("adapter_model.safetensors: No such file or directory".into()),
     });
     insta::assert_snapshot!("chat_failed_80x24", render(&a));
+    // The base model answers on its own.
     type_text(&mut a, "hello");
-    press(&mut a, &[KeyCode::Enter]);
-    assert!(
-        a.chat.requests.is_empty(),
-        "nothing is sent to half a comparison"
+    match chat_requests(press(&mut a, &[KeyCode::Enter])).as_slice() {
+        [ChatRequest::Send { messages, .. }] => {
+            assert_eq!(messages[BASE].as_ref().map(Vec::len), Some(1));
+            assert_eq!(messages[TUNED], None, "nothing for the column that failed");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// With no run yet, the base column chats alone and the tuned one says how to get an
+/// adapter; a run that finishes while the pane is open becomes the tuned column's adapter.
+#[test]
+fn the_base_model_chats_alone_until_a_finished_run_brings_an_adapter() {
+    let root = Path::new("target/test-chat-runs/no-adapter");
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root).expect("runs");
+    let mut a = app((120, 40), root);
+    let effects = press(&mut a, &[KeyCode::Tab, KeyCode::Tab]);
+    assert_eq!(
+        chat_requests(effects),
+        vec![ChatRequest::Load { adapter: None }]
     );
+    a.update(Action::ChatLoaded {
+        column: BASE,
+        result: Ok("SmolLM2-135M-Instruct".into()),
+    });
+    a.update(Action::ChatLoaded {
+        column: TUNED,
+        result: Err(bioinstruct::tui::chat_engine::NO_ADAPTER.into()),
+    });
+    let screen = format!("{:?}", render(&a).buffer());
+    assert!(
+        screen.contains("No adapter yet: the base model chats alone."),
+        "{screen}"
+    );
+    assert!(!screen.contains("did not load"), "{screen}");
+    type_text(&mut a, "What is sepsis?");
+    match chat_requests(press(&mut a, &[KeyCode::Enter])).as_slice() {
+        [ChatRequest::Send { messages, .. }] => {
+            assert!(messages[BASE].is_some() && messages[TUNED].is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    a.update(Action::ChatPiece {
+        column: BASE,
+        text: "A dysregulated response to infection.".into(),
+    });
+    // A run checkpoints (not finished: nothing changes), then finishes while the reply
+    // streams: nothing switches mid-reply, the next tick after it does.
+    let run = root.join("20261201-1810-seeds");
+    let checkpoint = run.join("checkpoint-10");
+    std::fs::create_dir_all(&checkpoint).expect("checkpoint");
+    std::fs::write(checkpoint.join("adapter_config.json"), "{}").expect("config");
+    a.update(Action::ChatDone {
+        column: BASE,
+        result: Ok("6 tokens · 40.0 tokens/s".into()),
+    });
+    assert!(
+        chat_requests(a.update(Action::Tick)).is_empty(),
+        "a checkpoint is not a finished run"
+    );
+    type_text(&mut a, "And septic shock?");
+    press(&mut a, &[KeyCode::Enter]);
+    std::fs::create_dir_all(run.join("final")).expect("final");
+    std::fs::write(run.join("final/adapter_config.json"), "{}").expect("config");
+    assert!(
+        chat_requests(a.update(Action::Tick)).is_empty(),
+        "not mid-reply"
+    );
+    a.update(Action::ChatDone {
+        column: BASE,
+        result: Ok("6 tokens · 40.0 tokens/s".into()),
+    });
+    assert_eq!(
+        chat_requests(a.update(Action::Tick)),
+        vec![ChatRequest::LoadTuned {
+            adapter: run.join("final")
+        }]
+    );
+    let message = &a.message.as_ref().expect("message").0;
+    assert!(
+        message.contains("the tuned column now uses 20261201-1810-seeds/final"),
+        "{message}"
+    );
+    // Once per run: the next tick changes nothing.
+    assert!(chat_requests(a.update(Action::Tick)).is_empty());
 }
 
 #[test]
 fn esc_stops_both_replies_and_a_finished_turn_joins_the_history() {
     let root = runs_root("cancel");
     let mut a = app((120, 40), &root);
-    streaming(&mut a);
-    let sent = a.chat.requests.pop().expect("a send request");
-    match sent {
-        ChatRequest::Send { messages, sampling } => {
+    let sent = chat_requests(streaming(&mut a));
+    match sent.as_slice() {
+        [ChatRequest::Send { messages, sampling }] => {
+            assert!(messages[BASE].is_some());
             assert_eq!(messages[BASE], messages[TUNED], "the same messages to both");
             assert_eq!(sampling.temperature, 0.0);
         }
@@ -176,10 +268,14 @@ fn esc_stops_both_replies_and_a_finished_turn_joins_the_history() {
     }
     type_text(&mut a, "q?");
     assert_eq!(a.chat.input, "q?", "letters are typed, not commands");
-    press(&mut a, &[KeyCode::Enter]);
-    assert!(a.chat.requests.is_empty(), "no second send while streaming");
-    press(&mut a, &[KeyCode::Esc]);
-    assert_eq!(a.chat.requests, vec![ChatRequest::Cancel]);
+    assert!(
+        press(&mut a, &[KeyCode::Enter]).is_empty(),
+        "no second send while streaming"
+    );
+    assert_eq!(
+        chat_requests(press(&mut a, &[KeyCode::Esc])),
+        vec![ChatRequest::Cancel]
+    );
     for column in [BASE, TUNED] {
         a.update(Action::ChatDone {
             column,
@@ -193,14 +289,16 @@ fn esc_stops_both_replies_and_a_finished_turn_joins_the_history() {
         "Metformin, a biguanide, is the usual first-line drug"
     );
     // Multi-turn: the next prompt carries each column's own history.
-    a.chat.requests.clear();
     a.chat.input.clear();
     type_text(&mut a, "Why?");
-    press(&mut a, &[KeyCode::Enter]);
-    match a.chat.requests.last() {
+    match chat_requests(press(&mut a, &[KeyCode::Enter])).last() {
         Some(ChatRequest::Send { messages, .. }) => {
-            assert_eq!(messages[TUNED].len(), 3);
-            assert_ne!(messages[BASE][1].content, messages[TUNED][1].content);
+            let (base, tuned) = (
+                messages[BASE].as_ref().expect("base"),
+                messages[TUNED].as_ref().expect("tuned"),
+            );
+            assert_eq!(tuned.len(), 3);
+            assert_ne!(base[1].content, tuned[1].content);
         }
         other => panic!("{other:?}"),
     }
@@ -277,15 +375,13 @@ fn ctrl_a_cycles_through_every_runs_final_adapter_and_checkpoints() {
     std::fs::create_dir_all(&newer).expect("newer run");
     std::fs::write(newer.join("adapter_config.json"), "{}").expect("config");
     let mut a = app((80, 24), &root);
-    press(&mut a, &[KeyCode::Tab, KeyCode::Tab]);
     assert_eq!(
-        a.chat.requests,
+        chat_requests(press(&mut a, &[KeyCode::Tab, KeyCode::Tab])),
         vec![ChatRequest::Load {
             adapter: Some(newer.clone())
         }],
         "the newest run's adapter first"
     );
-    a.chat.requests.clear();
     for column in [BASE, TUNED] {
         a.update(Action::ChatLoaded {
             column,
@@ -294,8 +390,7 @@ fn ctrl_a_cycles_through_every_runs_final_adapter_and_checkpoints() {
     }
     let mut seen = Vec::new();
     for _ in 0..4 {
-        ctrl(&mut a, 'a');
-        match a.chat.requests.pop() {
+        match chat_requests(ctrl(&mut a, 'a')).pop() {
             Some(ChatRequest::LoadTuned { adapter }) => {
                 seen.push(bioinstruct::tui::panes::chat::adapter_label(&adapter))
             }

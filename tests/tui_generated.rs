@@ -8,7 +8,7 @@ use bioinstruct::data::{read_jsonl, Category, Instruction};
 use bioinstruct::selfinstruct::run::Progress;
 use bioinstruct::tui::app::{Mode, GENERATED_TAB};
 use bioinstruct::tui::panes::generated::{GenList, GenRequest, GeneratedPane, RunState};
-use bioinstruct::tui::{Action, App};
+use bioinstruct::tui::{Action, App, Effect};
 use common::{press, render};
 use crossterm::event::KeyCode;
 use serde_json::json;
@@ -133,13 +133,12 @@ fn snapshots_of_lists_detail_and_a_run() {
         );
         assert!(a.generated.detail);
         insta::assert_snapshot!(format!("generated_detail_{w}x{h}"), render(&a));
-        press(&mut a, &[KeyCode::Esc, KeyCode::Char('n')]);
         assert_eq!(
-            a.generated.requests,
-            vec![GenRequest::Start {
+            press(&mut a, &[KeyCode::Esc, KeyCode::Char('n')]),
+            vec![Effect::Generate(GenRequest::Start {
                 teacher: "llamacpp".into(),
                 target: 20
-            }]
+            })]
         );
         a.update(Action::GenerateProgress(Progress {
             kept: 7,
@@ -203,8 +202,13 @@ fn accept_reject_edit_and_promote_rewrite_the_files() {
         .contains("rejected list"));
 
     // Edit (as the event loop reports an $EDITOR edit).
-    press(&mut a, &[KeyCode::Char('e')]);
-    assert_eq!(a.pending_generated_edit, Some((true, 0)));
+    assert_eq!(
+        press(&mut a, &[KeyCode::Char('e')]),
+        vec![Effect::EditGenerated {
+            kept: true,
+            index: 0
+        }]
+    );
     let mut edited = a.generated.kept[0].clone();
     edited.output = "Myocardial injury, most often an infarction.".into();
     a.update(Action::GeneratedEdited {
@@ -258,8 +262,10 @@ fn accept_reject_edit_and_promote_rewrite_the_files() {
         a.message
     );
     assert_eq!(records(&kept).len(), before - 1);
-    press(&mut a, &[KeyCode::Char('x')]);
-    assert_eq!(a.generated.requests.last(), Some(&GenRequest::Stop));
+    assert_eq!(
+        press(&mut a, &[KeyCode::Char('x')]),
+        vec![Effect::Generate(GenRequest::Stop)]
+    );
     a.update(Action::GenerateEnded {
         result: Ok("Stopped.".into()),
         progress: None,

@@ -8,7 +8,7 @@ use bioinstruct::train::config::TrainConfig;
 use bioinstruct::train::run::{Metric, RunDir, RunState, Status};
 use bioinstruct::tui::app::{Job, Mode, Overlay, TRAIN_TAB};
 use bioinstruct::tui::panes::train::{downsample, TrainPane};
-use bioinstruct::tui::{Action, App};
+use bioinstruct::tui::{Action, App, Effect};
 use common::{press, render};
 use crossterm::event::KeyCode;
 use std::path::{Path, PathBuf};
@@ -113,8 +113,12 @@ fn snapshot_running_finished_and_failed_runs() {
     write_run(&root, "run-1000000002", RunState::Finished, GONE, 54, 54);
     write_run(&root, "run-1000000001", RunState::Failed, GONE, 12, 54);
     snapshot_each_size("train_running", &root, |_| {});
-    snapshot_each_size("train_finished", &root, |a| press(a, &[KeyCode::Down]));
-    snapshot_each_size("train_failed", &root, |a| press(a, &[KeyCode::End]));
+    snapshot_each_size("train_finished", &root, |a| {
+        press(a, &[KeyCode::Down]);
+    });
+    snapshot_each_size("train_failed", &root, |a| {
+        press(a, &[KeyCode::End]);
+    });
 }
 
 #[test]
@@ -128,8 +132,10 @@ fn snapshot_new_run_form_with_validation_errors() {
         press(a, &[KeyCode::Backspace, KeyCode::Char('0')]);
         press(a, &[KeyCode::Tab; 3]);
         press(a, &[KeyCode::Char('x')]);
-        press(a, &[KeyCode::Enter]);
-        assert!(a.pending_job.is_none(), "an invalid form starts nothing");
+        assert!(
+            press(a, &[KeyCode::Enter]).is_empty(),
+            "an invalid form starts nothing"
+        );
     });
 }
 
@@ -171,9 +177,10 @@ fn the_pane_follows_a_growing_run_and_sees_it_end() {
     // Stop and resume ask first and hand the job to the event loop.
     press(&mut a, &[KeyCode::Char('x')]);
     assert!(matches!(a.overlay, Some(Overlay::ConfirmStop { .. })));
-    press(&mut a, &[KeyCode::Char('y')]);
-    assert_eq!(a.pending_job, Some(Job::Stop(run.path.clone())));
-    a.pending_job = None;
+    assert_eq!(
+        press(&mut a, &[KeyCode::Char('y')]),
+        vec![Effect::Run(Job::Stop(run.path.clone()))]
+    );
     press(&mut a, &[KeyCode::Up, KeyCode::Char('r')]);
     assert!(a.overlay.is_none(), "a finished run is not resumed");
     assert!(a

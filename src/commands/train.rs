@@ -224,9 +224,23 @@ pub fn train(
     run_prepared(prepared, &run, None, true, out)
 }
 
+/// Trainers this process started and has not reaped yet.
+static LAUNCHED: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+
+/// Reaps the trainers this process started ([`spawn_detached`]) that have exited, so none
+/// stays a zombie (`<defunct>`) while a long-lived caller (the workbench) runs; never blocks.
+/// A short-lived caller (the CLI) need not call it: its children are reparented to init,
+/// which reaps them. Returns how many were reaped.
+pub fn reap_children() -> usize {
+    let mut launched = LAUNCHED.lock().unwrap_or_else(|e| e.into_inner());
+    let before = launched.len();
+    launched.retain_mut(|child| !matches!(child.try_wait(), Ok(Some(_)) | Err(_)));
+    before - launched.len()
+}
+
 /// Starts `bioinstruct runs worker RUN` as a process of its own session (setsid), with no
 /// terminal, its output appended to `train.log`: it outlives the terminal and the SSH
-/// connection. Returns its pid.
+/// connection. Returns its pid; the child is kept for [`reap_children`].
 fn spawn_detached(settings: &Settings, run: &RunDir) -> Result<u32> {
     let exe = std::env::current_exe().context("finding the bioinstruct executable")?;
     let log = std::fs::OpenOptions::new()
@@ -246,7 +260,12 @@ fn spawn_detached(settings: &Settings, run: &RunDir) -> Result<u32> {
         .stderr(log)
         .spawn()
         .context("starting the background trainer")?;
-    Ok(child.id())
+    let pid = child.id();
+    LAUNCHED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(child);
+    Ok(pid)
 }
 
 /// `runs worker RUN`: the background trainer (started by `--detach` and `runs resume

@@ -22,17 +22,7 @@ pub const CHAT_TAB: usize = 2;
 /// Index of the Generated pane in [`TABS`].
 pub const GENERATED_TAB: usize = 3;
 
-/// Work the event loop does for the app outside [`App::update`] (it needs the settings, or
-/// takes time); its outcome comes back as [`Action::JobDone`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum Job {
-    /// Check a new run's configuration and start it detached (in a background thread).
-    Launch(Box<crate::train::config::TrainConfig>),
-    /// Send the run's trainer SIGTERM.
-    Stop(std::path::PathBuf),
-    /// Resume the run detached.
-    Resume(std::path::PathBuf),
-}
+pub use super::effect::{Effect, Job};
 
 /// A window over the pane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,18 +111,18 @@ pub struct App {
     pub size: (u16, u16),
     /// Set when the event loop should end.
     pub should_quit: bool,
-    /// A request for the event loop: edit the record at this index in `$EDITOR`.
-    pub pending_external_edit: Option<usize>,
+    /// Queued by `update`, returned as [`Effect::EditSeed`].
+    pending_external_edit: Option<usize>,
     /// The Train pane.
     pub train: TrainPane,
-    /// A request for the event loop: a job to run (see [`Job`]).
-    pub pending_job: Option<Job>,
+    /// Queued by `update`, returned as [`Effect::Run`].
+    pending_job: Option<Job>,
     /// The Chat pane.
     pub chat: ChatPane,
     /// The Generated pane.
     pub generated: GeneratedPane,
-    /// A request for the event loop: edit this generated task (kept?, index) in `$EDITOR`.
-    pub pending_generated_edit: Option<(bool, usize)>,
+    /// Queued by `update`, returned as [`Effect::EditGenerated`].
+    pending_generated_edit: Option<(bool, usize)>,
 }
 
 impl App {
@@ -227,8 +217,9 @@ impl App {
         self.message = Some((text.into(), Tone::Error));
     }
 
-    /// Applies one action. The only place state changes.
-    pub fn update(&mut self, action: Action) {
+    /// Applies one action: the only place state changes. Returns the work it asks of the
+    /// runtime (see [`Effect`]), in order.
+    pub fn update(&mut self, action: Action) -> Vec<Effect> {
         if !matches!(
             action,
             Action::Resize { .. } | Action::Tick | Action::GenerateProgress(_)
@@ -244,6 +235,24 @@ impl App {
         self.seeds.scroll_into_view(rows);
         let rows = super::panes::generated_view::list_rows(self.layout().body);
         self.generated.scroll_into_view(rows);
+        self.take_effects()
+    }
+
+    /// The work the panes queued while applying an action.
+    fn take_effects(&mut self) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if let Some(job) = self.pending_job.take() {
+            effects.push(Effect::Run(job));
+        }
+        effects.extend(self.chat.requests.drain(..).map(Effect::Chat));
+        effects.extend(self.generated.requests.drain(..).map(Effect::Generate));
+        if let Some(index) = self.pending_external_edit.take() {
+            effects.push(Effect::EditSeed { index });
+        }
+        if let Some((kept, index)) = self.pending_generated_edit.take() {
+            effects.push(Effect::EditGenerated { kept, index });
+        }
+        effects
     }
 
     fn update_overlay(&mut self, overlay: Overlay, action: Action) {
@@ -352,6 +361,13 @@ impl App {
             Action::Tick => {
                 if self.tab == TRAIN_TAB {
                     self.train.refresh();
+                }
+                if self.tab == CHAT_TAB {
+                    if let Some(label) = self.chat.watch_adapters() {
+                        self.info(format!(
+                            "A run finished: the tuned column now uses {label}."
+                        ));
+                    }
                 }
                 if self.tab == GENERATED_TAB {
                     self.generated.reload();

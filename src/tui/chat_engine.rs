@@ -1,8 +1,9 @@
-//! The Chat pane's models, in background threads: the base model is loaded once; the tuned
-//! column is a clone of it (candle tensors share their storage, so the weights are in memory
-//! once) with the adapter attached. Each column has a worker thread that renders the chat
-//! template, generates, and reports every piece of text as an [`Action`] on the workbench's
-//! channel; the event loop applies them between frames, so the UI never waits on a model.
+//! The Chat pane's models: the base model is loaded once (a blocking task of the workbench's
+//! tokio runtime, [`super::runtime`]); the tuned column is a clone of it (candle tensors share
+//! their storage, so the weights are in memory once) with the adapter attached. Each column
+//! has a CPU worker thread that renders the chat template, generates, and reports every piece
+//! of text as an [`Action`] on the runtime's channel; the event loop applies them between
+//! frames, so the UI never waits on a model. Must be used inside the tokio runtime.
 
 use crate::config::Settings;
 use crate::model::{
@@ -14,6 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// What the tuned column says before any run has an adapter: how to get one.
+pub const NO_ADAPTER: &str = "No adapter yet: the base model chats alone. To tune one, open the Train pane (Tab), press n and Enter; when the run finishes its adapter appears here (Ctrl-a picks another).";
 
 /// Where each column's worker takes jobs (set by the loading thread).
 type Workers = Arc<Mutex<[Option<Sender<Job>>; 2]>>;
@@ -27,7 +32,7 @@ struct Job {
 /// The models behind the Chat pane.
 pub struct ChatEngine {
     settings: Settings,
-    events: Sender<Action>,
+    events: UnboundedSender<Action>,
     workers: Workers,
     cancel: [Arc<AtomicBool>; 2],
     base: Arc<Mutex<Option<LoadedModel>>>,
@@ -44,7 +49,7 @@ impl std::fmt::Debug for ChatEngine {
 fn spawn_worker(
     column: usize,
     loaded: LoadedModel,
-    events: Sender<Action>,
+    events: UnboundedSender<Action>,
     cancel: Arc<AtomicBool>,
     turns: Arc<StepLock>,
 ) -> Sender<Job> {
@@ -97,7 +102,7 @@ fn with_adapter(base: &LoadedModel, dir: &Path) -> Result<LoadedModel, String> {
 
 impl ChatEngine {
     /// An engine that reports on `events`; models load on the first request.
-    pub fn new(settings: &Settings, events: Sender<Action>) -> ChatEngine {
+    pub fn new(settings: &Settings, events: UnboundedSender<Action>) -> ChatEngine {
         ChatEngine {
             settings: settings.clone(),
             events,
@@ -119,6 +124,7 @@ impl ChatEngine {
             ChatRequest::Send { messages, sampling } => {
                 let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
                 for (column, messages) in messages.into_iter().enumerate() {
+                    let Some(messages) = messages else { continue };
                     self.cancel[column].store(false, Ordering::Relaxed);
                     let sent = workers[column].as_ref().is_some_and(|w| {
                         w.send(Job {
@@ -153,7 +159,7 @@ impl ChatEngine {
         *workers.lock().unwrap_or_else(|e| e.into_inner()) = [None, None];
         let cancel = self.cancel.clone();
         let turns = self.turns.clone();
-        std::thread::spawn(move || {
+        tokio::task::spawn_blocking(move || {
             let m = &settings.config.model;
             let loaded = LoadOptions::for_device(&m.device, m.gguf_compute)
                 .and_then(|options| LoadedModel::load(&settings.resolver(), &m.base, &options))
@@ -172,7 +178,7 @@ impl ChatEngine {
             };
             let tuned = match &adapter {
                 Some(dir) => with_adapter(&base, dir),
-                None => Err("no adapter yet: train a run in the Train pane first".into()),
+                None => Err(NO_ADAPTER.into()),
             };
             let name = base.name.clone();
             {
@@ -216,7 +222,7 @@ impl ChatEngine {
         let workers = self.workers.clone();
         // The old worker ends when its sender is dropped.
         workers.lock().unwrap_or_else(|e| e.into_inner())[TUNED] = None;
-        std::thread::spawn(move || {
+        tokio::task::spawn_blocking(move || {
             let guard = base_slot.lock().unwrap_or_else(|e| e.into_inner());
             let result = match guard.as_ref() {
                 None => Err("the base model is not loaded".to_string()),

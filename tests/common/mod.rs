@@ -119,15 +119,21 @@ pub fn render(app: &bioinstruct::tui::App) -> ratatui::backend::TestBackend {
     terminal.backend().clone()
 }
 
-/// Presses `codes` (no modifiers) through the real keymap, as the event loop does.
-pub fn press(app: &mut bioinstruct::tui::App, codes: &[crossterm::event::KeyCode]) {
+/// Presses `codes` (no modifiers) through the real keymap, as the event loop does; returns
+/// the effects the app asked for, in order.
+pub fn press(
+    app: &mut bioinstruct::tui::App,
+    codes: &[crossterm::event::KeyCode],
+) -> Vec<bioinstruct::tui::Effect> {
     use crossterm::event::{Event, KeyEvent, KeyModifiers};
+    let mut effects = Vec::new();
     for code in codes {
         let e = Event::Key(KeyEvent::new(*code, KeyModifiers::NONE));
         if let Some(action) = bioinstruct::tui::keymap::map_event(app, &e) {
-            app.update(action);
+            effects.extend(app.update(action));
         }
     }
+    effects
 }
 
 /// A shared benchmark file (`pubmedqa/pqal_trainval.json`, `ncbi-disease/devel.tsv`,

@@ -26,6 +26,8 @@ pub enum ModelState {
     Ready(String),
     /// Could not load: why.
     Failed(String),
+    /// The tuned column before any run has an adapter.
+    NoAdapter,
 }
 
 /// One side of the comparison.
@@ -72,8 +74,9 @@ pub enum ChatRequest {
     },
     /// Generate a reply in each column to its history.
     Send {
-        /// Each column's messages, ending with the new user turn.
-        messages: [Vec<ChatMessage>; 2],
+        /// Each column's messages, ending with the new user turn; `None` for a column whose
+        /// model is not ready (the tuned one, before any run has an adapter).
+        messages: [Option<Vec<ChatMessage>>; 2],
         /// The same settings for both.
         sampling: Sampling,
     },
@@ -265,6 +268,39 @@ impl ChatPane {
         let at = current
             .and_then(|c| self.adapters.iter().position(|a| *a == c))
             .map_or(0, |i| (i + 1) % self.adapters.len());
+        Some(self.use_adapter(at))
+    }
+
+    /// Rescans the runs (the pane calls it while it is shown): a run's `final/` adapter that
+    /// appeared since the last scan (a run finished) becomes the tuned column's, unless a
+    /// reply is streaming. Returns its label when it switched.
+    pub fn watch_adapters(&mut self) -> Option<String> {
+        // Not mid-reply: the next scan after it sees the same new adapter.
+        if self.columns[BASE].model == ModelState::NotLoaded || self.streaming() {
+            return None;
+        }
+        let found = find_adapters(&self.runs_root);
+        if found == self.adapters {
+            return None;
+        }
+        let current = self.current_adapter().cloned();
+        let new_final = found
+            .iter()
+            .position(|p| p.ends_with("final") && !self.adapters.contains(p));
+        self.adapters = found;
+        match new_final {
+            Some(at) => Some(self.use_adapter(at)),
+            None => {
+                self.adapter = current
+                    .and_then(|c| self.adapters.iter().position(|a| *a == c))
+                    .unwrap_or(0);
+                None
+            }
+        }
+    }
+
+    /// Loads the adapter at `at` of `adapters` into the tuned column; returns its label.
+    fn use_adapter(&mut self, at: usize) -> String {
         self.adapter = at;
         let adapter = self.adapters[at].clone();
         let tuned = &mut self.columns[TUNED];
@@ -275,7 +311,7 @@ impl ChatPane {
         self.requests.push(ChatRequest::LoadTuned {
             adapter: adapter.clone(),
         });
-        Some(adapter_label(&adapter))
+        adapter_label(&adapter)
     }
 
     /// Whether a reply is streaming in either column.
@@ -283,7 +319,8 @@ impl ChatPane {
         self.columns.iter().any(|c| c.streaming.is_some())
     }
 
-    /// Sends the input to both columns. Returns why not, when it cannot.
+    /// Sends the input to the base column and, when its model is ready, the tuned one (with
+    /// no adapter yet the base model chats alone). Returns why not, when it cannot.
     pub fn send(&mut self) -> Result<(), String> {
         let text = self.input.trim().to_string();
         if text.is_empty() {
@@ -292,19 +329,23 @@ impl ChatPane {
         if self.streaming() {
             return Err("Wait for the replies, or Esc to stop them.".into());
         }
-        if !self.columns.iter().all(ChatColumn::ready) {
-            return Err("Both models must be loaded first.".into());
+        match &self.columns[BASE].model {
+            ModelState::Ready(_) => {}
+            ModelState::Failed(e) => return Err(format!("The base model did not load: {e}")),
+            _ => return Err("The base model is still loading.".into()),
         }
-        for c in &mut self.columns {
+        let mut messages: [Option<Vec<ChatMessage>>; 2] = [None, None];
+        for (column, c) in self.columns.iter_mut().enumerate() {
+            if !c.ready() {
+                continue;
+            }
             c.history.push(ChatMessage::new("user", text.clone()));
             c.streaming = Some(String::new());
             c.last = None;
+            messages[column] = Some(c.history.clone());
         }
         self.requests.push(ChatRequest::Send {
-            messages: [
-                self.columns[BASE].history.clone(),
-                self.columns[TUNED].history.clone(),
-            ],
+            messages,
             sampling: self.sampling.clone(),
         });
         self.input.clear();
@@ -316,6 +357,7 @@ impl ChatPane {
         if let Some(c) = self.columns.get_mut(column) {
             c.model = match result {
                 Ok(name) => ModelState::Ready(name),
+                Err(e) if e == crate::tui::chat_engine::NO_ADAPTER => ModelState::NoAdapter,
                 Err(e) => ModelState::Failed(e),
             };
         }
@@ -425,6 +467,7 @@ impl ChatPane {
             ModelState::Loading(_) => "loading…".into(),
             ModelState::NotLoaded => "not loaded".into(),
             ModelState::Failed(_) => "failed".into(),
+            ModelState::NoAdapter => "base".into(),
         };
         if column == TUNED {
             match self.current_adapter() {

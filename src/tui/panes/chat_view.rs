@@ -22,6 +22,13 @@ fn column_text(c: &ChatColumn) -> Text<'static> {
             ));
             return Text::from(lines);
         }
+        ModelState::NoAdapter => {
+            lines.push(Line::styled(
+                crate::tui::chat_engine::NO_ADAPTER,
+                Style::new().fg(Color::Yellow),
+            ));
+            return Text::from(lines);
+        }
         ModelState::Loading(since) if c.history.is_empty() => {
             lines.push(
                 Line::from(format!(

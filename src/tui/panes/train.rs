@@ -12,6 +12,28 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+/// `points` smoothed by a debiased exponential moving average with weight `weight` on the
+/// past (TensorBoard's scalar smoothing); `weight` 0 returns them unchanged.
+pub fn smooth(points: &[(f64, f64)], weight: f64) -> Vec<(f64, f64)> {
+    let mut ema = 0.0;
+    let mut debias = 1.0;
+    points
+        .iter()
+        .map(|&(x, y)| {
+            ema = weight * ema + (1.0 - weight) * y;
+            debias *= weight;
+            (
+                x,
+                if debias < 1.0 {
+                    ema / (1.0 - debias)
+                } else {
+                    y
+                },
+            )
+        })
+        .collect()
+}
+
 /// Lines of `train.log` kept for the live view.
 pub const LOG_TAIL_LINES: usize = 200;
 
@@ -132,6 +154,13 @@ impl RunEntry {
                 Metric::Eval { .. } => None,
             })
             .collect()
+    }
+
+    /// The train loss smoothed as TensorBoard's scalar charts smooth it: an exponential
+    /// moving average with weight `weight` on the past (0.6 there by default), debiased so
+    /// the first points are not pulled towards 0 (`ema / (1 - weight^n)`).
+    pub fn smoothed_losses(&self, weight: f64) -> Vec<(f64, f64)> {
+        smooth(&self.losses(), weight)
     }
 
     /// `(step, validation loss)` of every evaluation.

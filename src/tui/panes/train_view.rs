@@ -234,9 +234,13 @@ fn draw_run(frame: &mut Frame, area: Rect, run: &RunEntry) {
     );
 }
 
+/// The weight on the past of the smoothed train-loss line (TensorBoard's default).
+const SMOOTHING: f64 = 0.6;
+
 fn draw_loss_chart(frame: &mut Frame, area: Rect, run: &RunEntry) {
     let width = area.width.saturating_sub(10).max(2) as usize * 2;
     let train = downsample(&run.losses(), width);
+    let smoothed = downsample(&run.smoothed_losses(SMOOTHING), width);
     let val = run.val_losses();
     if train.is_empty() && val.is_empty() {
         frame.render_widget(
@@ -255,8 +259,14 @@ fn draw_loss_chart(frame: &mut Frame, area: Rect, run: &RunEntry) {
             .name("train")
             .marker(Marker::Braille)
             .graph_type(GraphType::Line)
-            .style(Style::new().fg(Color::Cyan))
+            .style(Style::new().fg(Color::DarkGray))
             .data(&train),
+        Dataset::default()
+            .name("train, smoothed")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::new().fg(Color::Cyan))
+            .data(&smoothed),
         Dataset::default()
             .name("validation")
             .marker(Marker::Dot)
