@@ -76,7 +76,9 @@ fn first_run_step(screen: &str) -> Option<usize> {
         .find(|l| {
             // A run id: `20261201-1810-<slug>`.
             let has_id = l.split(|c: char| c.is_whitespace() || c == '│').any(|w| {
-                w.len() > 14 && w.as_bytes()[8] == b'-' && w[..8].chars().all(|c| c.is_ascii_digit())
+                w.len() > 14
+                    && w.as_bytes()[8] == b'-'
+                    && w[..8].chars().all(|c| c.is_ascii_digit())
             });
             has_id && (l.contains("running") || l.contains("queued"))
         })
@@ -183,7 +185,10 @@ fn a_run_that_finishes_under_the_workbench_leaves_no_zombie() {
     let stat = PathBuf::from(format!("/proc/{}/stat", status.pid));
     let deadline = Instant::now() + Duration::from_secs(5);
     while let Ok(text) = std::fs::read_to_string(&stat) {
-        let state = text.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+        let state = text
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
         assert!(
             Instant::now() < deadline,
             "pid {} is still there, state {state:?} (Z: a zombie)",

