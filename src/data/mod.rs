@@ -3,6 +3,7 @@
 //! The workspace keeps seeds (and, later, generated tasks) as JSONL, one
 //! [`Instruction`] a line; Alpaca JSON is read and written for exchange with other tools.
 
+pub mod follow;
 pub mod merge;
 mod record;
 mod store;

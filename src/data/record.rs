@@ -114,7 +114,7 @@ impl Instruction {
                 &self.output,
             ]
             .iter()
-            .any(|field| field.to_lowercase().contains(query_lower))
+            .any(|field| contains_lowercase(field, query_lower))
     }
 
     /// The problems of this record's fields as `(field, problem)` pairs; empty when valid.
@@ -134,6 +134,22 @@ impl Instruction {
             problems.push(("output", "is empty".to_string()));
         }
         problems
+    }
+}
+
+/// Whether `hay`, lowercased, contains `needle_lower` (already lowercase). ASCII text, most
+/// of it, is compared byte by byte without building a lowercase copy (a search over the
+/// paper's 25,005 records runs on every key typed).
+fn contains_lowercase(hay: &str, needle_lower: &str) -> bool {
+    if hay.is_ascii() && needle_lower.is_ascii() {
+        let (h, n) = (hay.as_bytes(), needle_lower.as_bytes());
+        n.is_empty()
+            || h.windows(n.len()).any(|w| {
+                w[0].to_ascii_lowercase() == n[0]
+                    && w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b)
+            })
+    } else {
+        hay.to_lowercase().contains(needle_lower)
     }
 }
 
@@ -161,6 +177,16 @@ pub fn task_problem(task: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_ignores_case_in_ascii_and_in_other_text() {
+        assert!(contains_lowercase("Warfarin and INR", "inr"));
+        assert!(contains_lowercase("Warfarin", "warfarin"));
+        assert!(!contains_lowercase("Warfarin", "aspirin"));
+        assert!(contains_lowercase("Läkemedel ÖVERDOS", "överdos"));
+        assert!(contains_lowercase("x", ""));
+        assert!(!contains_lowercase("", "x"));
+    }
 
     #[test]
     fn category_names_round_trip() {

@@ -9,6 +9,7 @@
 //! of a task that another process changed too is not applied: the pane shows the files as
 //! they are now and says so.
 
+use crate::data::follow::{Change, Follower};
 use crate::data::merge::{merge3, merge_invalid, with_lock, Snapshot};
 use crate::data::{save_atomic, to_jsonl, Instruction, StoreError};
 use crate::selfinstruct::run::{GeneratedFiles, Progress};
@@ -82,21 +83,17 @@ pub struct GeneratedPane {
     pub run: RunState,
     /// Requests for the event loop.
     pub requests: Vec<GenRequest>,
-    /// (length, modification time) of both files when last read.
-    seen: Option<[(u64, Option<std::time::SystemTime>); 2]>,
+    /// Both files followed as they grow (kept, rejected): a run's appends are read alone.
+    follow: [Follower; 2],
     /// Both files as last read or written here (kept, rejected), for merging at save time.
     base: [Snapshot; 2],
-}
-
-fn stamp(path: &std::path::Path) -> (u64, Option<std::time::SystemTime>) {
-    std::fs::metadata(path).map_or((0, None), |m| (m.len(), m.modified().ok()))
 }
 
 impl GeneratedPane {
     /// A pane on the generation folder `dir`; reads it.
     pub fn new(dir: PathBuf, teacher: String, target: usize) -> GeneratedPane {
+        let files = GeneratedFiles::in_dir(&dir);
         let mut pane = GeneratedPane {
-            files: GeneratedFiles::in_dir(&dir),
             kept: Vec::new(),
             rejected: Vec::new(),
             showing: GenList::Kept,
@@ -108,43 +105,59 @@ impl GeneratedPane {
             target,
             run: RunState::Idle,
             requests: Vec::new(),
-            seen: None,
+            follow: [Follower::new(&files.kept), Follower::new(&files.rejected)],
             base: Default::default(),
+            files,
         };
         pane.reload();
         pane
     }
 
-    /// Rereads the files when they changed since the last read (cheap otherwise).
+    /// Reads what changed in the files since the last read: only the appended lines while
+    /// a run appends, both files whole after a rewrite (cheap when nothing changed).
     pub fn reload(&mut self) {
-        let now = [stamp(&self.files.kept), stamp(&self.files.rejected)];
-        if self.seen == Some(now) {
-            return;
-        }
-        self.seen = Some(now);
-        self.load_error = None;
-        let mut read = |path: &std::path::Path| -> Snapshot {
-            match Snapshot::read(path) {
-                Ok(snapshot) => {
-                    if let Some(e) = snapshot.invalid.first().and_then(|l| l.errors.first()) {
-                        self.load_error = Some(format!(
-                            "{e} ({} invalid line(s) not shown)",
-                            snapshot.invalid.len()
-                        ));
-                    }
-                    snapshot
+        let mut changed = false;
+        for i in 0..2 {
+            let change = self.follow[i].poll();
+            changed |= !matches!(change, Ok(Change::Unchanged));
+            match change {
+                Ok(Change::Unchanged) => continue,
+                Ok(Change::Appended(loaded)) => {
+                    let list = if i == 0 {
+                        &mut self.kept
+                    } else {
+                        &mut self.rejected
+                    };
+                    list.extend(loaded.records.iter().cloned());
+                    let base = &mut self.base[i];
+                    base.records.extend(loaded.records);
+                    base.invalid.extend(loaded.invalid);
+                    base.digest = Some(self.follow[i].digest());
+                }
+                Ok(Change::Replaced(snapshot)) => {
+                    let list = if i == 0 {
+                        &mut self.kept
+                    } else {
+                        &mut self.rejected
+                    };
+                    *list = snapshot.records.clone();
+                    self.base[i] = snapshot;
                 }
                 Err(e) => {
                     self.load_error = Some(e.to_string());
-                    Snapshot::default()
+                    return;
                 }
             }
-        };
-        let kept = read(&self.files.kept);
-        let rejected = read(&self.files.rejected);
-        self.kept = kept.records.clone();
-        self.rejected = rejected.records.clone();
-        self.base = [kept, rejected];
+        }
+        if !changed {
+            return;
+        }
+        self.load_error = None;
+        let invalid: Vec<&crate::data::InvalidLine> =
+            self.base.iter().flat_map(|b| &b.invalid).collect();
+        if let Some(e) = invalid.first().and_then(|l| l.errors.first()) {
+            self.load_error = Some(format!("{e} ({} invalid line(s) not shown)", invalid.len()));
+        }
         self.clamp();
     }
 
@@ -224,7 +237,7 @@ impl GeneratedPane {
     /// disk (nothing is written then).
     fn save(&mut self) -> Result<(), StoreError> {
         let (kept_path, rejected_path) = (self.files.kept.clone(), self.files.rejected.clone());
-        with_lock(&kept_path, || {
+        let written = with_lock(&kept_path, || {
             with_lock(&rejected_path, || {
                 let disk = [Snapshot::read(&kept_path)?, Snapshot::read(&rejected_path)?];
                 let mut merged = Vec::new();
@@ -243,15 +256,31 @@ impl GeneratedPane {
                     let invalid = merge_invalid(&base.invalid, &[], &disk.invalid);
                     merged.push((m.records, invalid));
                 }
-                for ((records, invalid), path) in merged.iter().zip([&kept_path, &rejected_path]) {
-                    save_atomic(path, to_jsonl(records, invalid).as_bytes())?;
+                let mut written = Vec::new();
+                for ((records, invalid), path) in
+                    merged.into_iter().zip([&kept_path, &rejected_path])
+                {
+                    let text = to_jsonl(&records, &invalid);
+                    save_atomic(path, text.as_bytes())?;
+                    written.push((records, invalid, text));
                 }
-                Ok(())
+                Ok(written)
             })
         })?;
-        // Read back what was written: the merged lists and their snapshots.
-        self.seen = None;
-        self.reload();
+        // What was written is the new base; appends after it are followed from there.
+        for (i, (records, invalid, text)) in written.into_iter().enumerate() {
+            self.follow[i].assume(text.as_bytes());
+            if i == 0 {
+                self.kept = records.clone();
+            } else {
+                self.rejected = records.clone();
+            }
+            self.base[i] = Snapshot {
+                records,
+                invalid,
+                digest: Some(crate::data::merge::digest(text.as_bytes())),
+            };
+        }
         Ok(())
     }
 
@@ -312,7 +341,10 @@ impl GeneratedPane {
                 Ok(message)
             }
             Err(e @ StoreError::Conflict { .. }) => {
-                self.seen = None;
+                self.follow = [
+                    Follower::new(&self.files.kept),
+                    Follower::new(&self.files.rejected),
+                ];
                 self.reload();
                 Err(format!(
                     "Not applied: {} was changed on disk by another process meanwhile; the pane now shows the files as they are.",

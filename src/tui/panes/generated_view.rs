@@ -128,10 +128,13 @@ fn draw_list(frame: &mut Frame, area: Rect, pane: &GeneratedPane) {
         vec!["id", "cat", "ROUGE-L", "instruction"]
     })
     .style(Style::new().bold());
+    // Only the rows on screen are built: the list may hold the paper's 25,005 tasks.
+    let on_screen = area.height.saturating_sub(3) as usize;
     let rows: Vec<Row> = list
         .iter()
         .enumerate()
         .skip(pane.offset)
+        .take(on_screen)
         .map(|(i, r)| {
             let mut cells = vec![
                 Cell::from(r.id.clone()),
