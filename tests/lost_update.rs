@@ -171,3 +171,49 @@ fn the_same_record_changed_in_two_workbenches_asks_which_to_keep() {
         assert_eq!(output_of(&file, "seed-006"), "only B");
     }
 }
+
+/// A seed file changed by another process while the workbench has nothing unsaved is shown
+/// as it is on disk at once (the watcher's event, or the slow poll); with unsaved changes it
+/// is left to the next save's merge.
+#[test]
+fn a_seed_file_changed_elsewhere_is_shown_unless_there_are_unsaved_changes() {
+    let ws = Workspace::new();
+    ws.ok(&["seeds", "list"]);
+    let mut app = open(&ws);
+    let add = |task: &str| {
+        ws.ok(&[
+            "seeds",
+            "add",
+            "--category",
+            "qa",
+            "--task",
+            task,
+            "--instruction",
+            "Name the enzyme that aspirin blocks.",
+            "--output",
+            "Cyclooxygenase.",
+        ])
+    };
+    add("watched_one");
+    app.update(Action::FilesChanged(vec![ws.seeds()]));
+    assert_eq!(app.seeds.file.records.len(), 81);
+    assert_eq!(app.seeds.visible.len(), 81);
+    let message = &app.message.as_ref().expect("message").0;
+    assert!(
+        message.contains("changed on disk: 81 records now"),
+        "{message}"
+    );
+    // Unsaved changes: not replaced under the person's hands; the save merges.
+    press(&mut app, &[Char('d'), Char('y')]);
+    add("watched_two");
+    app.update(Action::FilesChanged(vec![ws.seeds()]));
+    assert_eq!(
+        app.seeds.file.records.len(),
+        80,
+        "the unsaved delete is still there"
+    );
+    press(&mut app, &[Char('s')]);
+    let file = on_disk(&ws);
+    assert_eq!(file.records.len(), 81);
+    assert!(file.records.iter().any(|r| r.task == "watched_two"));
+}

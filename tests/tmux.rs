@@ -261,3 +261,32 @@ fn a_run_started_in_the_train_pane_outlives_the_workbench_and_stops_from_it() {
     tmux.keys(&["q"]);
     tmux.wait_exit();
 }
+
+/// The open workbench watches its files: a seed added from another shell shows at once.
+#[test]
+fn a_seed_added_from_another_shell_shows_in_the_open_workbench() {
+    let ws = Workspace::new();
+    let command = format!(
+        "env BIOINSTRUCT_HOME='{}' HF_HUB_OFFLINE=1 '{BIN}'",
+        ws.home.path().display()
+    );
+    let tmux = Tmux::start("watch", &command, 120, 40);
+    tmux.wait_for("seed-019");
+    ws.ok(&[
+        "seeds",
+        "add",
+        "--category",
+        "qa",
+        "--task",
+        "watched",
+        "--instruction",
+        "Name the enzyme that aspirin blocks.",
+        "--output",
+        "Cyclooxygenase.",
+    ]);
+    tmux.wait_for("81 records now");
+    tmux.keys(&["G"]);
+    tmux.wait_for("seed-081");
+    tmux.keys(&["q"]);
+    tmux.wait_exit();
+}

@@ -94,7 +94,8 @@ pub enum Action {
         /// Row, from 0.
         row: u16,
     },
-    /// Time passed (every 250 ms without input): the Train pane rereads its runs.
+    /// Time passed (every second): clocks on screen move, and the panes reread their files in
+    /// case a file event was missed (network file systems send none).
     Tick,
     /// Train pane: open the new-run form.
     NewRun,
@@ -217,6 +218,10 @@ pub enum Action {
     KeepMine,
     /// Save conflict: take the version on disk (another process's) of the record shown.
     TakeTheirs,
+    /// Files changed under the watched folders (the runs, the generated tasks, the seed
+    /// file's folder), debounced: the panes reread what concerns them.
+    #[serde(skip)]
+    FilesChanged(Vec<std::path::PathBuf>),
     /// The terminal was resized.
     Resize {
         /// Columns.

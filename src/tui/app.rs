@@ -222,7 +222,11 @@ impl App {
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
         if !matches!(
             action,
-            Action::Resize { .. } | Action::Tick | Action::GenerateProgress(_)
+            Action::Resize { .. }
+                | Action::Tick
+                | Action::GenerateProgress(_)
+                | Action::FilesChanged(_)
+                | Action::ModelFetchProgress { .. }
         ) {
             self.message = None;
         }
@@ -339,7 +343,8 @@ impl App {
             | Action::ChatDone { .. }
             | Action::ChatModelMissing { .. }
             | Action::ModelFetchProgress { .. }
-            | Action::ModelFetched { .. } => self.update_pane(action),
+            | Action::ModelFetched { .. }
+            | Action::FilesChanged(_) => self.update_pane(action),
             _ => self.overlay = None,
         }
     }
@@ -361,20 +366,15 @@ impl App {
             Action::Resize { width, height } => self.size = (width, height),
             Action::NextTab => self.switch_tab((self.tab + 1) % TABS.len()),
             Action::PrevTab => self.switch_tab((self.tab + TABS.len() - 1) % TABS.len()),
-            Action::Tick => {
-                if self.tab == TRAIN_TAB {
-                    self.train.refresh();
-                }
-                if self.tab == CHAT_TAB {
-                    if let Some(label) = self.chat.watch_adapters() {
-                        self.info(format!(
-                            "A run finished: the tuned column now uses {label}."
-                        ));
-                    }
-                }
-                if self.tab == GENERATED_TAB {
-                    self.generated.reload();
-                }
+            Action::Tick => self.reread(true, true, true),
+            Action::FilesChanged(paths) => {
+                let under = |dir: &std::path::Path| {
+                    !dir.as_os_str().is_empty() && paths.iter().any(|p| p.starts_with(dir))
+                };
+                let runs = under(&self.train.root) || under(&self.chat.runs_root);
+                let generated = self.generated.files.kept.parent().is_some_and(under);
+                let seeds = paths.iter().any(|p| *p == self.seeds.file.path);
+                self.reread(runs, generated, seeds);
             }
             Action::GenerateProgress(p) => {
                 if matches!(
@@ -484,6 +484,36 @@ impl App {
                 SeedsView::List if self.seeds.searching => self.update_search(other),
                 SeedsView::List => self.update_list(other, rows),
             },
+        }
+    }
+
+    /// Rereads what changed on disk: the runs (Train pane; a finished run's adapter for the
+    /// Chat pane), the generated tasks, the seed file (taken as it is on disk when nothing
+    /// here is unsaved; otherwise the next save merges it).
+    fn reread(&mut self, runs: bool, generated: bool, seeds: bool) {
+        if runs && self.tab == TRAIN_TAB {
+            self.train.refresh();
+        }
+        if runs && self.tab == CHAT_TAB {
+            if let Some(label) = self.chat.watch_adapters() {
+                self.info(format!(
+                    "A run finished: the tuned column now uses {label}."
+                ));
+            }
+        }
+        if generated && self.tab == GENERATED_TAB {
+            self.generated.reload();
+        }
+        if seeds && !self.seeds.dirty && self.overlay.is_none() {
+            match self.seeds.reload_from_disk() {
+                Ok(true) => self.info(format!(
+                    "{} changed on disk: {} records now.",
+                    self.seeds.file.path.display(),
+                    self.seeds.file.records.len()
+                )),
+                Ok(false) => {}
+                Err(e) => self.error(format!("Could not reread the seed file: {e}")),
+            }
         }
     }
 

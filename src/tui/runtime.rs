@@ -24,8 +24,12 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
 
-/// How often the Train and Generated panes reread their files while nothing else happens.
-pub const TICK: Duration = Duration::from_millis(250);
+/// How often clocks on screen move and the panes reread their files in case a file event
+/// was missed (network file systems send none).
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// File events closer together than this become one [`Action::FilesChanged`].
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// The shortest time between two frames (about 60 a second).
 pub const MIN_FRAME: Duration = Duration::from_millis(16);
@@ -47,6 +51,8 @@ pub async fn event_loop(
     mouse: bool,
 ) -> Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Action>();
+    // Kept alive for the loop's lifetime: dropping it stops the events.
+    let _watcher = watch(watched_folders(settings, app), tx.clone());
     let mut chat = ChatEngine::new(settings, tx.clone());
     let mut generation: Option<oneshot::Sender<()>> = None;
     // `None` while the terminal belongs to the editor.
@@ -138,6 +144,69 @@ pub async fn event_loop(
             }
         }
     }
+}
+
+/// The folders whose changes the panes show: the data folder (seeds, runs, generated tasks
+/// by default), and the runs, generated and seed folders where they are configured
+/// elsewhere.
+fn watched_folders(settings: &Settings, app: &App) -> Vec<std::path::PathBuf> {
+    let mut folders: Vec<std::path::PathBuf> = vec![settings.workspace.data_dir.clone()];
+    for extra in [
+        Some(app.train.root.clone()),
+        app.generated.files.kept.parent().map(|p| p.to_path_buf()),
+        app.seeds.file.path.parent().map(|p| p.to_path_buf()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if !folders.iter().any(|f| extra.starts_with(f)) {
+            folders.push(extra);
+        }
+    }
+    folders
+}
+
+/// Watches `folders` (recursively, through `notify`: inotify on Linux) and sends the changed
+/// paths as [`Action::FilesChanged`], debounced by [`DEBOUNCE`]. A folder that does not exist
+/// or cannot be watched is left to the slow poll ([`TICK`]); `None` when no watcher could be
+/// made at all.
+fn watch(
+    folders: Vec<std::path::PathBuf>,
+    tx: UnboundedSender<Action>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let (raw_tx, mut raw_rx) = tokio::sync::mpsc::unbounded_channel::<std::path::PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            for path in event.paths {
+                let _ = raw_tx.send(path);
+            }
+        }
+    })
+    .ok()?;
+    for folder in &folders {
+        let _ = std::fs::create_dir_all(folder);
+        let _ = watcher.watch(folder, notify::RecursiveMode::Recursive);
+    }
+    tokio::spawn(async move {
+        while let Some(first) = raw_rx.recv().await {
+            let mut paths = vec![first];
+            let quiet = tokio::time::sleep(DEBOUNCE);
+            tokio::pin!(quiet);
+            loop {
+                tokio::select! {
+                    Some(path) = raw_rx.recv() => paths.push(path),
+                    _ = &mut quiet => break,
+                }
+            }
+            paths.sort();
+            paths.dedup();
+            if tx.send(Action::FilesChanged(paths)).is_err() {
+                return;
+            }
+        }
+    });
+    Some(watcher)
 }
 
 /// The next terminal event; never, while there is no reader.

@@ -103,6 +103,29 @@ impl SeedsPane {
             .min(self.visible.len().saturating_sub(1));
     }
 
+    /// Takes the seed file as it is on disk when another process changed it (a `seeds add`
+    /// elsewhere), keeping the selected record selected. Returns whether it changed. Only
+    /// for a pane with nothing unsaved: with unsaved changes the next save merges instead.
+    ///
+    /// # Errors
+    /// The file cannot be read; the pane keeps what it had.
+    pub fn reload_from_disk(&mut self) -> Result<bool, crate::data::StoreError> {
+        let disk = crate::data::Snapshot::read(&self.file.path)?;
+        if disk.digest == self.file.base.digest || disk.digest.is_none() {
+            return Ok(false);
+        }
+        let keep = self.selected_record().map(|r| r.id.clone());
+        self.file.records = disk.records.clone();
+        self.file.invalid = disk.invalid.clone();
+        self.file.base = disk;
+        self.undo.clear();
+        self.refresh();
+        if let Some(i) = keep.and_then(|id| self.file.position(&id)) {
+            self.select_record(i);
+        }
+        Ok(true)
+    }
+
     /// Index in `file.records` of the selected record.
     pub fn selected_index(&self) -> Option<usize> {
         self.visible.get(self.selected).copied()
