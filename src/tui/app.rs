@@ -373,7 +373,7 @@ impl App {
                 };
                 let runs = under(&self.train.root) || under(&self.chat.runs_root);
                 let generated = self.generated.files.kept.parent().is_some_and(under);
-                let seeds = paths.iter().any(|p| *p == self.seeds.file.path);
+                let seeds = paths.contains(&self.seeds.file.path);
                 self.reread(runs, generated, seeds);
             }
             Action::GenerateProgress(p) => {
