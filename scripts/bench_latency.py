@@ -29,8 +29,10 @@ def tmux(*args):
     return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
 
 
-def capture():
-    return tmux("capture-pane", "-p", "-t", SESSION)
+def capture(escapes=False):
+    """The screen's text; with `escapes`, its colours and attributes too (a selection that
+    moves changes only those)."""
+    return tmux("capture-pane", "-p", *(["-e"] if escapes else []), "-t", SESSION)
 
 
 def wait_for(needle, timeout=120.0):
@@ -43,12 +45,12 @@ def wait_for(needle, timeout=120.0):
     sys.exit(f"timed out waiting for {needle!r}; screen:\n{capture()}")
 
 
-def measure(send, shown, timeout=5.0):
+def measure(send, shown, timeout=5.0, escapes=False):
     """Seconds from `send()` to the first screen for which `shown(screen)` holds."""
     start = time.perf_counter()
     send()
     while True:
-        screen = capture()
+        screen = capture(escapes)
         if shown(screen):
             return time.perf_counter() - start
         if time.perf_counter() - start > timeout:
@@ -63,16 +65,13 @@ def literal(text):
     return lambda: tmux("send-keys", "-t", SESSION, "-l", text)
 
 
-def changed_from(before):
-    return lambda screen: screen != before
-
-
 def presses(k, count):
-    """Latencies of `count` presses of `k`, each until the screen changes."""
+    """Latencies of `count` presses of `k`, each until the screen (attributes included)
+    changes."""
     runs = []
     for _ in range(count):
-        before = capture()
-        runs.append(measure(key(k), changed_from(before)))
+        before = capture(escapes=True)
+        runs.append(measure(key(k), lambda s, b=before: s != b, escapes=True))
     return runs
 
 
@@ -125,8 +124,8 @@ def scale(binary, home, n):
     time.sleep(0.3)
     runs = []
     for ch in "warfarin and lupus":
-        before = capture()
-        runs.append(measure(literal(ch), changed_from(before)))
+        before = capture(escapes=True)
+        runs.append(measure(literal(ch), lambda s, b=before: s != b, escapes=True))
     report("Seeds pane: a character typed into the search", runs)
     tmux("send-keys", "-t", SESSION, "Escape")
     time.sleep(0.3)

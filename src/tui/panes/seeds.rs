@@ -65,6 +65,8 @@ pub struct SeedsPane {
     pub dirty: bool,
     /// Most recent last.
     pub undo: Vec<Undo>,
+    /// (size, modification time) of the file when [`SeedsPane::reload_from_disk`] last read it.
+    disk_stamp: Option<(u64, Option<std::time::SystemTime>)>,
 }
 
 impl SeedsPane {
@@ -81,6 +83,7 @@ impl SeedsPane {
             view: SeedsView::List,
             dirty: false,
             undo: Vec::new(),
+            disk_stamp: None,
         };
         pane.refresh();
         pane
@@ -110,6 +113,15 @@ impl SeedsPane {
     /// # Errors
     /// The file cannot be read; the pane keeps what it had.
     pub fn reload_from_disk(&mut self) -> Result<bool, crate::data::StoreError> {
+        // The slow poll asks every second: reading and hashing 25,005 records each time
+        // would stall the screen, so a file whose size and time are unchanged is not read.
+        let stamp = std::fs::metadata(&self.file.path)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()));
+        if stamp.is_some() && stamp == self.disk_stamp {
+            return Ok(false);
+        }
+        self.disk_stamp = stamp;
         let disk = crate::data::Snapshot::read(&self.file.path)?;
         if disk.digest == self.file.base.digest || disk.digest.is_none() {
             return Ok(false);
