@@ -8,6 +8,14 @@ use common::{Workspace, BIN};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The command that opens the workbench on `ws`, with the Hugging Face Hub off.
+fn offline_workbench(ws: &Workspace) -> String {
+    format!(
+        "env BIOINSTRUCT_HOME='{}' HF_HUB_OFFLINE=1 '{BIN}'",
+        ws.home.path().display()
+    )
+}
+
 #[test]
 fn edit_a_seed_save_and_quit_in_a_real_terminal() {
     let ws = Workspace::new();
@@ -127,10 +135,7 @@ fn train_workspace() -> (Workspace, PathBuf, PathBuf, String) {
         })
         .collect();
     std::fs::write(&data, lines.join("\n") + "\n").expect("data");
-    let command = format!(
-        "env BIOINSTRUCT_HOME='{}' HF_HUB_OFFLINE=1 '{BIN}'",
-        ws.home.path().display()
-    );
+    let command = offline_workbench(&ws);
     (ws, model, data, command)
 }
 
@@ -266,10 +271,7 @@ fn a_run_started_in_the_train_pane_outlives_the_workbench_and_stops_from_it() {
 #[test]
 fn a_seed_added_from_another_shell_shows_in_the_open_workbench() {
     let ws = Workspace::new();
-    let command = format!(
-        "env BIOINSTRUCT_HOME='{}' HF_HUB_OFFLINE=1 '{BIN}'",
-        ws.home.path().display()
-    );
+    let command = offline_workbench(&ws);
     let tmux = Tmux::start("watch", &command, 120, 40);
     tmux.wait_for("seed-019");
     ws.ok(&[
