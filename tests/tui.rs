@@ -429,3 +429,26 @@ fn the_readme_lists_every_key_of_the_help_overlay() {
         }
     }
 }
+
+/// The panes stand alone: no module under `src/tui/panes/` imports the app or the frame
+/// layout (they get their state and areas passed in).
+#[test]
+fn no_pane_imports_the_app_or_the_frame_layout() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/tui/panes");
+    for entry in std::fs::read_dir(&dir).expect("panes") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("source");
+        for forbidden in [
+            "tui::app",
+            "tui::ui",
+            "super::super::app",
+            "super::super::ui",
+        ] {
+            assert!(
+                !text.contains(forbidden),
+                "{} uses {forbidden}",
+                path.display()
+            );
+        }
+    }
+}

@@ -16,16 +16,9 @@ use ratatui::Frame;
 pub const PREVIEW_MIN_WIDTH: u16 = 110;
 
 /// The colour of a category, used wherever one is shown.
-pub fn category_color(c: Category) -> Color {
-    match c {
-        Category::Qa => Color::Cyan,
-        Category::Ie => Color::Green,
-        Category::Gen => Color::Magenta,
-        Category::Other => Color::Yellow,
-    }
-}
-
 const TITLE: &str = " bioinstruct ";
+
+pub use super::panes::category_color;
 
 /// Where everything goes on screen, computed the same way for drawing and for mouse clicks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +40,16 @@ pub struct AppLayout {
 }
 
 impl AppLayout {
+    /// The Seeds pane's areas.
+    pub fn seeds(&self) -> super::panes::SeedsAreas {
+        super::panes::SeedsAreas {
+            body: self.body,
+            list: self.list,
+            list_inner: self.list_inner,
+            preview: self.preview,
+        }
+    }
+
     /// The tab under `at`, if any.
     pub fn tab_at(&self, at: Position) -> Option<usize> {
         if at.y != self.tabs.y {
@@ -107,7 +110,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         generated_view::draw(frame, layout.body, &app.generated, &app.seeds.file.records);
         draw_generated_status(frame, layout.status, app);
     } else {
-        seeds_view::draw(frame, &layout, &app.seeds);
+        seeds_view::draw(frame, &layout.seeds(), &app.seeds);
         draw_status(frame, layout.status, app);
     }
     draw_hints(frame, layout.hints, app);

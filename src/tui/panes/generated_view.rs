@@ -2,10 +2,10 @@
 //! box with live counters, the category mix beside the paper's, and the detail view of a task
 //! beside its most similar instruction.
 
+use super::category_color;
 use super::generated::{GenList, GeneratedPane, RunState, PAPER_MIX};
 use super::seeds_view::detail_text;
 use crate::data::{Category, Instruction};
-use crate::tui::ui::category_color;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span, Text};

@@ -2,9 +2,9 @@
 //! the edit form.
 
 use super::seeds::{SeedsPane, SeedsView};
+use super::{category_color, SeedsAreas};
 use crate::data::Instruction;
 use crate::tui::form::{EditForm, FIELD_LABELS};
-use crate::tui::ui::{category_color, AppLayout};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span, Text};
@@ -12,7 +12,7 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 
 /// Draws the pane into the layout's body.
-pub fn draw(frame: &mut Frame, layout: &AppLayout, pane: &SeedsPane) {
+pub fn draw(frame: &mut Frame, layout: &SeedsAreas, pane: &SeedsPane) {
     match &pane.view {
         SeedsView::List => {
             draw_list(frame, layout, pane);
@@ -53,7 +53,7 @@ fn title(pane: &SeedsPane) -> Line<'static> {
     Line::from(spans)
 }
 
-fn draw_list(frame: &mut Frame, layout: &AppLayout, pane: &SeedsPane) {
+fn draw_list(frame: &mut Frame, layout: &SeedsAreas, pane: &SeedsPane) {
     let mut block = Block::bordered().title(title(pane));
     if pane.searching || !pane.search.is_empty() {
         let cursor = if pane.searching { "▏" } else { "" };
