@@ -180,20 +180,7 @@ fn a_seed_file_changed_elsewhere_is_shown_unless_there_are_unsaved_changes() {
     let ws = Workspace::new();
     ws.ok(&["seeds", "list"]);
     let mut app = open(&ws);
-    let add = |task: &str| {
-        ws.ok(&[
-            "seeds",
-            "add",
-            "--category",
-            "qa",
-            "--task",
-            task,
-            "--instruction",
-            "Name the enzyme that aspirin blocks.",
-            "--output",
-            "Cyclooxygenase.",
-        ])
-    };
+    let add = |task: &str| ws.add_seed(task);
     add("watched_one");
     app.update(Action::FilesChanged(vec![ws.seeds()]));
     assert_eq!(app.seeds.file.records.len(), 81);

@@ -274,18 +274,7 @@ fn a_seed_added_from_another_shell_shows_in_the_open_workbench() {
     let command = offline_workbench(&ws);
     let tmux = Tmux::start("watch", &command, 120, 40);
     tmux.wait_for("seed-019");
-    ws.ok(&[
-        "seeds",
-        "add",
-        "--category",
-        "qa",
-        "--task",
-        "watched",
-        "--instruction",
-        "Name the enzyme that aspirin blocks.",
-        "--output",
-        "Cyclooxygenase.",
-    ]);
+    ws.add_seed("watched");
     tmux.wait_for("81 records now");
     tmux.keys(&["G"]);
     tmux.wait_for("seed-081");

@@ -191,10 +191,6 @@ fn the_base_model_chats_alone_until_a_finished_run_brings_an_adapter() {
         column: BASE,
         result: Ok("SmolLM2-135M-Instruct".into()),
     });
-    a.update(Action::ChatLoaded {
-        column: TUNED,
-        result: Err(bioinstruct::tui::chat_engine::NO_ADAPTER.into()),
-    });
     let screen = format!("{:?}", render(&a).buffer());
     assert!(
         screen.contains("No adapter yet: the base model chats alone."),

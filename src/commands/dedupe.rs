@@ -51,13 +51,7 @@ pub fn dedupe(
         );
     }
     // Records without an id (Alpaca, ShareGPT, bare JSONL) are named after the file.
-    let prefix: String = file
-        .file_stem()
-        .map_or_else(|| "rec".into(), |s| s.to_string_lossy().into_owned())
-        .chars()
-        .map(|c| if c.is_whitespace() { '_' } else { c })
-        .collect();
-    crate::data::fill_missing_ids(&mut loaded.records, &prefix);
+    crate::data::fill_missing_ids_from(&mut loaded.records, file);
     let seeds = if without_seeds {
         Vec::new()
     } else {

@@ -306,10 +306,7 @@ pub fn export(
     let records = match input {
         Some(path) => {
             let mut loaded = read_valid(path, None, &mut std::io::stderr())?;
-            let prefix = path
-                .file_stem()
-                .map_or_else(|| "rec".into(), |s| s.to_string_lossy().into_owned());
-            crate::data::fill_missing_ids(&mut loaded.records, &prefix);
+            crate::data::fill_missing_ids_from(&mut loaded.records, path);
             loaded.records
         }
         None => open_seeds(settings)?.records,

@@ -37,10 +37,7 @@ fn read_data(config: &TrainConfig, config_path: &Path) -> Result<Vec<Instruction
                 loaded.invalid.len()
             );
         }
-        let prefix = path
-            .file_stem()
-            .map_or_else(|| "rec".into(), |s| s.to_string_lossy().replace(' ', "_"));
-        crate::data::fill_missing_ids(&mut loaded.records, &prefix);
+        crate::data::fill_missing_ids_from(&mut loaded.records, path);
         records.extend(loaded.records);
     }
     Ok(records)

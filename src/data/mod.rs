@@ -79,6 +79,20 @@ pub fn read_any(path: &Path, format: Option<Format>) -> Result<Loaded, StoreErro
 }
 
 /// Gives every record whose id is empty the id `<prefix>-NNNNNN` (its 1-based position),
+/// skipping ids already in use, where `prefix` is `file`'s stem with whitespace as `_`
+/// (`rec` when it has none): the records of `bare.jsonl` become `bare-000001`, …. Returns how
+/// many were named.
+pub fn fill_missing_ids_from(records: &mut [Instruction], file: &Path) -> usize {
+    let prefix: String = file
+        .file_stem()
+        .map_or_else(|| "rec".into(), |s| s.to_string_lossy().into_owned())
+        .chars()
+        .map(|c| if c.is_whitespace() { '_' } else { c })
+        .collect();
+    fill_missing_ids(records, &prefix)
+}
+
+/// Gives every record whose id is empty the id `<prefix>-NNNNNN` (its 1-based position),
 /// skipping ids already in use. Returns how many were named.
 pub fn fill_missing_ids(records: &mut [Instruction], prefix: &str) -> usize {
     let mut taken: std::collections::HashSet<String> =

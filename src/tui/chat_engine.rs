@@ -17,9 +17,6 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::UnboundedSender;
 
-/// What the tuned column says before any run has an adapter: how to get one.
-pub const NO_ADAPTER: &str = "No adapter yet: the base model chats alone. To tune one, open the Train pane (Tab), press n and Enter; when the run finishes its adapter appears here (Ctrl-a picks another).";
-
 /// Where each column's worker takes jobs (set by the loading thread).
 type Workers = Arc<Mutex<[Option<Sender<Job>>; 2]>>;
 
@@ -181,14 +178,12 @@ impl ChatEngine {
                     return;
                 }
             };
-            let tuned = match &adapter {
-                Some(dir) => with_adapter(&base, dir),
-                None => Err(NO_ADAPTER.into()),
-            };
+            // With no adapter the pane shows the tuned column as waiting for one already.
+            let tuned = adapter.as_ref().map(|dir| with_adapter(&base, dir));
             let name = base.name.clone();
             {
                 let mut w = workers.lock().unwrap_or_else(|e| e.into_inner());
-                if let Ok(t) = tuned.as_ref() {
+                if let Some(Ok(t)) = tuned.as_ref() {
                     w[TUNED] = Some(spawn_worker(
                         TUNED,
                         t.clone(),
@@ -210,10 +205,12 @@ impl ChatEngine {
                 column: BASE,
                 result: Ok(name.clone()),
             });
-            let _ = events.send(Action::ChatLoaded {
-                column: TUNED,
-                result: tuned.map(|_| name),
-            });
+            if let Some(tuned) = tuned {
+                let _ = events.send(Action::ChatLoaded {
+                    column: TUNED,
+                    result: tuned.map(|_| name),
+                });
+            }
         });
     }
 

@@ -101,9 +101,9 @@ pub async fn event_loop(
             match effect {
                 Effect::EditSeed { index } => {
                     let record = app.seeds.file.records.get(index).cloned();
-                    let result = hand_to_editor(terminal, &mut events, mouse, settings, record)
-                        .await?
-                        .map_err(|e| e.replace("the task", "the record"));
+                    let result =
+                        hand_to_editor(terminal, &mut events, mouse, settings, record, "record")
+                            .await?;
                     let _ = tx.send(Action::ExternalEdited { index, result });
                     dirty = true;
                 }
@@ -115,7 +115,8 @@ pub async fn event_loop(
                     };
                     let record = list.get(index).cloned();
                     let result =
-                        hand_to_editor(terminal, &mut events, mouse, settings, record).await?;
+                        hand_to_editor(terminal, &mut events, mouse, settings, record, "task")
+                            .await?;
                     let _ = tx.send(Action::GeneratedEdited {
                         kept,
                         index,
@@ -221,16 +222,18 @@ async fn next_event(
 
 /// Hands the terminal to `$EDITOR` on `record` (JSON), then takes it back. The event reader
 /// is dropped meanwhile (which stops its thread), so no key meant for the editor reaches the
-/// workbench. The inner result is the edited record, or why there is none.
+/// workbench. The inner result is the edited record, or why there is none (`what` names it
+/// when it no longer exists: "record", "task").
 async fn hand_to_editor(
     terminal: &mut DefaultTerminal,
     events: &mut Option<EventStream>,
     mouse: bool,
     settings: &Settings,
     record: Option<crate::data::Instruction>,
+    what: &str,
 ) -> Result<Result<crate::data::Instruction, String>> {
     let Some(record) = record else {
-        return Ok(Err("the task no longer exists".to_string()));
+        return Ok(Err(format!("the {what} no longer exists")));
     };
     *events = None;
     super::leave(mouse);

@@ -52,6 +52,25 @@ impl Workspace {
             .expect("run bioinstruct")
     }
 
+    /// `bioinstruct seeds add` of a short QA record with task `task`, as another shell
+    /// would; returns the new id.
+    pub fn add_seed(&self, task: &str) -> String {
+        self.ok(&[
+            "seeds",
+            "add",
+            "--category",
+            "qa",
+            "--task",
+            task,
+            "--instruction",
+            "Name the enzyme that aspirin blocks.",
+            "--output",
+            "Cyclooxygenase.",
+        ])
+        .trim()
+        .to_string()
+    }
+
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);

@@ -15,6 +15,9 @@ pub const BASE: usize = 0;
 /// The tuned model's column.
 pub const TUNED: usize = 1;
 
+/// What the tuned column says before any run has an adapter: how to get one.
+pub const NO_ADAPTER: &str = "No adapter yet: the base model chats alone. To tune one, open the Train pane (Tab), press n and Enter; when the run finishes its adapter appears here (Ctrl-a picks another).";
+
 /// Where a column's model is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelState {
@@ -266,6 +269,9 @@ impl ChatPane {
         for c in &mut self.columns {
             c.model = ModelState::Loading(std::time::Instant::now());
         }
+        if self.current_adapter().is_none() {
+            self.columns[TUNED].model = ModelState::NoAdapter;
+        }
         self.requests.push(ChatRequest::Load {
             adapter: self.current_adapter().cloned(),
         });
@@ -414,7 +420,6 @@ impl ChatPane {
         if let Some(c) = self.columns.get_mut(column) {
             c.model = match result {
                 Ok(name) => ModelState::Ready(name),
-                Err(e) if e == crate::tui::chat_engine::NO_ADAPTER => ModelState::NoAdapter,
                 Err(e) => ModelState::Failed(e),
             };
         }

@@ -58,7 +58,7 @@ fn column_text(c: &ChatColumn) -> Text<'static> {
         }
         ModelState::NoAdapter => {
             lines.push(Line::styled(
-                crate::tui::chat_engine::NO_ADAPTER,
+                super::chat::NO_ADAPTER,
                 Style::new().fg(Color::Yellow),
             ));
             return Text::from(lines);
