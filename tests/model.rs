@@ -4,8 +4,8 @@
 mod common;
 
 use bioinstruct::model::{
-    generate, load_files, LoadOptions, LoadedModel, ModelError, Resolved, Resolver, Sampling,
-    StopReason,
+    generate, generate_reusing, load_files, LoadOptions, LoadedModel, ModelError, PromptPrefix,
+    Resolved, Resolver, Sampling, StopReason,
 };
 use candle_core::{Device, Tensor, D};
 use common::{tiny, Workspace, BIN};
@@ -318,6 +318,36 @@ fn greedy_generation_is_deterministic_and_sampling_follows_the_seed() {
         "{long:?}"
     );
     assert!(long.prompt_tokens + long.generated_tokens <= tiny::CONTEXT);
+}
+
+#[test]
+fn a_reused_prompt_opening_generates_what_a_fresh_prompt_does() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let m = load(dir.path());
+    let opening = "You write tasks. Here are some: ";
+    let prompts = ["abc d", "xyz", "hello w"]
+        .map(|tail| m.encode(&format!("{opening}{tail}")).expect("encodes"));
+    let shared = m.encode(opening).expect("encodes").len();
+    assert!(shared >= PromptPrefix::MIN_TOKENS, "{shared}");
+    let greedy = Sampling::greedy(12);
+    let no = AtomicBool::new(false);
+    let mut prefix = PromptPrefix::default();
+    for (i, prompt) in prompts.iter().enumerate() {
+        let fresh = generate(&m, prompt, &greedy, &no, |_| {}).expect("generates");
+        let reused =
+            generate_reusing(&m, prompt, &mut prefix, &greedy, &no, |_| {}).expect("generates");
+        assert_eq!(reused.text, fresh.text, "prompt {i}");
+        // The opening is learned from the first two prompts, then kept.
+        assert_eq!(prefix.len(), if i == 0 { 0 } else { shared }, "prompt {i}");
+    }
+    // A prompt with another opening starts over, and still generates the same.
+    let other = m.encode("abc").expect("encodes");
+    let fresh = generate(&m, &other, &greedy, &no, |_| {}).expect("generates");
+    let reused =
+        generate_reusing(&m, &other, &mut prefix, &greedy, &no, |_| {}).expect("generates");
+    assert_eq!(reused.text, fresh.text);
+    assert!(prefix.is_empty());
 }
 
 #[test]

@@ -188,8 +188,9 @@ fn adapter_style(dir: &Path, chat: &PromptStyle) -> PromptStyle {
 }
 
 /// Bumped whenever a change to the forward pass, the tokenizer or the scoring makes earlier
-/// cached results stale (1: the first; 2: transformers 5's `rope_parameters` read).
-const SCORING_VERSION: u32 = 2;
+/// cached results stale (1: the first; 2: transformers 5's `rope_parameters` read; 3: Q4_1
+/// prompts multiply dequantized weights in f32, see [`crate::model::q4_1`]).
+const SCORING_VERSION: u32 = 3;
 
 /// What identifies the base model's weights: its files with sizes and modification times,
 /// how GGUF blocks are computed, the device.

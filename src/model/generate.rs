@@ -223,6 +223,114 @@ pub fn generate_taking_turns(
     sampling: &Sampling,
     cancel: &AtomicBool,
     turns: Option<&StepLock>,
+    on_text: impl FnMut(&str),
+) -> Result<GenerationStats, ModelError> {
+    generate_with(loaded, prompt_ids, None, sampling, cancel, turns, on_text)
+}
+
+/// [`generate`], reusing what `prefix` holds of an earlier prompt's opening tokens instead of
+/// computing them again (the self-instruct prompt's fixed header before its sampled
+/// examples: see [`PromptPrefix`]).
+///
+/// # Errors
+/// As [`generate`].
+pub fn generate_reusing(
+    loaded: &LoadedModel,
+    prompt_ids: &[u32],
+    prefix: &mut PromptPrefix,
+    sampling: &Sampling,
+    cancel: &AtomicBool,
+    on_text: impl FnMut(&str),
+) -> Result<GenerationStats, ModelError> {
+    generate_with(
+        loaded,
+        prompt_ids,
+        Some(prefix),
+        sampling,
+        cancel,
+        None,
+        on_text,
+    )
+}
+
+/// The key/value cache of the opening tokens that successive prompts share, kept between
+/// generations so that each computes only what follows them.
+///
+/// The shared opening is learned from the prompts themselves: the longest common prefix of
+/// token ids of the last two prompts, when it is at least [`PromptPrefix::MIN_TOKENS`]
+/// long. It is kept until a prompt arrives that does not begin with it. Each generation
+/// continues a [`super::Cache::branch`] of it, so one generation at a time may use it
+/// (hold it behind a lock for the whole generation).
+#[derive(Debug, Default)]
+pub struct PromptPrefix {
+    /// The opening tokens `cache` holds.
+    ids: Vec<u32>,
+    /// Keys and values of `ids` (at position `ids.len()`).
+    cache: Option<super::Cache>,
+    /// The last prompt seen, to find the opening the next one shares with it.
+    last: Vec<u32>,
+}
+
+impl PromptPrefix {
+    /// Shorter shared openings are not worth keeping.
+    pub const MIN_TOKENS: usize = 32;
+
+    /// How many opening tokens are held (0 before two prompts shared one).
+    pub fn len(&self) -> usize {
+        self.cache.as_ref().map_or(0, |_| self.ids.len())
+    }
+
+    /// Whether nothing is held yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A cache for `prompt_ids` (at most `capacity` positions) already holding as many of
+    /// its opening tokens as can be reused: a branch of the kept opening, or of a new one
+    /// computed now when `prompt_ids` shares at least [`Self::MIN_TOKENS`] opening tokens
+    /// with the last prompt. At least the prompt's last token is always left to compute.
+    fn cache_for(
+        &mut self,
+        loaded: &LoadedModel,
+        prompt_ids: &[u32],
+        capacity: usize,
+    ) -> Result<super::Cache, ModelError> {
+        let usable = prompt_ids.len() - 1;
+        let reusable =
+            self.cache.is_some() && self.ids.len() <= usable && prompt_ids.starts_with(&self.ids);
+        if !reusable {
+            let shared = self
+                .last
+                .iter()
+                .zip(prompt_ids)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(usable);
+            self.cache = None;
+            if shared >= Self::MIN_TOKENS {
+                let mut cache = loaded.model.new_cache(capacity);
+                let input =
+                    Tensor::new(&prompt_ids[..shared], loaded.model.device())?.unsqueeze(0)?;
+                loaded.model.forward_step(&input, &mut cache)?;
+                self.ids = prompt_ids[..shared].to_vec();
+                self.cache = Some(cache);
+            }
+        }
+        self.last = prompt_ids.to_vec();
+        Ok(match &self.cache {
+            Some(cache) => cache.branch(),
+            None => loaded.model.new_cache(capacity),
+        })
+    }
+}
+
+fn generate_with(
+    loaded: &LoadedModel,
+    prompt_ids: &[u32],
+    prefix: Option<&mut PromptPrefix>,
+    sampling: &Sampling,
+    cancel: &AtomicBool,
+    turns: Option<&StepLock>,
     mut on_text: impl FnMut(&str),
 ) -> Result<GenerationStats, ModelError> {
     let step = |input: &Tensor, cache: &mut super::Cache| match turns {
@@ -240,7 +348,11 @@ pub fn generate_taking_turns(
     }
     let stop_ids = loaded.stop_token_ids();
     let budget = sampling.max_new_tokens.min(context - prompt_ids.len());
-    let mut cache = model.new_cache(prompt_ids.len() + budget);
+    let start = Instant::now();
+    let mut cache = match prefix {
+        Some(prefix) => prefix.cache_for(loaded, prompt_ids, prompt_ids.len() + budget)?,
+        None => model.new_cache(prompt_ids.len() + budget),
+    };
     let mut processor = sampling.processor();
     let mut stream = TextStream::new(&loaded.tokenizer);
     let mut filter = StopFilter {
@@ -250,8 +362,7 @@ pub fn generate_taking_turns(
     let mut text = String::new();
     let mut history: Vec<u32> = prompt_ids.to_vec();
 
-    let start = Instant::now();
-    let input = Tensor::new(prompt_ids, model.device())?.unsqueeze(0)?;
+    let input = Tensor::new(&prompt_ids[cache.position..], model.device())?.unsqueeze(0)?;
     let mut logits = step(&input, &mut cache)?.squeeze(0)?;
     let prompt_seconds = start.elapsed().as_secs_f64();
 

@@ -168,7 +168,9 @@ pub trait Teacher: Send + Sync {
 
 /// The local model runtime as a teacher, offline: the prompt as one user turn through the
 /// model's chat template ([`TeacherApi::Chat`]) or as raw text to continue
-/// ([`TeacherApi::Completions`]), then [`crate::model::generate`] with the given sampling.
+/// ([`TeacherApi::Completions`]), then [`crate::model::generate_reusing`] with the given
+/// sampling: the opening the prompts share (the self-instruct header) is computed once
+/// ([`crate::model::PromptPrefix`]), not on every request.
 ///
 /// Request `n` (counted from 0) samples with seed `(seed + n) XOR` an FNV-1a hash of the
 /// prompt's token ids: two requests with the same prompt differ, and runs are reproducible.
@@ -179,6 +181,9 @@ pub struct LocalTeacher {
     seed: u64,
     requests: std::sync::atomic::AtomicU64,
     cancel: std::sync::atomic::AtomicBool,
+    /// The prompts' shared opening (the self-instruct header), computed once: requests
+    /// take turns with it, one generation at a time.
+    prefix: std::sync::Mutex<crate::model::PromptPrefix>,
 }
 
 impl LocalTeacher {
@@ -190,6 +195,7 @@ impl LocalTeacher {
             seed,
             requests: Default::default(),
             cancel: Default::default(),
+            prefix: Default::default(),
         }
     }
 }
@@ -245,8 +251,17 @@ impl Teacher for LocalTeacher {
             stop: stop.to_vec(),
             ..crate::model::Sampling::default()
         };
-        let stats = crate::model::generate(&self.loaded, &ids, &sampling, &self.cancel, |_| {})
-            .map_err(err)?;
+        let mut prefix = self.prefix.lock().unwrap_or_else(|e| e.into_inner());
+        let stats = crate::model::generate_reusing(
+            &self.loaded,
+            &ids,
+            &mut prefix,
+            &sampling,
+            &self.cancel,
+            |_| {},
+        )
+        .map_err(err)?;
+        drop(prefix);
         if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(TeacherError::Local {
                 model: self.loaded.name.clone(),
