@@ -338,7 +338,9 @@ fn reviews_in_the_pane_while_a_cli_run_appends_lose_nothing() {
         list.iter().position(|r| !r.extra.contains_key("review"))
     };
     while child.try_wait().expect("wait").is_none() {
-        pane.reload();
+        // Writes the reviews of the last round, then reads what the run appended: the work
+        // the runtime does between keys.
+        pane.reload_now();
         if let Some(i) = unreviewed(&pane.kept) {
             pane.showing = GenList::Kept;
             pane.selected = i;
@@ -355,6 +357,7 @@ fn reviews_in_the_pane_while_a_cli_run_appends_lose_nothing() {
         }
         std::thread::sleep(Duration::from_millis(15));
     }
+    pane.reload_now();
     let out = child.wait_with_output().expect("generate");
     assert!(
         out.status.success(),

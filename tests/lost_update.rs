@@ -33,10 +33,13 @@ fn edit_output(app: &mut App, id: &str, output: &str) {
     let index = app.seeds.file.position(id).expect("record");
     let mut record = app.seeds.file.records[index].clone();
     record.output = output.to_string();
-    app.update(Action::ExternalEdited {
-        index,
-        result: Ok(record),
-    });
+    common::act(
+        app,
+        Action::ExternalEdited {
+            index,
+            result: Ok(record),
+        },
+    );
     assert!(app.seeds.dirty);
 }
 
@@ -182,7 +185,7 @@ fn a_seed_file_changed_elsewhere_is_shown_unless_there_are_unsaved_changes() {
     let mut app = open(&ws);
     let add = |task: &str| ws.add_seed(task);
     add("watched_one");
-    app.update(Action::FilesChanged(vec![ws.seeds()]));
+    common::act(&mut app, Action::FilesChanged(vec![ws.seeds()]));
     assert_eq!(app.seeds.file.records.len(), 81);
     assert_eq!(app.seeds.visible.len(), 81);
     let message = &app.message.as_ref().expect("message").0;
@@ -193,7 +196,7 @@ fn a_seed_file_changed_elsewhere_is_shown_unless_there_are_unsaved_changes() {
     // Unsaved changes: not replaced under the person's hands; the save merges.
     press(&mut app, &[Char('d'), Char('y')]);
     add("watched_two");
-    app.update(Action::FilesChanged(vec![ws.seeds()]));
+    common::act(&mut app, Action::FilesChanged(vec![ws.seeds()]));
     assert_eq!(
         app.seeds.file.records.len(),
         80,

@@ -41,7 +41,7 @@ fn key(code: KeyCode) -> Event {
 fn press(app: &mut App, events: &[Event]) {
     for e in events {
         if let Some(action) = keymap::map_event(app, e) {
-            app.update(action);
+            common::act(app, action);
         }
     }
 }
@@ -131,7 +131,7 @@ fn filter_cycles_through_the_categories() {
     let mut a = app((80, 24));
     let mut seen = Vec::new();
     for _ in 0..5 {
-        a.update(Action::CycleCategory);
+        common::act(&mut a, Action::CycleCategory);
         seen.push((a.seeds.filter, a.seeds.visible.len()));
     }
     assert_eq!(
@@ -149,19 +149,19 @@ fn filter_cycles_through_the_categories() {
 #[test]
 fn search_is_incremental_and_esc_clears_it() {
     let mut a = app((80, 24));
-    a.update(Action::StartSearch);
+    common::act(&mut a, Action::StartSearch);
     assert_eq!(a.mode(), Mode::Search);
     let mut counts = Vec::new();
     for c in "sumatriptan".chars() {
-        a.update(Action::SearchChar(c));
+        common::act(&mut a, Action::SearchChar(c));
         counts.push(a.seeds.visible.len());
     }
     assert!(counts.windows(2).all(|w| w[1] <= w[0]), "{counts:?}");
     assert_eq!(selected_id(&a), Some("seed-061"));
-    a.update(Action::SearchSubmit);
+    common::act(&mut a, Action::SearchSubmit);
     assert_eq!(a.mode(), Mode::List);
     assert_eq!(a.seeds.visible.len(), 1);
-    a.update(Action::Cancel);
+    common::act(&mut a, Action::Cancel);
     assert_eq!(a.seeds.visible.len(), 80);
 }
 
@@ -181,7 +181,7 @@ fn edit_in_the_form_changes_the_record_and_marks_unsaved() {
         ],
     );
     type_text(&mut a, "zz"); // focus 1: task field, typed at the start
-    a.update(Action::FormSubmit);
+    common::act(&mut a, Action::FormSubmit);
     assert_eq!(a.mode(), Mode::List);
     let r = &a.seeds.file.records[0];
     assert!(
@@ -196,9 +196,9 @@ fn edit_in_the_form_changes_the_record_and_marks_unsaved() {
 #[test]
 fn the_form_refuses_an_invalid_record_and_keeps_the_old_one() {
     let mut a = app((80, 24));
-    a.update(Action::Add);
+    common::act(&mut a, Action::Add);
     type_text(&mut a, "Explain the result."); // instruction only: task and output empty
-    a.update(Action::FormSubmit);
+    common::act(&mut a, Action::FormSubmit);
     assert_eq!(a.mode(), Mode::Form);
     let SeedsView::Form(form) = &a.seeds.view else {
         panic!("form closed")
@@ -208,7 +208,7 @@ fn the_form_refuses_an_invalid_record_and_keeps_the_old_one() {
         error.contains("task:") && error.contains("output: is empty"),
         "{error}"
     );
-    a.update(Action::Cancel);
+    common::act(&mut a, Action::Cancel);
     assert_eq!(a.seeds.file.records.len(), 80);
     assert!(!a.seeds.dirty);
 }
@@ -216,16 +216,16 @@ fn the_form_refuses_an_invalid_record_and_keeps_the_old_one() {
 #[test]
 fn add_appends_a_new_record_with_the_next_id() {
     let mut a = app((80, 24));
-    a.update(Action::CycleCategory); // qa filter: the new record is qa
-    a.update(Action::Add);
+    common::act(&mut a, Action::CycleCategory); // qa filter: the new record is qa
+    common::act(&mut a, Action::Add);
     type_text(&mut a, "What is the antidote for heparin?");
-    a.update(Action::FormPrevField);
+    common::act(&mut a, Action::FormPrevField);
     type_text(&mut a, "pharmacology_qa");
     for _ in 0..3 {
-        a.update(Action::FormNextField);
+        common::act(&mut a, Action::FormNextField);
     }
     type_text(&mut a, "Protamine sulfate.");
-    a.update(Action::FormSubmit);
+    common::act(&mut a, Action::FormSubmit);
     let r = a.seeds.file.records.last().expect("added");
     assert_eq!(
         (r.id.as_str(), r.category, r.task.as_str()),
@@ -238,16 +238,16 @@ fn add_appends_a_new_record_with_the_next_id() {
 fn delete_asks_then_undo_restores_the_record_in_place() {
     let mut a = app((80, 24));
     let before = a.seeds.file.records.clone();
-    a.update(Action::Down);
-    a.update(Action::Delete);
+    common::act(&mut a, Action::Down);
+    common::act(&mut a, Action::Delete);
     assert_eq!(a.overlay, Some(Overlay::ConfirmDelete { index: 1 }));
-    a.update(Action::Cancel);
+    common::act(&mut a, Action::Cancel);
     assert_eq!(a.seeds.file.records.len(), 80);
-    a.update(Action::Delete);
-    a.update(Action::Confirm);
+    common::act(&mut a, Action::Delete);
+    common::act(&mut a, Action::Confirm);
     assert_eq!(a.seeds.file.records.len(), 79);
     assert!(a.seeds.file.get("seed-002").is_none());
-    a.update(Action::Undo);
+    common::act(&mut a, Action::Undo);
     assert_eq!(a.seeds.file.records, before);
     assert_eq!(selected_id(&a), Some("seed-002"));
 }
@@ -255,7 +255,7 @@ fn delete_asks_then_undo_restores_the_record_in_place() {
 #[test]
 fn duplicate_inserts_a_copy_below_with_a_fresh_id() {
     let mut a = app((80, 24));
-    a.update(Action::Duplicate);
+    common::act(&mut a, Action::Duplicate);
     let copy = &a.seeds.file.records[1];
     assert_eq!(copy.id, "seed-081");
     assert_eq!(copy.instruction, a.seeds.file.records[0].instruction);
@@ -268,10 +268,10 @@ fn save_writes_the_file_and_clears_the_unsaved_mark() {
     let path = dir.path().join("seeds.jsonl");
     std::fs::write(&path, include_str!("../assets/seeds/seeds.jsonl")).expect("write");
     let mut a = App::new(InstructionFile::open(&path).expect("open"), (80, 24));
-    a.update(Action::Delete);
-    a.update(Action::Confirm);
+    common::act(&mut a, Action::Delete);
+    common::act(&mut a, Action::Confirm);
     assert!(a.seeds.dirty);
-    a.update(Action::Save);
+    common::act(&mut a, Action::Save);
     assert!(!a.seeds.dirty);
     let on_disk = InstructionFile::open(&path).expect("reopen");
     assert_eq!(on_disk.records.len(), 79);
@@ -280,16 +280,53 @@ fn save_writes_the_file_and_clears_the_unsaved_mark() {
 }
 
 #[test]
+fn a_save_is_an_effect_and_edits_made_while_it_runs_are_kept() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("seeds.jsonl");
+    std::fs::write(&path, include_str!("../assets/seeds/seeds.jsonl")).expect("write");
+    let on_disk = || InstructionFile::open(&path).expect("reopen").records;
+    let mut a = App::new(InstructionFile::open(&path).expect("open"), (80, 24));
+    a.update(Action::Delete);
+    a.update(Action::Confirm);
+    let mut effects = a.update(Action::Save);
+    assert!(
+        matches!(effects.as_slice(), [bioinstruct::tui::Effect::SaveSeeds(_)]),
+        "{effects:?}"
+    );
+    // `update` wrote nothing: the runtime does.
+    assert_eq!(on_disk().len(), 80);
+    let outcome = effects
+        .pop()
+        .expect("save")
+        .perform_io()
+        .expect("file work");
+    assert_eq!(on_disk().len(), 79);
+    // A duplicate made while the save ran: kept, and still unsaved, when the outcome is back.
+    a.update(Action::Duplicate);
+    assert!(a.update(outcome).is_empty());
+    assert!(a.seeds.dirty);
+    assert!(a.seeds.file.get("seed-081").is_some());
+    assert!(on_disk().iter().all(|r| r.id != "seed-081"));
+    // Save and quit: the workbench quits once the save is back, not before.
+    let effects = a.update(Action::SaveAndQuit);
+    assert!(!a.should_quit);
+    assert!(common::settle(&mut a, effects).is_empty());
+    assert!(a.should_quit && !a.seeds.dirty);
+    assert!(on_disk().iter().any(|r| r.id == "seed-081"));
+    assert_eq!(on_disk().len(), 80);
+}
+
+#[test]
 fn a_file_with_bad_lines_never_loses_its_good_records_on_save() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("mixed.jsonl");
     std::fs::copy(common::fixture("mixed_50_good_3_bad.jsonl"), &path).expect("copy");
     let mut a = App::new(InstructionFile::open(&path).expect("open"), (80, 24));
-    a.update(Action::Cancel); // close the errors overlay
-    a.update(Action::Duplicate);
-    a.update(Action::Save);
-    a.update(Action::Undo);
-    a.update(Action::Save);
+    common::act(&mut a, Action::Cancel); // close the errors overlay
+    common::act(&mut a, Action::Duplicate);
+    common::act(&mut a, Action::Save);
+    common::act(&mut a, Action::Undo);
+    common::act(&mut a, Action::Save);
     let text = std::fs::read_to_string(&path).expect("read");
     let loaded = parse_jsonl(&path, &text);
     assert_eq!(loaded.records.len(), 50);
@@ -304,18 +341,18 @@ fn a_file_with_bad_lines_never_loses_its_good_records_on_save() {
 #[test]
 fn quitting_with_unsaved_changes_asks_first() {
     let mut a = app((80, 24));
-    a.update(Action::Quit);
+    common::act(&mut a, Action::Quit);
     assert!(a.should_quit, "nothing to save: quits at once");
 
     let mut a = app((80, 24));
-    a.update(Action::Duplicate);
-    a.update(Action::Quit);
+    common::act(&mut a, Action::Duplicate);
+    common::act(&mut a, Action::Quit);
     assert_eq!(a.overlay, Some(Overlay::ConfirmQuit));
     assert!(!a.should_quit);
-    a.update(Action::Cancel);
+    common::act(&mut a, Action::Cancel);
     assert!(!a.should_quit && a.overlay.is_none());
-    a.update(Action::Quit);
-    a.update(Action::DiscardAndQuit);
+    common::act(&mut a, Action::Quit);
+    common::act(&mut a, Action::DiscardAndQuit);
     assert!(a.should_quit);
 }
 
@@ -327,8 +364,8 @@ fn a_failed_save_says_why_and_keeps_the_changes() {
     std::fs::write(&blocker, "").expect("write");
     let target = blocker.join("seeds.jsonl");
     let mut a = App::new(bundled(&target), (80, 24));
-    a.update(Action::Duplicate);
-    a.update(Action::Save);
+    common::act(&mut a, Action::Duplicate);
+    common::act(&mut a, Action::Save);
     assert!(a.seeds.dirty);
     let (message, _) = a.message.clone().expect("a message");
     let expected = format!("Not saved: cannot write {}", target.display());
@@ -339,19 +376,25 @@ fn a_failed_save_says_why_and_keeps_the_changes() {
 fn mouse_click_selects_then_opens_and_the_wheel_scrolls() {
     let mut a = app((80, 24));
     let inner = a.layout().list_inner;
-    a.update(Action::Click {
-        column: inner.x + 3,
-        row: inner.y + 4,
-    });
+    common::act(
+        &mut a,
+        Action::Click {
+            column: inner.x + 3,
+            row: inner.y + 4,
+        },
+    );
     assert_eq!(a.seeds.selected, 4);
-    a.update(Action::Click {
-        column: inner.x + 3,
-        row: inner.y + 4,
-    });
+    common::act(
+        &mut a,
+        Action::Click {
+            column: inner.x + 3,
+            row: inner.y + 4,
+        },
+    );
     assert_eq!(a.mode(), Mode::Detail);
-    a.update(Action::Cancel);
+    common::act(&mut a, Action::Cancel);
     for _ in 0..30 {
-        a.update(Action::ScrollDown);
+        common::act(&mut a, Action::ScrollDown);
     }
     assert_eq!(a.seeds.selected, 34);
     assert_eq!(a.seeds.offset, 34 + 1 - inner.height as usize);
@@ -360,11 +403,14 @@ fn mouse_click_selects_then_opens_and_the_wheel_scrolls() {
 #[test]
 fn resize_keeps_the_selection_visible() {
     let mut a = app((120, 40));
-    a.update(Action::Bottom);
-    a.update(Action::Resize {
-        width: 80,
-        height: 24,
-    });
+    common::act(&mut a, Action::Bottom);
+    common::act(
+        &mut a,
+        Action::Resize {
+            width: 80,
+            height: 24,
+        },
+    );
     let rows = a.layout().list_inner.height as usize;
     assert!(a.seeds.offset + rows > a.seeds.selected);
     assert!(render(&a)
@@ -378,22 +424,28 @@ fn resize_keeps_the_selection_visible() {
 fn an_external_edit_replaces_the_record_or_reports_why_not() {
     let mut a = app((80, 24));
     assert_eq!(
-        a.update(Action::EditExternal),
+        common::act(&mut a, Action::EditExternal),
         vec![bioinstruct::tui::Effect::EditSeed { index: 0 }]
     );
     let mut edited = a.seeds.file.records[0].clone();
     edited.category = Category::Other;
-    a.update(Action::ExternalEdited {
-        index: 0,
-        result: Ok(edited.clone()),
-    });
+    common::act(
+        &mut a,
+        Action::ExternalEdited {
+            index: 0,
+            result: Ok(edited.clone()),
+        },
+    );
     assert_eq!(a.seeds.file.records[0], edited);
     let mut clash = edited;
     clash.id = "seed-002".into();
-    a.update(Action::ExternalEdited {
-        index: 0,
-        result: Ok(clash),
-    });
+    common::act(
+        &mut a,
+        Action::ExternalEdited {
+            index: 0,
+            result: Ok(clash),
+        },
+    );
     assert_eq!(a.seeds.file.records[0].id, "seed-001");
     assert!(a
         .message

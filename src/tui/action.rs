@@ -214,6 +214,22 @@ pub enum Action {
         /// The final counters, when it ran.
         progress: Option<crate::selfinstruct::run::Progress>,
     },
+    /// A save of the seed file ([`super::Effect::SaveSeeds`]) finished.
+    #[serde(skip)]
+    SeedsSaved(Box<crate::data::SaveOutcome>),
+    /// The Generated pane's file work ([`super::Effect::GeneratedIo`]) finished.
+    #[serde(skip)]
+    GeneratedIoDone(super::panes::generated::GenIoDone),
+    /// A chat transcript ([`super::Effect::WriteTranscript`]) was written (the Markdown
+    /// file's path), or why not.
+    #[serde(skip)]
+    TranscriptSaved(Result<std::path::PathBuf, String>),
+    /// A rescan of the runs ([`super::Effect::ScanRuns`]) is back.
+    #[serde(skip)]
+    RunsScanned(Box<super::panes::train::RunsScanned>),
+    /// A check of the seed file ([`super::Effect::CheckSeeds`]) is back.
+    #[serde(skip)]
+    SeedsRead(Box<super::panes::seeds::SeedsRead>),
     /// Save conflict: keep this workbench's version of the record shown.
     KeepMine,
     /// Save conflict: take the version on disk (another process's) of the record shown.

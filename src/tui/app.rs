@@ -111,18 +111,21 @@ pub struct App {
     pub size: (u16, u16),
     /// Set when the event loop should end.
     pub should_quit: bool,
-    /// Queued by `update`, returned as [`Effect::EditSeed`].
-    pending_external_edit: Option<usize>,
     /// The Train pane.
     pub train: TrainPane,
-    /// Queued by `update`, returned as [`Effect::Run`].
-    pending_job: Option<Job>,
     /// The Chat pane.
     pub chat: ChatPane,
     /// The Generated pane.
     pub generated: GeneratedPane,
-    /// Queued by `update`, returned as [`Effect::EditGenerated`].
-    pending_generated_edit: Option<(bool, usize)>,
+    /// Work queued by `update` for the runtime, returned by it.
+    effects: Vec<Effect>,
+    /// A seed file save is in flight; `save_again` asks for another once it is back.
+    saving: bool,
+    save_again: bool,
+    /// Quit once the save in flight succeeds (save and quit).
+    quit_after_save: bool,
+    /// A check of the seed file on disk is in flight.
+    checking_seeds: bool,
 }
 
 impl App {
@@ -137,12 +140,10 @@ impl App {
             message: None,
             size,
             should_quit: false,
-            pending_external_edit: None,
             train: TrainPane::new(
                 std::path::PathBuf::new(),
                 crate::train::config::TrainConfig::default(),
             ),
-            pending_job: None,
             chat: ChatPane::new(
                 crate::model::Sampling::default(),
                 std::path::PathBuf::new(),
@@ -153,7 +154,11 @@ impl App {
                 crate::config::AUTO_TEACHER.into(),
                 100,
             ),
-            pending_generated_edit: None,
+            effects: Vec::new(),
+            saving: false,
+            save_again: false,
+            quit_after_save: false,
+            checking_seeds: false,
         }
     }
 
@@ -226,6 +231,9 @@ impl App {
                 | Action::Tick
                 | Action::GenerateProgress(_)
                 | Action::FilesChanged(_)
+                | Action::GeneratedIoDone(_)
+                | Action::RunsScanned(_)
+                | Action::SeedsRead(_)
                 | Action::ModelFetchProgress { .. }
         ) {
             self.message = None;
@@ -242,20 +250,12 @@ impl App {
         self.take_effects()
     }
 
-    /// The work the panes queued while applying an action.
+    /// The work queued while applying an action: the app's, then the panes'.
     fn take_effects(&mut self) -> Vec<Effect> {
-        let mut effects = Vec::new();
-        if let Some(job) = self.pending_job.take() {
-            effects.push(Effect::Run(job));
-        }
+        let mut effects = std::mem::take(&mut self.effects);
         effects.extend(self.chat.requests.drain(..).map(Effect::Chat));
         effects.extend(self.generated.requests.drain(..).map(Effect::Generate));
-        if let Some(index) = self.pending_external_edit.take() {
-            effects.push(Effect::EditSeed { index });
-        }
-        if let Some((kept, index)) = self.pending_generated_edit.take() {
-            effects.push(Effect::EditGenerated { kept, index });
-        }
+        effects.extend(self.generated.io.drain(..).map(Effect::GeneratedIo));
         effects
     }
 
@@ -287,12 +287,13 @@ impl App {
                 if let Overlay::ConfirmStop { index } | Overlay::ConfirmResume { index } = overlay {
                     if let Some(run) = self.train.runs.get(index) {
                         let path = run.dir.path.clone();
-                        self.pending_job =
-                            Some(if matches!(overlay, Overlay::ConfirmStop { .. }) {
+                        self.effects.push(Effect::Run(
+                            if matches!(overlay, Overlay::ConfirmStop { .. }) {
                                 Job::Stop(path)
                             } else {
                                 Job::Resume(path)
-                            });
+                            },
+                        ));
                     }
                 }
                 if let Overlay::ConfirmDelete { index } = overlay {
@@ -305,9 +306,8 @@ impl App {
             }
             Action::SaveAndQuit if overlay == Overlay::ConfirmQuit => {
                 self.overlay = None;
-                if self.save() {
-                    self.should_quit = true;
-                }
+                self.quit_after_save = true;
+                self.save();
             }
             Action::DiscardAndQuit if overlay == Overlay::ConfirmQuit => self.should_quit = true,
             Action::KeepMine | Action::TakeTheirs if overlay == Overlay::Conflict => {
@@ -344,6 +344,11 @@ impl App {
             | Action::ChatModelMissing { .. }
             | Action::ModelFetchProgress { .. }
             | Action::ModelFetched { .. }
+            | Action::SeedsSaved(_)
+            | Action::GeneratedIoDone(_)
+            | Action::TranscriptSaved(_)
+            | Action::RunsScanned(_)
+            | Action::SeedsRead(_)
             | Action::FilesChanged(_) => self.update_pane(action),
             _ => self.overlay = None,
         }
@@ -354,10 +359,47 @@ impl App {
         match action {
             Action::Quit if self.seeds.dirty => self.overlay = Some(Overlay::ConfirmQuit),
             Action::Quit | Action::DiscardAndQuit => self.should_quit = true,
-            Action::SaveAndQuit => self.should_quit = self.save(),
-            Action::Save => {
+            Action::SaveAndQuit => {
+                self.quit_after_save = true;
                 self.save();
             }
+            Action::Save => self.save(),
+            Action::SeedsSaved(outcome) => self.saved(*outcome),
+            Action::GeneratedIoDone(done) => {
+                if let Err(e) = self.generated.io_done(done) {
+                    self.error(e);
+                }
+            }
+            Action::RunsScanned(scanned) => {
+                let adapters = scanned.adapters.clone();
+                let again = self.train.scanned(*scanned);
+                if let Some(label) = adapters.and_then(|found| self.chat.watch_adapters(found)) {
+                    self.info(format!(
+                        "A run finished: the tuned column now uses {label}."
+                    ));
+                }
+                if again {
+                    self.scan_runs();
+                }
+            }
+            Action::SeedsRead(read) => {
+                self.checking_seeds = false;
+                if self.overlay.is_none() {
+                    match self.seeds.took_disk(*read) {
+                        Ok(true) => self.info(format!(
+                            "{} changed on disk: {} records now.",
+                            self.seeds.file.path.display(),
+                            self.seeds.file.records.len()
+                        )),
+                        Ok(false) => {}
+                        Err(e) => self.error(format!("Could not reread the seed file: {e}")),
+                    }
+                }
+            }
+            Action::TranscriptSaved(result) => match result {
+                Ok(path) => self.info(format!("Saved {} (and .jsonl).", path.display())),
+                Err(e) => self.error(format!("Could not save the transcript: {e}")),
+            },
             Action::ToggleHelp => self.overlay = Some(Overlay::Help { scroll: 0 }),
             Action::ShowErrors if self.seeds.file.invalid.is_empty() => {
                 self.info("The file had no invalid lines.")
@@ -385,7 +427,7 @@ impl App {
                 }
             }
             Action::GenerateEnded { result, progress } => {
-                self.generated.reload();
+                self.generated.request_read();
                 match result {
                     Ok(how) => {
                         self.info(how.clone());
@@ -417,7 +459,7 @@ impl App {
                 match result {
                     Ok(message) => {
                         self.train.form = None;
-                        self.train.refresh();
+                        self.scan_runs();
                         self.info(message);
                     }
                     Err(e) => self.error(e),
@@ -491,42 +533,38 @@ impl App {
     /// Chat pane), the generated tasks, the seed file (taken as it is on disk when nothing
     /// here is unsaved; otherwise the next save merges it).
     fn reread(&mut self, runs: bool, generated: bool, seeds: bool) {
-        if runs && self.tab == TRAIN_TAB {
-            self.train.refresh();
-        }
-        if runs && self.tab == CHAT_TAB {
-            if let Some(label) = self.chat.watch_adapters() {
-                self.info(format!(
-                    "A run finished: the tuned column now uses {label}."
-                ));
-            }
+        if runs && (self.tab == TRAIN_TAB || self.tab == CHAT_TAB) {
+            self.scan_runs();
         }
         if generated && self.tab == GENERATED_TAB {
-            self.generated.reload();
+            self.generated.request_read();
         }
-        if seeds && !self.seeds.dirty && self.overlay.is_none() {
-            match self.seeds.reload_from_disk() {
-                Ok(true) => self.info(format!(
-                    "{} changed on disk: {} records now.",
-                    self.seeds.file.path.display(),
-                    self.seeds.file.records.len()
-                )),
-                Ok(false) => {}
-                Err(e) => self.error(format!("Could not reread the seed file: {e}")),
-            }
+        if seeds && !self.seeds.dirty && self.overlay.is_none() && !self.checking_seeds {
+            self.checking_seeds = true;
+            self.effects
+                .push(Effect::CheckSeeds(Box::new(self.seeds.disk_check())));
+        }
+    }
+
+    /// Asks for a rescan of the runs ([`Effect::ScanRuns`]), with the adapters when the
+    /// Chat pane is shown.
+    fn scan_runs(&mut self) {
+        let adapters = (self.tab == CHAT_TAB).then(|| self.chat.runs_root.clone());
+        if let Some(scan) = self.train.request_scan(adapters) {
+            self.effects.push(Effect::ScanRuns(Box::new(scan)));
         }
     }
 
     fn switch_tab(&mut self, tab: usize) {
         self.tab = tab;
         if tab == TRAIN_TAB {
-            self.train.refresh();
+            self.scan_runs();
         }
         if tab == CHAT_TAB {
             self.chat.ensure_loaded();
         }
         if tab == GENERATED_TAB {
-            self.generated.reload();
+            self.generated.request_read();
         }
     }
 
@@ -572,7 +610,10 @@ impl App {
             Action::AcceptTask => g.accept(),
             Action::RejectTask => g.reject(),
             Action::EditExternal if g.selected_record().is_some() => {
-                self.pending_generated_edit = Some((g.showing == GenList::Kept, g.selected));
+                self.effects.push(Effect::EditGenerated {
+                    kept: g.showing == GenList::Kept,
+                    index: g.selected,
+                });
                 return;
             }
             Action::PromoteTask => self.promote(),
@@ -627,7 +668,7 @@ impl App {
         if let Some(p) = task.extra.get("provenance") {
             seed.extra.insert("provenance".into(), p.clone());
         }
-        self.generated.mark_promoted(&task.id, &id)?;
+        self.generated.mark_promoted(&task.id, &id);
         let end = self.seeds.file.records.len();
         self.seeds.insert(end, seed);
         Ok(format!(
@@ -687,10 +728,11 @@ impl App {
                 c.clear();
                 self.info("Both conversations cleared.");
             }
-            Action::ChatSave => match c.save_transcript() {
-                Ok(path) => self.info(format!("Saved {} (and .jsonl).", path.display())),
-                Err(e) => self.error(format!("Could not save the transcript: {e}")),
-            },
+            Action::ChatSave => {
+                let transcript = c.transcript();
+                self.effects
+                    .push(Effect::WriteTranscript(Box::new(transcript)));
+            }
             Action::ChatSampling => c.open_sampling(),
             Action::FetchModel => match c.fetch_model() {
                 Ok(()) => self.info("Fetching the default model from PyPI…"),
@@ -724,7 +766,8 @@ impl App {
                 Action::LaunchRun => match form.validate() {
                     Some(config) => {
                         t.launching = true;
-                        self.pending_job = Some(Job::Launch(Box::new(config)));
+                        self.effects
+                            .push(Effect::Run(Job::Launch(Box::new(config))));
                         self.info("Checking the data and the model, then starting the run…");
                     }
                     None => self.error("Fix the fields marked ✗ first."),
@@ -842,7 +885,7 @@ impl App {
                 let form = EditForm::new(&s.file.records[i], FormTarget::Edit { index: i });
                 s.view = SeedsView::Form(Box::new(form));
             }
-            (Action::EditExternal, Some(i)) => self.pending_external_edit = Some(i),
+            (Action::EditExternal, Some(i)) => self.effects.push(Effect::EditSeed { index: i }),
             (Action::Duplicate, Some(i)) => {
                 let id = s.duplicate(i);
                 self.info(format!(
@@ -917,25 +960,41 @@ impl App {
         }
     }
 
-    /// Saves the seed file, merging what another process changed meanwhile; reports the
-    /// outcome in the status line, and opens the conflict prompt when a record changed on
-    /// both sides. Returns whether it was written.
-    fn save(&mut self) -> bool {
+    /// Asks the runtime to save the seed file ([`Effect::SaveSeeds`]), merging what another
+    /// process changed meanwhile; [`App::saved`] takes the outcome. One save is in flight at
+    /// a time: asked again meanwhile, the next starts when it is back.
+    fn save(&mut self) {
+        if self.saving {
+            self.save_again = true;
+            return;
+        }
+        self.saving = true;
+        self.effects
+            .push(Effect::SaveSeeds(Box::new(self.seeds.file.save_job())));
+    }
+
+    /// Takes back a seed file save: reports it in the status line, opens the conflict
+    /// prompt when a record changed on both sides, quits when that was asked for.
+    fn saved(&mut self, outcome: crate::data::SaveOutcome) {
+        self.saving = false;
         let before = self.seeds.file.records.len();
-        let result = self.seeds.file.save();
+        let unchanged_since = self.seeds.file.records == outcome.sent;
+        let result = outcome.result.clone();
         let merged = match &result {
             Ok(report) => report.theirs_applied > 0,
-            Err(crate::data::StoreError::Conflict { .. }) => true,
-            Err(_) => false,
+            Err(failure) => failure.conflict,
         };
+        self.seeds.file.saved(outcome);
         if merged || self.seeds.file.records.len() != before {
             // The records moved under the undo history's indices.
             self.seeds.undo.clear();
-            self.seeds.refresh();
         }
+        self.seeds.refresh();
         match result {
             Ok(report) => {
-                self.seeds.dirty = false;
+                if unchanged_since {
+                    self.seeds.dirty = false;
+                }
                 let kept = match self.seeds.file.invalid.len() {
                     0 => String::new(),
                     n => format!(" and {n} invalid line(s) kept as they were"),
@@ -949,17 +1008,21 @@ impl App {
                     self.seeds.file.records.len(),
                     self.seeds.file.path.display()
                 ));
-                true
+                if self.quit_after_save && !self.seeds.dirty {
+                    self.should_quit = true;
+                }
             }
-            Err(e @ crate::data::StoreError::Conflict { .. }) => {
-                self.overlay = Some(Overlay::Conflict);
-                self.error(format!("Not saved: {e}"));
-                false
+            Err(failure) => {
+                self.quit_after_save = false;
+                self.save_again = false;
+                if failure.conflict {
+                    self.overlay = Some(Overlay::Conflict);
+                }
+                self.error(format!("Not saved: {}", failure.message));
             }
-            Err(e) => {
-                self.error(format!("Not saved: {e}"));
-                false
-            }
+        }
+        if std::mem::take(&mut self.save_again) {
+            self.save();
         }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Structure, after ratatui's async component template and television's action/render
 //! split: terminal events become [`Action`]s ([`keymap`]); [`App::update`] is the only place
-//! state changes, and returns [`Effect`]s, the work it asks for; the [`runtime`] (one tokio
-//! runtime) carries them out as tasks that report back with `Action`s on one channel; and
+//! state changes, does no I/O, and returns [`Effect`]s, the work it asks for (file work
+//! included: saves, reviews, transcripts, rescans); the [`runtime`] (one tokio runtime)
+//! carries them out as tasks that report back with `Action`s on one channel; and
 //! [`ui::draw`] renders the state without changing it, at most once per ~16 ms and only
 //! after something changed.
 

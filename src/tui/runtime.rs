@@ -124,6 +124,19 @@ pub async fn event_loop(
                     });
                     dirty = true;
                 }
+                // File work on the blocking pool; the outcome comes back as an action.
+                Effect::SaveSeeds(_)
+                | Effect::GeneratedIo(_)
+                | Effect::WriteTranscript(_)
+                | Effect::ScanRuns(_)
+                | Effect::CheckSeeds(_) => {
+                    let tx = tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Some(action) = effect.perform_io() {
+                            let _ = tx.send(action);
+                        }
+                    });
+                }
                 Effect::Run(job) => start_job(job, settings, &tx),
                 Effect::Chat(request) => chat.handle(request),
                 Effect::Generate(GenRequest::Start { teacher, target }) => {

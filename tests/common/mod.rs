@@ -138,8 +138,9 @@ pub fn render(app: &bioinstruct::tui::App) -> ratatui::backend::TestBackend {
     terminal.backend().clone()
 }
 
-/// Presses `codes` (no modifiers) through the real keymap, as the event loop does; returns
-/// the effects the app asked for, in order.
+/// Presses `codes` (no modifiers) through the real keymap, as the event loop does, carrying
+/// out the file effects as the runtime would ([`settle`]); returns the other effects the
+/// app asked for, in order.
 pub fn press(
     app: &mut bioinstruct::tui::App,
     codes: &[crossterm::event::KeyCode],
@@ -149,10 +150,39 @@ pub fn press(
     for code in codes {
         let e = Event::Key(KeyEvent::new(*code, KeyModifiers::NONE));
         if let Some(action) = bioinstruct::tui::keymap::map_event(app, &e) {
-            effects.extend(app.update(action));
+            effects.extend(act(app, action));
         }
     }
     effects
+}
+
+/// `app.update(action)`, with the file effects it asks for carried out ([`settle`]);
+/// returns the other effects, in order.
+pub fn act(
+    app: &mut bioinstruct::tui::App,
+    action: bioinstruct::tui::Action,
+) -> Vec<bioinstruct::tui::Effect> {
+    let effects = app.update(action);
+    settle(app, effects)
+}
+
+/// Carries out the file effects among `effects` here, as the runtime does on its blocking
+/// pool ([`bioinstruct::tui::Effect::perform_io`]), and feeds each outcome back to the app
+/// until none is left; returns the other effects, in order.
+pub fn settle(
+    app: &mut bioinstruct::tui::App,
+    effects: Vec<bioinstruct::tui::Effect>,
+) -> Vec<bioinstruct::tui::Effect> {
+    let mut queue: std::collections::VecDeque<_> = effects.into();
+    let mut rest = Vec::new();
+    while let Some(effect) = queue.pop_front() {
+        if !effect.is_io() {
+            rest.push(effect);
+        } else if let Some(outcome) = effect.perform_io() {
+            queue.extend(app.update(outcome));
+        }
+    }
+    rest
 }
 
 /// A shared benchmark file (`pubmedqa/pqal_trainval.json`, `ncbi-disease/devel.tsv`,

@@ -100,6 +100,40 @@ pub enum ChatRequest {
     FetchDefault,
 }
 
+/// A conversation to write: the Markdown transcript and the same turns as JSONL (one line
+/// per message, `column`, `model`, `role`, `content`) beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transcript {
+    /// `…/chat-<unix time>.md`; the JSONL file has the same stem.
+    pub markdown_path: PathBuf,
+    /// The Markdown text.
+    pub markdown: String,
+    /// The JSONL text.
+    pub jsonl: String,
+}
+
+impl Transcript {
+    /// Creates the folder and writes both files, each atomically; returns the Markdown
+    /// file's path.
+    ///
+    /// # Errors
+    /// The folder or a file cannot be written (the message names it).
+    pub fn write(&self) -> Result<PathBuf, String> {
+        let named = |path: &std::path::Path, e: &dyn std::fmt::Display| {
+            format!("cannot write {}: {e}", path.display())
+        };
+        if let Some(dir) = self.markdown_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| named(dir, &e))?;
+        }
+        crate::data::replace_atomic(&self.markdown_path, self.markdown.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let jsonl_path = self.markdown_path.with_extension("jsonl");
+        crate::data::replace_atomic(&jsonl_path, self.jsonl.as_bytes())
+            .map_err(|e| e.to_string())?;
+        Ok(self.markdown_path.clone())
+    }
+}
+
 /// A seed or generated task sent to the chat, with the answer it expects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
@@ -241,12 +275,14 @@ impl ChatPane {
     /// A pane whose models are not loaded yet.
     pub fn new(sampling: Sampling, runs_root: PathBuf, transcripts: PathBuf) -> ChatPane {
         ChatPane {
+            // Read once here, before the event loop; rescans come from the runtime
+            // ([`ChatPane::watch_adapters`]).
+            adapters: find_adapters(&runs_root),
             columns: [ChatColumn::new(), ChatColumn::new()],
             input: String::new(),
             sampling,
             sampling_form: None,
             reference: None,
-            adapters: Vec::new(),
             adapter: 0,
             requests: Vec::new(),
             transcripts,
@@ -264,7 +300,6 @@ impl ChatPane {
         if self.columns[BASE].model != ModelState::NotLoaded {
             return;
         }
-        self.adapters = find_adapters(&self.runs_root);
         self.adapter = 0;
         for c in &mut self.columns {
             c.model = ModelState::Loading(std::time::Instant::now());
@@ -277,10 +312,10 @@ impl ChatPane {
         });
     }
 
-    /// Switches the tuned column to the next adapter found (rescanning the runs).
+    /// Switches the tuned column to the next adapter found (by the last rescan of the
+    /// runs).
     pub fn next_adapter(&mut self) -> Option<String> {
         let current = self.current_adapter().cloned();
-        self.adapters = find_adapters(&self.runs_root);
         if self.adapters.is_empty() {
             return None;
         }
@@ -290,16 +325,17 @@ impl ChatPane {
         Some(self.use_adapter(at))
     }
 
-    /// Rescans the runs (the pane calls it while it is shown): a run's `final/` adapter that
-    /// appeared since the last scan (a run finished) becomes the tuned column's, unless a
-    /// reply is streaming. Returns its label when it switched.
-    pub fn watch_adapters(&mut self) -> Option<String> {
-        // Not mid-reply: the next scan after it sees the same new adapter.
-        if self.columns[BASE].model == ModelState::NotLoaded || self.streaming() {
+    /// Takes the adapters a rescan of the runs `found` (the runtime rescans while the pane
+    /// is shown): a run's `final/` adapter that appeared since the last scan (a run
+    /// finished) becomes the tuned column's, unless a reply is streaming. Returns its label
+    /// when it switched.
+    pub fn watch_adapters(&mut self, found: Vec<PathBuf>) -> Option<String> {
+        if self.columns[BASE].model == ModelState::NotLoaded {
+            self.adapters = found;
             return None;
         }
-        let found = find_adapters(&self.runs_root);
-        if found == self.adapters {
+        // Not mid-reply: the next scan after it sees the same new adapter.
+        if self.streaming() || found == self.adapters {
             return None;
         }
         let current = self.current_adapter().cloned();
@@ -469,12 +505,9 @@ impl ChatPane {
         });
     }
 
-    /// Writes the conversation as `chat-<unix time>.md` and `.jsonl` in the transcripts
-    /// folder (each atomically); returns the Markdown file's path.
-    ///
-    /// # Errors
-    /// The folder or a file cannot be written.
-    pub fn save_transcript(&self) -> Result<PathBuf, String> {
+    /// The conversation as a transcript to write, `chat-<unix time>.md` and `.jsonl` in the
+    /// transcripts folder ([`Transcript::write`] does the I/O).
+    pub fn transcript(&self) -> Transcript {
         let stamp = crate::train::run::unix_now() as u64;
         let names = [
             format!("base: {}", self.model_name(BASE)),
@@ -511,15 +544,11 @@ impl ChatPane {
             );
             jsonl.push('\n');
         }
-        std::fs::create_dir_all(&self.transcripts).map_err(|e| e.to_string())?;
-        let md_path = self.transcripts.join(format!("chat-{stamp}.md"));
-        crate::data::replace_atomic(&md_path, md.as_bytes()).map_err(|e| e.to_string())?;
-        crate::data::replace_atomic(
-            &self.transcripts.join(format!("chat-{stamp}.jsonl")),
-            jsonl.as_bytes(),
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(md_path)
+        Transcript {
+            markdown_path: self.transcripts.join(format!("chat-{stamp}.md")),
+            markdown: md,
+            jsonl,
+        }
     }
 
     /// A column's model as shown in its title.

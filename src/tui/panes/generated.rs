@@ -8,10 +8,15 @@
 //! `generate` run in another shell, a second workbench; see [`crate::data::merge`]). A review
 //! of a task that another process changed too is not applied: the pane shows the files as
 //! they are now and says so.
+//!
+//! The pane does no file I/O while it updates: reads and writes are [`GenIo`] values that
+//! the runtime carries out ([`GenIo::run`], off the event loop) and hands back as
+//! [`GenIoDone`] ([`GeneratedPane::io_done`]). One is in flight at a time (the followers
+//! travel with it); a review shows at once and is written next.
 
 use crate::data::follow::{Change, Follower};
 use crate::data::merge::{merge3, merge_invalid, with_lock, Snapshot};
-use crate::data::{save_atomic, to_jsonl, Instruction, StoreError};
+use crate::data::{save_atomic, to_jsonl, Instruction, SaveFailure, StoreError};
 use crate::selfinstruct::run::{GeneratedFiles, Progress};
 use serde_json::json;
 use std::path::PathBuf;
@@ -41,6 +46,132 @@ pub enum GenRequest {
     },
     /// Stop the run (requests in flight are abandoned).
     Stop,
+}
+
+/// File work of the Generated pane for the runtime: read what changed, or write a review.
+/// Carries the pane's followers, which come back in the [`GenIoDone`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenIo {
+    /// Read what was appended to or changed in both files.
+    Read {
+        /// The followers of the kept and rejected files.
+        follow: Box<[Follower; 2]>,
+    },
+    /// Write both files (kept, rejected) as the pane holds them, merging what changed on
+    /// disk since `base`.
+    Write(Box<GenWrite>),
+}
+
+/// A write of both files: see [`GenIo::Write`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenWrite {
+    follow: [Follower; 2],
+    paths: [PathBuf; 2],
+    base: [Snapshot; 2],
+    ours: [Vec<Instruction>; 2],
+}
+
+/// What a [`GenIo`] found or did, for [`GeneratedPane::io_done`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenIoDone {
+    /// A read: each file's change, or why it could not be read.
+    Read {
+        /// The followers, moved on.
+        follow: Box<[Follower; 2]>,
+        /// Kept file, rejected file.
+        changes: Box<[Result<Change, String>; 2]>,
+    },
+    /// A write: the lists sent, and what was written (each file's records, invalid lines
+    /// and digest) or why nothing was.
+    Written {
+        /// The followers, past what was written.
+        follow: Box<[Follower; 2]>,
+        /// The lists the write was given.
+        sent: Box<[Vec<Instruction>; 2]>,
+        /// What the files hold now.
+        result: Result<Box<[Snapshot; 2]>, SaveFailure>,
+    },
+}
+
+impl GenIo {
+    /// Carries the work out: blocking file I/O, under both files' locks for a write.
+    pub fn run(self) -> GenIoDone {
+        match self {
+            GenIo::Read { mut follow } => {
+                let changes = Box::new([0, 1].map(|i| follow[i].poll().map_err(|e| e.to_string())));
+                GenIoDone::Read { follow, changes }
+            }
+            GenIo::Write(w) => {
+                let GenWrite {
+                    mut follow,
+                    paths,
+                    base,
+                    ours,
+                } = *w;
+                let result = write_both(&paths, &base, &ours).map(|written| {
+                    let snapshots = [0, 1].map(|i| {
+                        let (records, invalid, text) = &written[i];
+                        follow[i].assume(text.as_bytes());
+                        Snapshot {
+                            records: records.clone(),
+                            invalid: invalid.clone(),
+                            digest: Some(crate::data::merge::digest(text.as_bytes())),
+                        }
+                    });
+                    Box::new(snapshots)
+                });
+                GenIoDone::Written {
+                    follow: Box::new(follow),
+                    sent: Box::new(ours),
+                    result: result.map_err(|e| SaveFailure {
+                        conflict: matches!(e, StoreError::Conflict { .. }),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// A file as written: its records, invalid lines and text.
+type Written = (Vec<Instruction>, Vec<crate::data::InvalidLine>, String);
+
+/// Writes both files atomically (each keeps its previous version as `.bak`), holding both
+/// files' locks, after merging in what other processes appended or changed since `base`
+/// (their invalid lines are kept too). Returns each file's records, invalid lines and text.
+///
+/// # Errors
+/// A file cannot be read or written, or a task changed here was changed differently on disk
+/// ([`StoreError::Conflict`]; nothing is written then).
+fn write_both(
+    paths: &[PathBuf; 2],
+    base: &[Snapshot; 2],
+    ours: &[Vec<Instruction>; 2],
+) -> Result<Vec<Written>, StoreError> {
+    with_lock(&paths[0], || {
+        with_lock(&paths[1], || {
+            let disk = [Snapshot::read(&paths[0])?, Snapshot::read(&paths[1])?];
+            let mut merged = Vec::new();
+            for i in 0..2 {
+                let m = merge3(&base[i].records, &ours[i], &disk[i].records);
+                if !m.conflicts.is_empty() {
+                    return Err(StoreError::Conflict {
+                        path: paths[i].clone(),
+                        ids: m.conflicts.into_iter().map(|c| c.id).collect(),
+                    });
+                }
+                let invalid = merge_invalid(&base[i].invalid, &[], &disk[i].invalid);
+                merged.push((m.records, invalid));
+            }
+            let mut written = Vec::new();
+            for ((records, invalid), path) in merged.into_iter().zip(paths) {
+                let text = to_jsonl(&records, &invalid);
+                save_atomic(path, text.as_bytes())?;
+                written.push((records, invalid, text));
+            }
+            Ok(written)
+        })
+    })
 }
 
 /// The state of the run started from the pane.
@@ -83,10 +214,19 @@ pub struct GeneratedPane {
     pub run: RunState,
     /// Requests for the event loop.
     pub requests: Vec<GenRequest>,
+    /// File work for the runtime ([`crate::tui::Effect::GeneratedIo`]).
+    pub io: Vec<GenIo>,
     /// Both files followed as they grow (kept, rejected): a run's appends are read alone.
-    follow: [Follower; 2],
+    /// `None` while a [`GenIo`] holding them is in flight.
+    follow: Option<[Follower; 2]>,
     /// Both files as last read or written here (kept, rejected), for merging at save time.
     base: [Snapshot; 2],
+    /// A reread is wanted once the work in flight is done.
+    want_read: bool,
+    /// A review waits to be written (or is being written).
+    unsaved: bool,
+    /// The write in flight, if any, was issued (so `unsaved` covers it).
+    writing: bool,
 }
 
 impl GeneratedPane {
@@ -105,20 +245,139 @@ impl GeneratedPane {
             target,
             run: RunState::Idle,
             requests: Vec::new(),
-            follow: [Follower::new(&files.kept), Follower::new(&files.rejected)],
+            io: Vec::new(),
+            follow: Some([Follower::new(&files.kept), Follower::new(&files.rejected)]),
             base: Default::default(),
+            want_read: false,
+            unsaved: false,
+            writing: false,
             files,
         };
-        pane.reload();
+        pane.reload_now();
         pane
     }
 
-    /// Reads what changed in the files since the last read: only the appended lines while
-    /// a run appends, both files whole after a rewrite (cheap when nothing changed).
-    pub fn reload(&mut self) {
+    /// Reads the files here and now (blocking): for a pane being set up, before the event
+    /// loop runs. Work already queued for the runtime is done first.
+    pub fn reload_now(&mut self) {
+        self.want_read = true;
+        self.issue();
+        while let Some(work) = self.io.pop() {
+            // The one in flight: done here instead of by the runtime.
+            let _ = self.io_done(work.run());
+        }
+    }
+
+    /// Asks for a reread of what changed in the files since the last read (a [`GenIo::Read`]
+    /// for the runtime, once the work in flight is done): only the appended lines while a
+    /// run appends, both files whole after a rewrite.
+    pub fn request_read(&mut self) {
+        self.want_read = true;
+        self.issue();
+    }
+
+    /// Queues the review just made for writing.
+    fn request_write(&mut self) {
+        self.unsaved = true;
+        self.issue();
+    }
+
+    /// Hands the next piece of file work to the runtime, unless one is in flight.
+    fn issue(&mut self) {
+        if !self.unsaved && !self.want_read {
+            return;
+        }
+        let Some(follow) = self.follow.take() else {
+            return;
+        };
+        if self.unsaved && !self.writing {
+            self.writing = true;
+            self.io.push(GenIo::Write(Box::new(GenWrite {
+                follow,
+                paths: [self.files.kept.clone(), self.files.rejected.clone()],
+                base: self.base.clone(),
+                ours: [self.kept.clone(), self.rejected.clone()],
+            })));
+        } else {
+            self.want_read = false;
+            self.io.push(GenIo::Read {
+                follow: Box::new(follow),
+            });
+        }
+    }
+
+    /// Takes back finished file work; returns what to tell the person, if anything
+    /// (`Err` for a failed write: the pane then rereads the files as they are).
+    ///
+    /// # Errors
+    /// The write failed or met a task changed on disk meanwhile (the message says which).
+    pub fn io_done(&mut self, done: GenIoDone) -> Result<(), String> {
+        let result = match done {
+            GenIoDone::Read { follow, changes } => {
+                self.follow = Some(*follow);
+                self.apply_read(*changes);
+                Ok(())
+            }
+            GenIoDone::Written {
+                follow,
+                sent,
+                result,
+            } => {
+                self.writing = false;
+                match result {
+                    Ok(snapshots) => {
+                        self.follow = Some(*follow);
+                        let [sent_kept, sent_rejected] = *sent;
+                        let [kept, rejected] = *snapshots;
+                        let changed_since =
+                            self.kept != sent_kept || self.rejected != sent_rejected;
+                        if changed_since {
+                            // Reviews made while this one was written: kept on top, written next.
+                            self.kept = merge3(&sent_kept, &self.kept, &kept.records).records;
+                            self.rejected =
+                                merge3(&sent_rejected, &self.rejected, &rejected.records).records;
+                        } else {
+                            self.unsaved = false;
+                            self.kept = kept.records.clone();
+                            self.rejected = rejected.records.clone();
+                        }
+                        self.base = [kept, rejected];
+                        self.clamp();
+                        Ok(())
+                    }
+                    Err(failure) => {
+                        // Show the files as they are: reread both whole, reviews not written
+                        // dropped.
+                        self.unsaved = false;
+                        self.follow = Some([
+                            Follower::new(&self.files.kept),
+                            Follower::new(&self.files.rejected),
+                        ]);
+                        self.want_read = true;
+                        Err(if failure.conflict {
+                            format!(
+                                "Not applied: {}; the pane now shows the files as they are.",
+                                failure.message
+                            )
+                        } else {
+                            format!(
+                                "Not saved: {}; the pane now shows the files as they are.",
+                                failure.message
+                            )
+                        })
+                    }
+                }
+            }
+        };
+        self.issue();
+        result
+    }
+
+    /// Applies a read's changes. A file replaced while a review waits to be written is
+    /// merged with it ([`merge3`]) instead of taken as it is.
+    fn apply_read(&mut self, changes: [Result<Change, String>; 2]) {
         let mut changed = false;
-        for i in 0..2 {
-            let change = self.follow[i].poll();
+        for (i, change) in changes.into_iter().enumerate() {
             changed |= !matches!(change, Ok(Change::Unchanged));
             match change {
                 Ok(Change::Unchanged) => continue,
@@ -132,7 +391,7 @@ impl GeneratedPane {
                     let base = &mut self.base[i];
                     base.records.extend(loaded.records);
                     base.invalid.extend(loaded.invalid);
-                    base.digest = Some(self.follow[i].digest());
+                    base.digest = self.follow.as_ref().map(|f| f[i].digest());
                 }
                 Ok(Change::Replaced(snapshot)) => {
                     let list = if i == 0 {
@@ -140,11 +399,15 @@ impl GeneratedPane {
                     } else {
                         &mut self.rejected
                     };
-                    *list = snapshot.records.clone();
+                    *list = if self.unsaved {
+                        merge3(&self.base[i].records, list, &snapshot.records).records
+                    } else {
+                        snapshot.records.clone()
+                    };
                     self.base[i] = snapshot;
                 }
                 Err(e) => {
-                    self.load_error = Some(e.to_string());
+                    self.load_error = Some(e);
                     return;
                 }
             }
@@ -228,62 +491,6 @@ impl GeneratedPane {
             .find(|r| r.id == id)
     }
 
-    /// Writes both files atomically (each keeps its previous version as `.bak`), holding
-    /// both files' locks, after merging in what other processes appended or changed since
-    /// they were read (their invalid lines are kept too).
-    ///
-    /// # Errors
-    /// A file cannot be read or written, or a task changed here was changed differently on
-    /// disk (nothing is written then).
-    fn save(&mut self) -> Result<(), StoreError> {
-        let (kept_path, rejected_path) = (self.files.kept.clone(), self.files.rejected.clone());
-        let written = with_lock(&kept_path, || {
-            with_lock(&rejected_path, || {
-                let disk = [Snapshot::read(&kept_path)?, Snapshot::read(&rejected_path)?];
-                let mut merged = Vec::new();
-                for ((ours, base), (disk, path)) in [&self.kept, &self.rejected]
-                    .into_iter()
-                    .zip(&self.base)
-                    .zip(disk.iter().zip([&kept_path, &rejected_path]))
-                {
-                    let m = merge3(&base.records, ours, &disk.records);
-                    if !m.conflicts.is_empty() {
-                        return Err(StoreError::Conflict {
-                            path: path.clone(),
-                            ids: m.conflicts.into_iter().map(|c| c.id).collect(),
-                        });
-                    }
-                    let invalid = merge_invalid(&base.invalid, &[], &disk.invalid);
-                    merged.push((m.records, invalid));
-                }
-                let mut written = Vec::new();
-                for ((records, invalid), path) in
-                    merged.into_iter().zip([&kept_path, &rejected_path])
-                {
-                    let text = to_jsonl(&records, &invalid);
-                    save_atomic(path, text.as_bytes())?;
-                    written.push((records, invalid, text));
-                }
-                Ok(written)
-            })
-        })?;
-        // What was written is the new base; appends after it are followed from there.
-        for (i, (records, invalid, text)) in written.into_iter().enumerate() {
-            self.follow[i].assume(text.as_bytes());
-            if i == 0 {
-                self.kept = records.clone();
-            } else {
-                self.rejected = records.clone();
-            }
-            self.base[i] = Snapshot {
-                records,
-                invalid,
-                digest: Some(crate::data::merge::digest(text.as_bytes())),
-            };
-        }
-        Ok(())
-    }
-
     fn review(r: &mut Instruction, decision: &str) {
         r.extra.insert(
             "review".into(),
@@ -293,20 +500,21 @@ impl GeneratedPane {
 
     /// Moves the selected rejected task to the kept file: a person overrides the filters.
     ///
+    /// Both files are written next ([`GenIo::Write`]); a failed write is reported by
+    /// [`GeneratedPane::io_done`].
+    ///
     /// # Errors
-    /// The shown list is not the rejected one, or a file cannot be written
-    /// (nothing changes then).
+    /// The shown list is not the rejected one.
     pub fn accept(&mut self) -> Result<String, String> {
         if self.showing != GenList::Rejected || self.selected >= self.rejected.len() {
             return Err("Accept works on the rejected list (v switches lists).".into());
         }
-        let before = (self.kept.clone(), self.rejected.clone());
         let mut r = self.rejected.remove(self.selected);
         r.extra.shift_remove("rejection");
         Self::review(&mut r, "accepted");
         let id = r.id.clone();
         self.kept.push(r);
-        self.finish_move(before, format!("Accepted {id}: moved to the kept tasks."))
+        Ok(self.finish_move(format!("Accepted {id}: moved to the kept tasks.")))
     }
 
     /// Moves the selected kept task to the rejected file, with `rejection.reason = "reviewer"`.
@@ -317,62 +525,31 @@ impl GeneratedPane {
         if self.showing != GenList::Kept || self.selected >= self.kept.len() {
             return Err("Reject works on the kept list (v switches lists).".into());
         }
-        let before = (self.kept.clone(), self.rejected.clone());
         let mut r = self.kept.remove(self.selected);
         r.extra
             .insert("rejection".into(), json!({"reason": "reviewer"}));
         Self::review(&mut r, "rejected");
         let id = r.id.clone();
         self.rejected.push(r);
-        self.finish_move(
-            before,
-            format!("Rejected {id}: moved to the rejected tasks."),
-        )
+        Ok(self.finish_move(format!("Rejected {id}: moved to the rejected tasks.")))
     }
 
-    fn finish_move(
-        &mut self,
-        before: (Vec<Instruction>, Vec<Instruction>),
-        message: String,
-    ) -> Result<String, String> {
-        match self.save() {
-            Ok(()) => {
-                self.clamp();
-                Ok(message)
-            }
-            Err(e @ StoreError::Conflict { .. }) => {
-                self.follow = [
-                    Follower::new(&self.files.kept),
-                    Follower::new(&self.files.rejected),
-                ];
-                self.reload();
-                Err(format!(
-                    "Not applied: {} was changed on disk by another process meanwhile; the pane now shows the files as they are.",
-                    match &e {
-                        StoreError::Conflict { ids, .. } => ids.join(", "),
-                        _ => String::new(),
-                    }
-                ))
-            }
-            Err(e) => {
-                (self.kept, self.rejected) = before;
-                Err(format!("Not saved: {e}"))
-            }
-        }
+    fn finish_move(&mut self, message: String) -> String {
+        self.request_write();
+        self.clamp();
+        message
     }
 
-    /// Replaces the task at `index` of `list` with `record` (an edit) and saves.
+    /// Replaces the task at `index` of `list` with `record` (an edit), to be written next.
     ///
     /// # Errors
-    /// The record is gone or its id changed to one in use, or a file
-    /// cannot be written.
+    /// The record is gone, or its id changed to one in use, or it is not a valid record.
     pub fn replace(
         &mut self,
         list: GenList,
         index: usize,
         mut record: Instruction,
     ) -> Result<String, String> {
-        let before = (self.kept.clone(), self.rejected.clone());
         // Index of the edited task among kept then rejected.
         let at = match list {
             GenList::Kept => index,
@@ -403,19 +580,15 @@ impl GeneratedPane {
         Self::review(&mut record, "edited");
         let id = record.id.clone();
         *slot = record;
-        self.finish_move(before, format!("Edited {id}."))
+        Ok(self.finish_move(format!("Edited {id}.")))
     }
 
-    /// Marks the kept task `id` as promoted to the seed `seed_id` and saves.
-    ///
-    /// # Errors
-    /// A file cannot be written, or the task changed on disk meanwhile.
-    pub fn mark_promoted(&mut self, id: &str, seed_id: &str) -> Result<(), String> {
-        let before = (self.kept.clone(), self.rejected.clone());
+    /// Marks the kept task `id` as promoted to the seed `seed_id`, to be written next.
+    pub fn mark_promoted(&mut self, id: &str, seed_id: &str) {
         if let Some(r) = self.kept.iter_mut().find(|r| r.id == id) {
             r.extra.insert("promoted_to".into(), json!(seed_id));
         }
-        self.finish_move(before, String::new()).map(|_| ())
+        self.finish_move(String::new());
     }
 
     /// The category shares of the kept tasks, in percent, in [`crate::data::Category::ALL`] order.

@@ -65,8 +65,52 @@ pub struct SeedsPane {
     pub dirty: bool,
     /// Most recent last.
     pub undo: Vec<Undo>,
-    /// (size, modification time) of the file when [`SeedsPane::reload_from_disk`] last read it.
-    disk_stamp: Option<(u64, Option<std::time::SystemTime>)>,
+    /// (size, modification time) of the file when a [`SeedsCheck`] last looked.
+    disk_stamp: Stamp,
+}
+
+/// A file's size in bytes and modification time.
+type Stamp = Option<(u64, Option<std::time::SystemTime>)>;
+
+/// A check of the seed file for changes made by another process: see
+/// [`SeedsPane::disk_check`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedsCheck {
+    path: std::path::PathBuf,
+    stamp: Stamp,
+    digest: Option<[u8; 32]>,
+}
+
+/// What a [`SeedsCheck`] found: the file's stamp, and the file when it changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedsRead {
+    stamp: Stamp,
+    /// The file as it is now, when it differs from what the pane holds (or why it could
+    /// not be read).
+    changed: Option<Result<crate::data::Snapshot, String>>,
+}
+
+impl SeedsCheck {
+    /// Carries the check out (blocking). The slow poll asks every second: reading and hashing
+    /// 25,005 records each time would be wasted work, so a file whose size and time are
+    /// unchanged is not read.
+    pub fn run(self) -> SeedsRead {
+        let stamp = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()));
+        if stamp.is_some() && stamp == self.stamp {
+            return SeedsRead {
+                stamp,
+                changed: None,
+            };
+        }
+        let changed = match crate::data::Snapshot::read(&self.path) {
+            Ok(disk) if disk.digest == self.digest || disk.digest.is_none() => None,
+            Ok(disk) => Some(Ok(disk)),
+            Err(e) => Some(Err(e.to_string())),
+        };
+        SeedsRead { stamp, changed }
+    }
 }
 
 impl SeedsPane {
@@ -106,24 +150,29 @@ impl SeedsPane {
             .min(self.visible.len().saturating_sub(1));
     }
 
+    /// A check of the seed file on disk for the runtime ([`SeedsCheck::run`]): whether
+    /// another process changed it since this pane last looked.
+    pub fn disk_check(&self) -> SeedsCheck {
+        SeedsCheck {
+            path: self.file.path.clone(),
+            stamp: self.disk_stamp,
+            digest: self.file.base.digest,
+        }
+    }
+
     /// Takes the seed file as it is on disk when another process changed it (a `seeds add`
-    /// elsewhere), keeping the selected record selected. Returns whether it changed. Only
-    /// for a pane with nothing unsaved: with unsaved changes the next save merges instead.
+    /// elsewhere, found by a [`SeedsCheck`]), keeping the selected record selected. Returns
+    /// whether it changed. Only for a pane with nothing unsaved (otherwise it returns
+    /// `Ok(false)`: the next save merges instead).
     ///
     /// # Errors
-    /// The file cannot be read; the pane keeps what it had.
-    pub fn reload_from_disk(&mut self) -> Result<bool, crate::data::StoreError> {
-        // The slow poll asks every second: reading and hashing 25,005 records each time
-        // would stall the screen, so a file whose size and time are unchanged is not read.
-        let stamp = std::fs::metadata(&self.file.path)
-            .ok()
-            .map(|m| (m.len(), m.modified().ok()));
-        if stamp.is_some() && stamp == self.disk_stamp {
+    /// The file could not be read; the pane keeps what it had.
+    pub fn took_disk(&mut self, read: SeedsRead) -> Result<bool, String> {
+        self.disk_stamp = read.stamp;
+        let Some(disk) = read.changed.transpose()? else {
             return Ok(false);
-        }
-        self.disk_stamp = stamp;
-        let disk = crate::data::Snapshot::read(&self.file.path)?;
-        if disk.digest == self.file.base.digest || disk.digest.is_none() {
+        };
+        if self.dirty || disk.digest == self.file.base.digest || disk.digest.is_none() {
             return Ok(false);
         }
         let keep = self.selected_record().map(|r| r.id.clone());

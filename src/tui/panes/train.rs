@@ -5,6 +5,10 @@
 //! `train.log`; see [`crate::train::run`]): the pane is a view, not a second trainer. Each
 //! refresh reads only the bytes appended since the last one, so a run of 10,000 steps costs
 //! nothing per tick; the full series is kept, and charts downsample it when drawn.
+//!
+//! The pane does no I/O while it updates: a rescan is a [`RunsScan`] value (where the pane
+//! stands in each run's files) that the runtime carries out ([`RunsScan::run`]) and hands
+//! back as [`RunsScanned`] (only what is new), one at a time.
 
 use crate::train::config::TrainConfig;
 use crate::train::run::{Metric, RunDir, RunState, Status};
@@ -93,7 +97,8 @@ impl RunEntry {
         RunEntry {
             id,
             dir,
-            alive: crate::commands::train::process_alive(status.pid),
+            // Set by the scan that found it.
+            alive: false,
             status,
             metrics: Vec::new(),
             log: VecDeque::new(),
@@ -102,19 +107,17 @@ impl RunEntry {
         }
     }
 
-    /// Reads what was appended to the metrics and the log since the last call.
-    pub fn follow(&mut self) {
-        let before = self.metrics_offset;
-        let lines = read_new_lines(
-            &self.dir.path.join("metrics.jsonl"),
-            &mut self.metrics_offset,
-        );
-        if self.metrics_offset < before || (before > 0 && self.metrics_offset == 0) {
+    /// Takes in what a scan read of this run.
+    fn apply(&mut self, update: RunUpdate) {
+        self.status = update.status;
+        self.alive = update.alive;
+        if update.metrics_reset {
             self.metrics.clear();
         }
-        self.metrics
-            .extend(lines.iter().filter_map(|l| serde_json::from_str(l).ok()));
-        for line in read_new_lines(&self.dir.path.join("train.log"), &mut self.log_offset) {
+        self.metrics.extend(update.metrics);
+        self.metrics_offset = update.metrics_offset;
+        self.log_offset = update.log_offset;
+        for line in update.log {
             self.log.push_back(line);
             if self.log.len() > LOG_TAIL_LINES {
                 self.log.pop_front();
@@ -388,6 +391,109 @@ impl RunForm {
     }
 }
 
+/// Where the pane stands in one run's files.
+#[derive(Debug, Clone, PartialEq)]
+struct Cursor {
+    path: PathBuf,
+    status: Status,
+    alive: bool,
+    metrics_offset: u64,
+    log_offset: u64,
+}
+
+/// A rescan of the runs root for the runtime: which runs the pane knows and how far it has
+/// read each one's files; and, for the Chat pane, where to look for adapters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunsScan {
+    root: PathBuf,
+    known: Vec<Cursor>,
+    /// The Chat pane's runs folder, when its adapters are wanted too.
+    pub adapters_root: Option<PathBuf>,
+}
+
+/// What a [`RunsScan`] read of one run: its status, whether its trainer lives, and the
+/// metrics and log lines appended since the pane's offsets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunUpdate {
+    path: PathBuf,
+    status: Status,
+    alive: bool,
+    metrics_reset: bool,
+    metrics: Vec<Metric>,
+    log: Vec<String>,
+    metrics_offset: u64,
+    log_offset: u64,
+}
+
+/// What a [`RunsScan`] found: every run folder with a readable `status.json`, and the
+/// adapters (see [`super::chat::find_adapters`]) when asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunsScanned {
+    runs: Vec<RunUpdate>,
+    /// The adapters found, newest run first.
+    pub adapters: Option<Vec<PathBuf>>,
+}
+
+impl RunsScan {
+    /// Carries the scan out (blocking file I/O): lists the runs root, reads each status,
+    /// checks whether active runs' trainers live, and reads what was appended to each
+    /// run's `metrics.jsonl` and `train.log`.
+    pub fn run(self) -> RunsScanned {
+        let known: HashMap<PathBuf, Cursor> = self
+            .known
+            .into_iter()
+            .map(|c| (c.path.clone(), c))
+            .collect();
+        let mut runs = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                let dir = RunDir { path: e.path() };
+                let Ok(status) = dir.read_status() else {
+                    continue;
+                };
+                let (mut alive, mut metrics_offset, mut log_offset) = (None, 0, 0);
+                if let Some(c) = known.get(&dir.path) {
+                    if c.status.pid == status.pid && c.status.state == status.state {
+                        alive = Some(c.alive);
+                    }
+                    (metrics_offset, log_offset) = (c.metrics_offset, c.log_offset);
+                }
+                let active = matches!(
+                    status.state,
+                    RunState::Queued | RunState::Running | RunState::Stopping
+                );
+                let alive = match alive {
+                    Some(a) if !(a && active) => a,
+                    _ => crate::commands::train::process_alive(status.pid),
+                };
+                let before = metrics_offset;
+                let lines = read_new_lines(&dir.path.join("metrics.jsonl"), &mut metrics_offset);
+                let metrics_reset = metrics_offset < before || (before > 0 && metrics_offset == 0);
+                let log = read_new_lines(&dir.path.join("train.log"), &mut log_offset);
+                runs.push(RunUpdate {
+                    path: dir.path,
+                    status,
+                    alive,
+                    metrics_reset,
+                    metrics: lines
+                        .iter()
+                        .filter_map(|l| serde_json::from_str(l).ok())
+                        .collect(),
+                    log,
+                    metrics_offset,
+                    log_offset,
+                });
+            }
+        }
+        RunsScanned {
+            runs,
+            adapters: self
+                .adapters_root
+                .map(|root| super::chat::find_adapters(&root)),
+        }
+    }
+}
+
 /// The Train pane.
 #[derive(Debug)]
 pub struct TrainPane {
@@ -403,6 +509,9 @@ pub struct TrainPane {
     pub launching: bool,
     /// The configuration new runs start from.
     pub defaults: TrainConfig,
+    /// A rescan is in flight; `scan_again` asks for another once it is back.
+    scanning: bool,
+    scan_again: bool,
 }
 
 impl TrainPane {
@@ -415,14 +524,54 @@ impl TrainPane {
             form: None,
             launching: false,
             defaults,
+            scanning: false,
+            scan_again: false,
         };
-        pane.refresh();
+        pane.refresh_now();
         pane
     }
 
-    /// Rescans the runs root: new runs appear, statuses update, and every run's metrics and
-    /// log are followed. The selection stays on the same run.
-    pub fn refresh(&mut self) {
+    /// Rescans here and now (blocking): for a pane being set up, before the event loop runs.
+    pub fn refresh_now(&mut self) {
+        let scan = self.scan(None);
+        self.scanned(scan.run());
+    }
+
+    /// A rescan of the runs root for the runtime ([`RunsScan`]), also listing the adapters
+    /// under `adapters_root` when given; `None` while one is in flight (it is asked for
+    /// again when that one is back).
+    pub fn request_scan(&mut self, adapters_root: Option<PathBuf>) -> Option<RunsScan> {
+        if self.scanning {
+            self.scan_again = true;
+            return None;
+        }
+        self.scanning = true;
+        Some(self.scan(adapters_root))
+    }
+
+    fn scan(&self, adapters_root: Option<PathBuf>) -> RunsScan {
+        RunsScan {
+            root: self.root.clone(),
+            known: self
+                .runs
+                .iter()
+                .map(|r| Cursor {
+                    path: r.dir.path.clone(),
+                    status: r.status.clone(),
+                    alive: r.alive,
+                    metrics_offset: r.metrics_offset,
+                    log_offset: r.log_offset,
+                })
+                .collect(),
+            adapters_root,
+        }
+    }
+
+    /// Takes in a rescan: new runs appear, statuses update, appended metrics and log lines
+    /// are added; the selection stays on the same run. Returns whether another rescan was
+    /// asked for meanwhile.
+    pub fn scanned(&mut self, scanned: RunsScanned) -> bool {
+        self.scanning = false;
         let selected_id = self.selected().map(|r| r.id.clone());
         let mut known: HashMap<PathBuf, RunEntry> = self
             .runs
@@ -430,28 +579,17 @@ impl TrainPane {
             .map(|r| (r.dir.path.clone(), r))
             .collect();
         let mut runs = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(&self.root) {
-            for e in entries.flatten() {
-                let dir = RunDir { path: e.path() };
-                let Ok(status) = dir.read_status() else {
-                    continue;
-                };
-                let mut entry = match known.remove(&dir.path) {
-                    Some(mut old) => {
-                        if old.status.pid != status.pid || old.status.state != status.state {
-                            old.alive = crate::commands::train::process_alive(status.pid);
-                        }
-                        old.status = status;
-                        old
-                    }
-                    None => RunEntry::new(dir, status),
-                };
-                if entry.is_active() {
-                    entry.alive = crate::commands::train::process_alive(entry.status.pid);
-                }
-                entry.follow();
-                runs.push(entry);
-            }
+        for update in scanned.runs {
+            let mut entry = known.remove(&update.path).unwrap_or_else(|| {
+                RunEntry::new(
+                    RunDir {
+                        path: update.path.clone(),
+                    },
+                    update.status.clone(),
+                )
+            });
+            entry.apply(update);
+            runs.push(entry);
         }
         runs.sort_by(|a, b| b.id.cmp(&a.id));
         self.runs = runs;
@@ -459,6 +597,7 @@ impl TrainPane {
             .and_then(|id| self.runs.iter().position(|r| r.id == id))
             .unwrap_or(0)
             .min(self.runs.len().saturating_sub(1));
+        std::mem::take(&mut self.scan_again)
     }
 
     /// The selected run.
