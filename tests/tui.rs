@@ -476,7 +476,7 @@ fn the_readme_lists_every_key_of_the_help_overlay() {
             assert!(
                 keys_section.contains(&format!("`{key}`")),
                 "README's key table lacks `{key}` ({:?})",
-                binding.context
+                binding.mode
             );
         }
     }

@@ -58,34 +58,7 @@ pub enum Overlay {
     Conflict,
 }
 
-/// Where keys go, which decides what they mean (see [`super::keymap`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// The seed list.
-    List,
-    /// The detail view.
-    Detail,
-    /// Typing a search.
-    Search,
-    /// The edit form.
-    Form,
-    /// Help or errors overlay.
-    Overlay,
-    /// A yes/no prompt.
-    Prompt,
-    /// The save-conflict prompt.
-    Conflict,
-    /// The Train pane's runs.
-    Runs,
-    /// The new-run form.
-    RunForm,
-    /// The Chat pane's input.
-    Chat,
-    /// The sampling popup.
-    Sampling,
-    /// The Generated pane.
-    Generated,
-}
+pub use super::keymap::Mode;
 
 /// How a status message is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,14 +2,16 @@
 //! `?` help overlay, so the overlay always lists every key.
 
 use super::action::Action;
-use super::app::{App, Mode};
+use super::app::App;
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind};
 use std::sync::LazyLock;
 
-/// Where a binding applies.
+/// Where keys go, which decides what they mean: the app's current mode
+/// ([`super::app::App::mode`]), and the part of the table a binding belongs to
+/// (`Global` bindings apply in every mode that takes them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Context {
-    /// Everywhere outside text entry and prompts.
+pub enum Mode {
+    /// Bindings for everywhere outside text entry and prompts (not a mode of its own).
     Global,
     /// The seed list.
     List,
@@ -19,6 +21,8 @@ pub enum Context {
     Search,
     /// The edit form.
     Form,
+    /// The help or the invalid-lines overlay.
+    Overlay,
     /// A yes/no prompt or the unsaved-changes prompt.
     Prompt,
     /// The Train pane's runs.
@@ -35,22 +39,23 @@ pub enum Context {
     Conflict,
 }
 
-impl Context {
-    /// The heading for this context in the help overlay.
+impl Mode {
+    /// The heading for this mode's keys in the help overlay.
     pub fn title(self) -> &'static str {
         match self {
-            Context::Global => "Everywhere",
-            Context::List => "Seed list",
-            Context::Detail => "Detail view",
-            Context::Search => "Search",
-            Context::Form => "Edit form",
-            Context::Prompt => "Prompts",
-            Context::Runs => "Train pane",
-            Context::RunForm => "New-run form",
-            Context::Chat => "Chat pane (letters go to the input)",
-            Context::Sampling => "Sampling popup",
-            Context::Generated => "Generated pane",
-            Context::Conflict => "Save conflict (a record changed here and by another process)",
+            Mode::Global => "Everywhere",
+            Mode::List => "Seed list",
+            Mode::Detail => "Detail view",
+            Mode::Search => "Search",
+            Mode::Form => "Edit form",
+            Mode::Overlay => "Help and invalid lines",
+            Mode::Prompt => "Prompts",
+            Mode::Runs => "Train pane",
+            Mode::RunForm => "New-run form",
+            Mode::Chat => "Chat pane (letters go to the input)",
+            Mode::Sampling => "Sampling popup",
+            Mode::Generated => "Generated pane",
+            Mode::Conflict => "Save conflict (a record changed here and by another process)",
         }
     }
 }
@@ -59,7 +64,7 @@ impl Context {
 #[derive(Debug, Clone)]
 pub struct Binding {
     /// Where it applies.
-    pub context: Context,
+    pub mode: Mode,
     /// The keys, as shown in help.
     pub label: &'static str,
     /// The key codes (with `mods`) that trigger it.
@@ -78,7 +83,7 @@ const CTRL: KeyModifiers = KeyModifiers::CONTROL;
 macro_rules! bind {
     ($ctx:ident, $label:expr, [$($code:expr),+], $mods:expr, $action:expr, $help:expr) => {
         Binding {
-            context: Context::$ctx,
+            mode: Mode::$ctx,
             label: $label,
             codes: &[$($code),+],
             mods: $mods,
@@ -195,25 +200,145 @@ fn table() -> Vec<Binding> {
     ]
 }
 
-/// The rows of the help overlay: `(context, keys, what they do)`. A binding with empty help
-/// adds a key to the row above it (whose label names both).
-pub fn help_rows() -> Vec<(Context, &'static str, &'static str)> {
-    bindings()
+/// One entry of the bottom line's key hints: in `mode` (and, for the Generated pane, only
+/// with its detail view open or shut when `detail` says so), `keys` does `what`.
+struct Hint {
+    mode: Mode,
+    detail: Option<bool>,
+    keys: &'static str,
+    what: &'static str,
+    /// The binding it stands for (`None` for "type to search", "any key closes"): a test
+    /// checks the binding exists in that mode and its label names `keys`.
+    action: Option<Action>,
+}
+
+#[rustfmt::skip]
+fn hint_table() -> Vec<Hint> {
+    use Mode::*;
+    let h = |mode, keys, what, action| Hint { mode, detail: None, keys, what, action: Some(action) };
+    let free = |mode, keys, what| Hint { mode, detail: None, keys, what, action: None };
+    let detail = |shown: bool, keys, what, action| Hint { mode: Generated, detail: Some(shown), keys, what, action: Some(action) };
+    vec![
+        h(List, "↑↓", "move", Action::Down),
+        h(List, "Enter", "open", Action::Open),
+        h(List, "/", "search", Action::StartSearch),
+        h(List, "f", "filter", Action::CycleCategory),
+        h(List, "e", "edit", Action::Edit),
+        h(List, "a", "add", Action::Add),
+        h(List, "d", "delete", Action::Delete),
+        h(List, "s", "save", Action::Save),
+        h(List, "?", "help", Action::ToggleHelp),
+        h(List, "q", "quit", Action::Quit),
+        h(Detail, "↑↓", "scroll", Action::Down),
+        h(Detail, "e", "edit", Action::Edit),
+        h(Detail, "E", "$EDITOR", Action::EditExternal),
+        h(Detail, "c", "duplicate", Action::Duplicate),
+        h(Detail, "d", "delete", Action::Delete),
+        h(Detail, "Esc", "back", Action::Cancel),
+        h(Detail, "?", "help", Action::ToggleHelp),
+        free(Search, "type", "to search"),
+        h(Search, "Enter", "keep", Action::SearchSubmit),
+        h(Search, "Esc", "clear", Action::Cancel),
+        h(Form, "Tab", "next field", Action::FormNextField),
+        free(Form, "←→", "category"),
+        h(Form, "Ctrl-s", "apply", Action::FormSubmit),
+        h(Form, "Esc", "discard", Action::Cancel),
+        free(Overlay, "↑↓", "scroll"),
+        free(Overlay, "any key", "close"),
+        h(Conflict, "m", "keep yours", Action::KeepMine),
+        h(Conflict, "t", "take theirs", Action::TakeTheirs),
+        h(Conflict, "Esc", "later", Action::Cancel),
+        h(Runs, "↑↓", "select", Action::Down),
+        h(Runs, "n", "new run", Action::NewRun),
+        h(Runs, "x", "stop", Action::StopRun),
+        h(Runs, "r", "resume", Action::ResumeRun),
+        h(Runs, "Tab", "pane", Action::NextTab),
+        h(Runs, "?", "help", Action::ToggleHelp),
+        h(Runs, "q", "quit", Action::Quit),
+        h(Chat, "Enter", "send", Action::ChatSend),
+        h(Chat, "Esc", "stop", Action::ChatCancel),
+        h(Chat, "Ctrl-p", "sampling", Action::ChatSampling),
+        h(Chat, "Ctrl-a", "adapter", Action::ChatNextAdapter),
+        h(Chat, "Ctrl-l", "clear", Action::ChatClear),
+        h(Chat, "Ctrl-s", "save", Action::ChatSave),
+        h(Chat, "Tab", "pane", Action::NextTab),
+        h(Chat, "F1", "help", Action::ToggleHelp),
+        h(Sampling, "Tab ↑↓", "field", Action::FormNextField),
+        h(Sampling, "Enter", "apply", Action::ApplySampling),
+        h(Sampling, "Esc", "close", Action::Cancel),
+        detail(true, "Esc", "back", Action::Cancel),
+        detail(true, "a", "accept", Action::AcceptTask),
+        detail(true, "r", "reject", Action::RejectTask),
+        detail(true, "e", "edit", Action::EditExternal),
+        detail(true, "p", "promote", Action::PromoteTask),
+        detail(true, ">", "chat", Action::SendToChat),
+        detail(true, "?", "help", Action::ToggleHelp),
+        detail(false, "↑↓", "move", Action::Down),
+        detail(false, "Enter", "detail", Action::Open),
+        detail(false, "v", "kept/rejected", Action::SwitchGenList),
+        detail(false, "a", "accept", Action::AcceptTask),
+        detail(false, "r", "reject", Action::RejectTask),
+        detail(false, "p", "promote", Action::PromoteTask),
+        detail(false, "n", "run", Action::StartGenerate),
+        detail(false, "x", "stop", Action::StopGenerate),
+        detail(false, "?", "help", Action::ToggleHelp),
+        h(RunForm, "Tab ↑↓", "field", Action::FormNextField),
+        h(RunForm, "Enter", "start", Action::LaunchRun),
+        h(RunForm, "Esc", "close", Action::Cancel),
+    ]
+}
+
+/// Whether the binding `h` stands for is in the table, in its mode (or among the global
+/// keys a mode takes), with `h.keys` in its label.
+fn has_binding(h: &Hint) -> bool {
+    let Some(action) = &h.action else {
+        return true;
+    };
+    let global = matches!(
+        h.mode,
+        Mode::List | Mode::Detail | Mode::Runs | Mode::Generated
+    );
+    bindings().iter().any(|b| {
+        (b.mode == h.mode || (global && b.mode == Mode::Global))
+            && b.action == *action
+            && h.keys
+                .split(' ')
+                .all(|k| b.label.contains(k) || (k == "↑↓" && b.label.contains('↓')))
+    })
+}
+
+/// The hints whose bindings exist: a hint cannot outlive its key.
+static HINTS: LazyLock<Vec<Hint>> =
+    LazyLock::new(|| hint_table().into_iter().filter(has_binding).collect());
+
+/// The bottom line's key hints in `mode` (`generated_detail`: the Generated pane's detail
+/// view is open), `(keys, what)` in order: a chosen few of the bindings of the table, each
+/// checked against it.
+pub fn hints(mode: Mode, generated_detail: bool) -> Vec<(&'static str, &'static str)> {
+    HINTS
         .iter()
-        .filter(|b| !b.help.is_empty())
-        .map(|b| (b.context, b.label, b.help))
+        .filter(|h| h.mode == mode && h.detail.is_none_or(|d| d == generated_detail))
+        .map(|h| (h.keys, h.what))
         .collect()
 }
 
-fn lookup(context: Context, key: &KeyEvent) -> Option<Action> {
+/// The rows of the help overlay: `(context, keys, what they do)`. A binding with empty help
+/// adds a key to the row above it (whose label names both).
+pub fn help_rows() -> Vec<(Mode, &'static str, &'static str)> {
+    bindings()
+        .iter()
+        .filter(|b| !b.help.is_empty())
+        .map(|b| (b.mode, b.label, b.help))
+        .collect()
+}
+
+fn lookup(mode: Mode, key: &KeyEvent) -> Option<Action> {
     // Shift is implied by the character for letters and symbols.
     let mods = key.modifiers - KeyModifiers::SHIFT;
     bindings()
         .iter()
         .find(|b| {
-            b.context == context
-                && b.codes.contains(&key.code)
-                && (b.mods - KeyModifiers::SHIFT) == mods
+            b.mode == mode && b.codes.contains(&key.code) && (b.mods - KeyModifiers::SHIFT) == mods
         })
         .map(|b| b.action.clone())
 }
@@ -241,42 +366,39 @@ pub fn map_event(app: &App, event: &Event) -> Option<Action> {
 
 fn map_key(app: &App, key: &KeyEvent) -> Option<Action> {
     match app.mode() {
-        Mode::Prompt => lookup(Context::Prompt, key),
-        Mode::Conflict => lookup(Context::Conflict, key),
+        Mode::Global => lookup(Mode::Global, key),
+        Mode::Prompt => lookup(Mode::Prompt, key),
+        Mode::Conflict => lookup(Mode::Conflict, key),
         // Overlays scroll with the list keys; ? and q keep their meaning; any other key closes.
-        Mode::Overlay => {
-            match lookup(Context::List, key).or_else(|| lookup(Context::Global, key)) {
-                Some(a @ (Action::Up | Action::Down | Action::PageUp | Action::PageDown)) => {
-                    Some(a)
-                }
-                Some(a @ (Action::ToggleHelp | Action::Quit)) => Some(a),
-                _ => Some(Action::Cancel),
-            }
-        }
-        Mode::Search => lookup(Context::Search, key).or(match key.code {
+        Mode::Overlay => match lookup(Mode::List, key).or_else(|| lookup(Mode::Global, key)) {
+            Some(a @ (Action::Up | Action::Down | Action::PageUp | Action::PageDown)) => Some(a),
+            Some(a @ (Action::ToggleHelp | Action::Quit)) => Some(a),
+            _ => Some(Action::Cancel),
+        },
+        Mode::Search => lookup(Mode::Search, key).or(match key.code {
             KeyCode::Char(c) if !key.modifiers.contains(CTRL) => Some(Action::SearchChar(c)),
             _ => None,
         }),
-        Mode::Form => lookup(Context::Form, key).or(Some(Action::FormInput((*key).into()))),
-        Mode::List => lookup(Context::List, key).or_else(|| lookup(Context::Global, key)),
-        Mode::Detail => lookup(Context::Detail, key).or_else(|| lookup(Context::Global, key)),
+        Mode::Form => lookup(Mode::Form, key).or(Some(Action::FormInput((*key).into()))),
+        Mode::List => lookup(Mode::List, key).or_else(|| lookup(Mode::Global, key)),
+        Mode::Detail => lookup(Mode::Detail, key).or_else(|| lookup(Mode::Global, key)),
         // The seed file's keys (undo, invalid lines) stay with the Seeds pane.
-        Mode::Runs => lookup(Context::Runs, key).or_else(|| {
-            lookup(Context::Global, key).filter(|a| !matches!(a, Action::Undo | Action::ShowErrors))
+        Mode::Runs => lookup(Mode::Runs, key).or_else(|| {
+            lookup(Mode::Global, key).filter(|a| !matches!(a, Action::Undo | Action::ShowErrors))
         }),
-        Mode::Generated => lookup(Context::Generated, key).or_else(|| {
-            lookup(Context::Global, key).filter(|a| !matches!(a, Action::Undo | Action::ShowErrors))
+        Mode::Generated => lookup(Mode::Generated, key).or_else(|| {
+            lookup(Mode::Global, key).filter(|a| !matches!(a, Action::Undo | Action::ShowErrors))
         }),
-        Mode::Chat => lookup(Context::Chat, key).or(match key.code {
+        Mode::Chat => lookup(Mode::Chat, key).or(match key.code {
             KeyCode::Char(c) if !key.modifiers.contains(CTRL) => Some(Action::ChatChar(c)),
             _ => None,
         }),
-        Mode::Sampling => lookup(Context::Sampling, key).or(match key.code {
+        Mode::Sampling => lookup(Mode::Sampling, key).or(match key.code {
             KeyCode::Char(c) if !key.modifiers.contains(CTRL) => Some(Action::FieldChar(c)),
             KeyCode::Char('c') => Some(Action::Quit),
             _ => None,
         }),
-        Mode::RunForm => lookup(Context::RunForm, key).or(match key.code {
+        Mode::RunForm => lookup(Mode::RunForm, key).or(match key.code {
             KeyCode::Char(c) if !key.modifiers.contains(CTRL) => Some(Action::FieldChar(c)),
             KeyCode::Char('c') => Some(Action::Quit),
             _ => None,
@@ -294,12 +416,26 @@ mod tests {
         for b in bindings() {
             assert!(
                 rows.iter()
-                    .any(|(c, label, _)| *c == b.context && label.contains(b.label)),
+                    .any(|(c, label, _)| *c == b.mode && label.contains(b.label)),
                 "{:?} {:?} is bound but not in the help",
-                b.context,
+                b.mode,
                 b.label
             );
         }
+    }
+
+    #[test]
+    fn every_hint_names_a_binding_its_mode_has() {
+        for h in hint_table() {
+            assert!(
+                has_binding(&h),
+                "{:?}: hint {:?} {:?} has no such binding",
+                h.mode,
+                h.keys,
+                h.what
+            );
+        }
+        assert_eq!(HINTS.len(), hint_table().len());
     }
 
     #[test]
@@ -307,10 +443,10 @@ mod tests {
         let all = bindings();
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
-                let clash = a.context == b.context
+                let clash = a.mode == b.mode
                     && a.mods == b.mods
                     && a.codes.iter().any(|c| b.codes.contains(c));
-                assert!(!clash, "{:?}: {:?} and {:?}", a.context, a.label, b.label);
+                assert!(!clash, "{:?}: {:?} and {:?}", a.mode, a.label, b.label);
             }
         }
     }

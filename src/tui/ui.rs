@@ -2,7 +2,7 @@
 //! Rendering reads the [`App`] and changes nothing.
 
 use super::app::{App, Mode, Overlay, Tone, CHAT_TAB, GENERATED_TAB, TABS, TRAIN_TAB};
-use super::keymap::{help_rows, Context};
+use super::keymap::help_rows;
 use super::panes::seeds::SeedsView;
 use super::panes::{chat_view, generated_view, seeds_view, train_view};
 use crate::data::Category;
@@ -386,80 +386,7 @@ fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
         frame.render_widget(Line::styled(text.as_str(), style), area);
         return;
     }
-    let hints: &[(&str, &str)] = match app.mode() {
-        Mode::List => &[
-            ("↑↓", "move"),
-            ("Enter", "open"),
-            ("/", "search"),
-            ("f", "filter"),
-            ("e", "edit"),
-            ("a", "add"),
-            ("d", "delete"),
-            ("s", "save"),
-            ("?", "help"),
-            ("q", "quit"),
-        ],
-        Mode::Detail => &[
-            ("↑↓", "scroll"),
-            ("e", "edit"),
-            ("E", "$EDITOR"),
-            ("c", "duplicate"),
-            ("d", "delete"),
-            ("Esc", "back"),
-            ("?", "help"),
-        ],
-        Mode::Search => &[("type", "to search"), ("Enter", "keep"), ("Esc", "clear")],
-        Mode::Form => &[
-            ("Tab", "next field"),
-            ("←→", "category"),
-            ("Ctrl-s", "apply"),
-            ("Esc", "discard"),
-        ],
-        Mode::Overlay => &[("↑↓", "scroll"), ("any key", "close")],
-        Mode::Conflict => &[("m", "keep yours"), ("t", "take theirs"), ("Esc", "later")],
-        Mode::Runs => &[
-            ("↑↓", "select"),
-            ("n", "new run"),
-            ("x", "stop"),
-            ("r", "resume"),
-            ("Tab", "pane"),
-            ("?", "help"),
-            ("q", "quit"),
-        ],
-        Mode::Chat => &[
-            ("Enter", "send"),
-            ("Esc", "stop"),
-            ("Ctrl-p", "sampling"),
-            ("Ctrl-a", "adapter"),
-            ("Ctrl-l", "clear"),
-            ("Ctrl-s", "save"),
-            ("Tab", "pane"),
-            ("F1", "help"),
-        ],
-        Mode::Sampling => &[("Tab ↑↓", "field"), ("Enter", "apply"), ("Esc", "close")],
-        Mode::Generated if app.generated.detail => &[
-            ("Esc", "back"),
-            ("a", "accept"),
-            ("r", "reject"),
-            ("e", "edit"),
-            ("p", "promote"),
-            (">", "chat"),
-            ("?", "help"),
-        ],
-        Mode::Generated => &[
-            ("↑↓", "move"),
-            ("Enter", "detail"),
-            ("v", "kept/rejected"),
-            ("a", "accept"),
-            ("r", "reject"),
-            ("p", "promote"),
-            ("n", "run"),
-            ("x", "stop"),
-            ("?", "help"),
-        ],
-        Mode::RunForm => &[("Tab ↑↓", "field"), ("Enter", "start"), ("Esc", "close")],
-        Mode::Prompt => &[],
-    };
+    let hints = super::keymap::hints(app.mode(), app.generated.detail);
     let mut spans = Vec::new();
     for (k, what) in hints {
         spans.push(key(k));
@@ -496,7 +423,7 @@ fn popup(frame: &mut Frame, title: &str, text: Text, width: u16, scroll: u16) {
 
 fn draw_help(frame: &mut Frame, scroll: u16) {
     let mut lines: Vec<Line> = Vec::new();
-    let mut last: Option<Context> = None;
+    let mut last: Option<Mode> = None;
     for (context, label, help) in help_rows() {
         if last != Some(context) {
             if last.is_some() {
