@@ -5,7 +5,7 @@
 mod common;
 
 use bioinstruct::model::Sampling;
-use bioinstruct::tui::app::{Mode, CHAT_TAB};
+use bioinstruct::tui::app::{Mode, Tab};
 use bioinstruct::tui::panes::chat::{ChatPane, ChatRequest, BASE, TUNED};
 use bioinstruct::tui::{keymap, Action, App, Effect};
 use common::{press, render};
@@ -64,7 +64,7 @@ fn type_text(app: &mut App, text: &str) {
 /// Opens the Chat pane and reports both models loaded, as the engine would.
 fn open_chat(a: &mut App) {
     let effects = press(a, &[KeyCode::Tab, KeyCode::Tab]);
-    assert_eq!(a.tab, CHAT_TAB);
+    assert_eq!(a.tab, Tab::Chat);
     assert_eq!(
         chat_requests(effects),
         vec![ChatRequest::Load {
@@ -124,7 +124,7 @@ fn snapshot_chat_with_a_task_and_its_reference_block() {
         let mut a = app(size, &root);
         // From the Seeds pane: seed-001 goes to the chat with its reference output.
         press(&mut a, &[KeyCode::Char('>')]);
-        assert_eq!(a.tab, CHAT_TAB);
+        assert_eq!(a.tab, Tab::Chat);
         assert!(a
             .chat
             .input

@@ -6,7 +6,7 @@ mod common;
 
 use bioinstruct::data::{read_jsonl, Category, Instruction};
 use bioinstruct::selfinstruct::run::Progress;
-use bioinstruct::tui::app::{Mode, GENERATED_TAB};
+use bioinstruct::tui::app::{Mode, Tab};
 use bioinstruct::tui::panes::generated::{GenList, GenRequest, GeneratedPane, RunState};
 use bioinstruct::tui::{Action, App, Effect};
 use common::{press, render};
@@ -105,7 +105,7 @@ fn app(size: (u16, u16), dir: &Path) -> App {
     ));
     // Seeds → Train → Chat → Generated.
     common::act(&mut a, Action::PrevTab);
-    assert_eq!(a.tab, GENERATED_TAB);
+    assert_eq!(a.tab, Tab::Generated);
     assert_eq!(a.mode(), Mode::Generated);
     a
 }
@@ -340,7 +340,7 @@ fn a_generated_task_goes_to_the_chat_pane() {
     let dir = folder("to-chat");
     let mut a = app((80, 24), &dir);
     press(&mut a, &[KeyCode::Char('>')]);
-    assert_eq!(a.tab, bioinstruct::tui::app::CHAT_TAB);
+    assert_eq!(a.tab, Tab::Chat);
     assert!(
         a.chat.input.contains("What does a raised troponin"),
         "{}",

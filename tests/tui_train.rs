@@ -6,7 +6,7 @@ mod common;
 
 use bioinstruct::train::config::TrainConfig;
 use bioinstruct::train::run::{Metric, RunDir, RunState, Status};
-use bioinstruct::tui::app::{Job, Mode, Overlay, TRAIN_TAB};
+use bioinstruct::tui::app::{Job, Mode, Overlay, Tab};
 use bioinstruct::tui::panes::train::{downsample, TrainPane};
 use bioinstruct::tui::{Action, App, Effect};
 use common::{press, render};
@@ -77,7 +77,7 @@ fn app(size: (u16, u16), root: &Path) -> App {
     let mut a =
         App::new(file, size).with_train(TrainPane::new(root.to_path_buf(), TrainConfig::default()));
     common::act(&mut a, Action::NextTab);
-    assert_eq!(a.tab, TRAIN_TAB);
+    assert_eq!(a.tab, Tab::Train);
     a
 }
 

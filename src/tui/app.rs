@@ -10,17 +10,41 @@ use super::ui::{self, AppLayout};
 use crate::data::InstructionFile;
 use ratatui::layout::{Position, Rect};
 
-/// The panes that exist, in tab order.
-pub const TABS: [&str; 4] = ["Seeds", "Train", "Chat", "Generated"];
+/// The panes, in tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tab {
+    /// The seed tasks.
+    #[default]
+    Seeds,
+    /// Training runs.
+    Train,
+    /// Base and tuned model side by side.
+    Chat,
+    /// Generated tasks and their review.
+    Generated,
+}
 
-/// Index of the Train pane in [`TABS`].
-pub const TRAIN_TAB: usize = 1;
+impl Tab {
+    /// Every tab, in order.
+    pub const ALL: [Tab; 4] = [Tab::Seeds, Tab::Train, Tab::Chat, Tab::Generated];
 
-/// Index of the Chat pane in [`TABS`].
-pub const CHAT_TAB: usize = 2;
+    /// The name on the tab bar.
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Seeds => "Seeds",
+            Tab::Train => "Train",
+            Tab::Chat => "Chat",
+            Tab::Generated => "Generated",
+        }
+    }
 
-/// Index of the Generated pane in [`TABS`].
-pub const GENERATED_TAB: usize = 3;
+    /// The tab `by` places on (wrapping around both ways).
+    pub fn step(self, by: isize) -> Tab {
+        let n = Tab::ALL.len() as isize;
+        let at = Tab::ALL.iter().position(|&t| t == self).unwrap_or(0) as isize;
+        Tab::ALL[(at + by).rem_euclid(n) as usize]
+    }
+}
 
 pub use super::effect::{Effect, Job};
 
@@ -74,8 +98,8 @@ pub enum Tone {
 pub struct App {
     /// The Seeds pane.
     pub seeds: SeedsPane,
-    /// Index into [`TABS`].
-    pub tab: usize,
+    /// The pane shown.
+    pub tab: Tab,
     /// The window over the pane, if any.
     pub overlay: Option<Overlay>,
     /// The last status message.
@@ -108,7 +132,7 @@ impl App {
         let has_errors = !file.invalid.is_empty();
         App {
             seeds: SeedsPane::new(file),
-            tab: 0,
+            tab: Tab::Seeds,
             overlay: has_errors.then_some(Overlay::Errors { scroll: 0 }),
             message: None,
             size,
@@ -164,11 +188,11 @@ impl App {
             ) => Mode::Prompt,
             Some(Overlay::Conflict) => Mode::Conflict,
             Some(_) => Mode::Overlay,
-            None if self.tab == TRAIN_TAB && self.train.form.is_some() => Mode::RunForm,
-            None if self.tab == TRAIN_TAB => Mode::Runs,
-            None if self.tab == CHAT_TAB && self.chat.sampling_form.is_some() => Mode::Sampling,
-            None if self.tab == CHAT_TAB => Mode::Chat,
-            None if self.tab == GENERATED_TAB => Mode::Generated,
+            None if self.tab == Tab::Train && self.train.form.is_some() => Mode::RunForm,
+            None if self.tab == Tab::Train => Mode::Runs,
+            None if self.tab == Tab::Chat && self.chat.sampling_form.is_some() => Mode::Sampling,
+            None if self.tab == Tab::Chat => Mode::Chat,
+            None if self.tab == Tab::Generated => Mode::Generated,
             None => match &self.seeds.view {
                 SeedsView::Form(_) => Mode::Form,
                 SeedsView::Detail { .. } => Mode::Detail,
@@ -379,8 +403,8 @@ impl App {
             }
             Action::ShowErrors => self.overlay = Some(Overlay::Errors { scroll: 0 }),
             Action::Resize { width, height } => self.size = (width, height),
-            Action::NextTab => self.switch_tab((self.tab + 1) % TABS.len()),
-            Action::PrevTab => self.switch_tab((self.tab + TABS.len() - 1) % TABS.len()),
+            Action::NextTab => self.switch_tab(self.tab.step(1)),
+            Action::PrevTab => self.switch_tab(self.tab.step(-1)),
             Action::Tick => self.reread(true, true, true),
             Action::FilesChanged(paths) => {
                 let under = |dir: &std::path::Path| {
@@ -451,23 +475,23 @@ impl App {
                 self.chat.fetched(result);
             }
             Action::SendToChat => {
-                let record = if self.tab == GENERATED_TAB {
+                let record = if self.tab == Tab::Generated {
                     self.generated.selected_record().cloned()
                 } else {
                     self.seeds.selected_record().cloned()
                 };
                 if let Some(record) = record {
                     self.chat.load_task(&record);
-                    self.switch_tab(CHAT_TAB);
+                    self.switch_tab(Tab::Chat);
                     self.info(format!(
                         "{} is in the input: Enter sends it to both models.",
                         record.id
                     ));
                 }
             }
-            other if self.tab == TRAIN_TAB => self.update_train(other),
-            other if self.tab == CHAT_TAB => self.update_chat(other),
-            other if self.tab == GENERATED_TAB => self.update_generated(other, rows),
+            other if self.tab == Tab::Train => self.update_train(other),
+            other if self.tab == Tab::Chat => self.update_chat(other),
+            other if self.tab == Tab::Generated => self.update_generated(other, rows),
             Action::Undo => match self.seeds.undo() {
                 Some(what) => self.info(format!("Undid {what}.")),
                 None => self.info("Nothing to undo."),
@@ -506,10 +530,10 @@ impl App {
     /// Chat pane), the generated tasks, the seed file (taken as it is on disk when nothing
     /// here is unsaved; otherwise the next save merges it).
     fn reread(&mut self, runs: bool, generated: bool, seeds: bool) {
-        if runs && (self.tab == TRAIN_TAB || self.tab == CHAT_TAB) {
+        if runs && (self.tab == Tab::Train || self.tab == Tab::Chat) {
             self.scan_runs();
         }
-        if generated && self.tab == GENERATED_TAB {
+        if generated && self.tab == Tab::Generated {
             self.generated.request_read();
         }
         if seeds && !self.seeds.dirty && self.overlay.is_none() && !self.checking_seeds {
@@ -522,21 +546,21 @@ impl App {
     /// Asks for a rescan of the runs ([`Effect::ScanRuns`]), with the adapters when the
     /// Chat pane is shown.
     fn scan_runs(&mut self) {
-        let adapters = (self.tab == CHAT_TAB).then(|| self.chat.runs_root.clone());
+        let adapters = (self.tab == Tab::Chat).then(|| self.chat.runs_root.clone());
         if let Some(scan) = self.train.request_scan(adapters) {
             self.effects.push(Effect::ScanRuns(Box::new(scan)));
         }
     }
 
-    fn switch_tab(&mut self, tab: usize) {
+    fn switch_tab(&mut self, tab: Tab) {
         self.tab = tab;
-        if tab == TRAIN_TAB {
+        if tab == Tab::Train {
             self.scan_runs();
         }
-        if tab == CHAT_TAB {
+        if tab == Tab::Chat {
             self.chat.ensure_loaded();
         }
-        if tab == GENERATED_TAB {
+        if tab == Tab::Generated {
             self.generated.request_read();
         }
     }
@@ -920,7 +944,7 @@ impl App {
         let at = Position::new(column, row);
         if let Some(tab) = layout.tab_at(at) {
             self.switch_tab(tab);
-        } else if self.tab == TRAIN_TAB || self.tab == CHAT_TAB || self.tab == GENERATED_TAB {
+        } else if self.tab != Tab::Seeds {
         } else if layout.list_inner.contains(at) {
             let clicked = self.seeds.offset + (row - layout.list_inner.y) as usize;
             if clicked < self.seeds.visible.len() {

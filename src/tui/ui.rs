@@ -1,7 +1,7 @@
 //! Drawing the frame: tab bar, the active pane, status bar, key hints and overlays.
 //! Rendering reads the [`App`] and changes nothing.
 
-use super::app::{App, Mode, Overlay, Tone, CHAT_TAB, GENERATED_TAB, TABS, TRAIN_TAB};
+use super::app::{App, Mode, Overlay, Tab, Tone};
 use super::keymap::help_rows;
 use super::panes::seeds::SeedsView;
 use super::panes::{chat_view, generated_view, seeds_view, train_view};
@@ -51,15 +51,15 @@ impl AppLayout {
     }
 
     /// The tab under `at`, if any.
-    pub fn tab_at(&self, at: Position) -> Option<usize> {
+    pub fn tab_at(&self, at: Position) -> Option<Tab> {
         if at.y != self.tabs.y {
             return None;
         }
         let mut x = self.tabs.x + TITLE.len() as u16;
-        for (i, name) in TABS.iter().enumerate() {
-            let width = name.len() as u16 + 2;
+        for tab in Tab::ALL {
+            let width = tab.title().len() as u16 + 2;
             if (x..x + width).contains(&at.x) {
-                return Some(i);
+                return Some(tab);
             }
             x += width + 1;
         }
@@ -100,18 +100,23 @@ pub fn app_layout(area: Rect, app: &App) -> AppLayout {
 pub fn draw(frame: &mut Frame, app: &App) {
     let layout = app_layout(frame.area(), app);
     draw_tabs(frame, layout.tabs, app);
-    if app.tab == TRAIN_TAB {
-        train_view::draw(frame, layout.body, &app.train);
-        draw_train_status(frame, layout.status, app);
-    } else if app.tab == CHAT_TAB {
-        chat_view::draw(frame, layout.body, &app.chat);
-        draw_chat_status(frame, layout.status, app);
-    } else if app.tab == GENERATED_TAB {
-        generated_view::draw(frame, layout.body, &app.generated, &app.seeds.file.records);
-        draw_generated_status(frame, layout.status, app);
-    } else {
-        seeds_view::draw(frame, &layout.seeds(), &app.seeds);
-        draw_status(frame, layout.status, app);
+    match app.tab {
+        Tab::Train => {
+            train_view::draw(frame, layout.body, &app.train);
+            draw_train_status(frame, layout.status, app);
+        }
+        Tab::Chat => {
+            chat_view::draw(frame, layout.body, &app.chat);
+            draw_chat_status(frame, layout.status, app);
+        }
+        Tab::Generated => {
+            generated_view::draw(frame, layout.body, &app.generated, &app.seeds.file.records);
+            draw_generated_status(frame, layout.status, app);
+        }
+        Tab::Seeds => {
+            seeds_view::draw(frame, &layout.seeds(), &app.seeds);
+            draw_status(frame, layout.status, app);
+        }
     }
     draw_hints(frame, layout.hints, app);
     match &app.overlay {
@@ -326,8 +331,9 @@ fn key(k: &str) -> Span<'static> {
 
 fn draw_tabs(frame: &mut Frame, area: Rect, app: &App) {
     let mut spans = vec![Span::styled(TITLE, Style::new().bold().reversed())];
-    for (i, name) in TABS.iter().enumerate() {
-        let style = if i == app.tab {
+    for tab in Tab::ALL {
+        let name = tab.title();
+        let style = if tab == app.tab {
             Style::new().bold().underlined()
         } else {
             Style::new().dim()
