@@ -343,14 +343,14 @@ fn reviews_in_the_pane_while_a_cli_run_appends_lose_nothing() {
         pane.reload_now();
         if let Some(i) = unreviewed(&pane.kept) {
             pane.showing = GenList::Kept;
-            pane.selected = i;
+            pane.cursor.selected = i;
             let id = pane.kept[i].id.clone();
             pane.reject().expect("reject");
             rejected_here.push(id);
         }
         if let Some(i) = unreviewed(&pane.rejected) {
             pane.showing = GenList::Rejected;
-            pane.selected = i;
+            pane.cursor.selected = i;
             let id = pane.rejected[i].id.clone();
             pane.accept().expect("accept");
             accepted_here.push(id);

@@ -259,7 +259,7 @@ fn duplicate_inserts_a_copy_below_with_a_fresh_id() {
     let copy = &a.seeds.file.records[1];
     assert_eq!(copy.id, "seed-081");
     assert_eq!(copy.instruction, a.seeds.file.records[0].instruction);
-    assert_eq!(a.seeds.selected, 1);
+    assert_eq!(a.seeds.cursor.selected, 1);
 }
 
 #[test]
@@ -383,7 +383,7 @@ fn mouse_click_selects_then_opens_and_the_wheel_scrolls() {
             row: inner.y + 4,
         },
     );
-    assert_eq!(a.seeds.selected, 4);
+    assert_eq!(a.seeds.cursor.selected, 4);
     common::act(
         &mut a,
         Action::Click {
@@ -396,8 +396,8 @@ fn mouse_click_selects_then_opens_and_the_wheel_scrolls() {
     for _ in 0..30 {
         common::act(&mut a, Action::ScrollDown);
     }
-    assert_eq!(a.seeds.selected, 34);
-    assert_eq!(a.seeds.offset, 34 + 1 - inner.height as usize);
+    assert_eq!(a.seeds.cursor.selected, 34);
+    assert_eq!(a.seeds.cursor.offset, 34 + 1 - inner.height as usize);
 }
 
 #[test]
@@ -412,7 +412,7 @@ fn resize_keeps_the_selection_visible() {
         },
     );
     let rows = a.layout().list_inner.height as usize;
-    assert!(a.seeds.offset + rows > a.seeds.selected);
+    assert!(a.seeds.cursor.offset + rows > a.seeds.cursor.selected);
     assert!(render(&a)
         .buffer()
         .content()

@@ -609,7 +609,7 @@ impl App {
             Action::EditExternal if g.selected_record().is_some() => {
                 self.effects.push(Effect::EditGenerated {
                     kept: g.showing == GenList::Kept,
-                    index: g.selected,
+                    index: g.cursor.selected,
                 });
                 return;
             }
@@ -781,7 +781,9 @@ impl App {
             Action::NewRun => t.form = Some(RunForm::new(t.defaults.clone())),
             Action::StopRun => match t.selected() {
                 Some(run) if run.is_active() => {
-                    self.overlay = Some(Overlay::ConfirmStop { index: t.selected })
+                    self.overlay = Some(Overlay::ConfirmStop {
+                        index: t.cursor.selected,
+                    })
                 }
                 Some(run) => {
                     let msg = format!("{} is not running ({}).", run.id, run.state_label());
@@ -798,7 +800,11 @@ impl App {
                     let msg = format!("{} has finished.", run.id);
                     self.info(msg)
                 }
-                Some(_) => self.overlay = Some(Overlay::ConfirmResume { index: t.selected }),
+                Some(_) => {
+                    self.overlay = Some(Overlay::ConfirmResume {
+                        index: t.cursor.selected,
+                    })
+                }
                 None => {}
             },
             _ => {}
@@ -842,7 +848,7 @@ impl App {
             }
             _ => {}
         }
-        s.selected = 0;
+        s.cursor.selected = 0;
         s.refresh();
     }
 
@@ -946,12 +952,12 @@ impl App {
             self.switch_tab(tab);
         } else if self.tab != Tab::Seeds {
         } else if layout.list_inner.contains(at) {
-            let clicked = self.seeds.offset + (row - layout.list_inner.y) as usize;
+            let clicked = self.seeds.cursor.offset + (row - layout.list_inner.y) as usize;
             if clicked < self.seeds.visible.len() {
-                if clicked == self.seeds.selected {
+                if clicked == self.seeds.cursor.selected {
                     self.seeds.view = SeedsView::Detail { scroll: 0 };
                 } else {
-                    self.seeds.selected = clicked;
+                    self.seeds.cursor.selected = clicked;
                 }
             }
         }

@@ -14,6 +14,7 @@
 //! [`GenIoDone`] ([`GeneratedPane::io_done`]). One is in flight at a time (the followers
 //! travel with it); a review shows at once and is written next.
 
+use super::list::ListSelection;
 use crate::data::follow::{Change, Follower};
 use crate::data::merge::{merge3, merge_invalid, with_lock, Snapshot};
 use crate::data::{save_atomic, to_jsonl, Instruction, SaveFailure, StoreError};
@@ -198,10 +199,8 @@ pub struct GeneratedPane {
     pub rejected: Vec<Instruction>,
     /// The list shown.
     pub showing: GenList,
-    /// Selected row of the shown list.
-    pub selected: usize,
-    /// First row on screen.
-    pub offset: usize,
+    /// The selected row of the shown list and the first on screen.
+    pub cursor: ListSelection,
     /// Whether the detail view (the task beside its most similar instruction) is open.
     pub detail: bool,
     /// A file that could not be read, and why.
@@ -237,8 +236,7 @@ impl GeneratedPane {
             kept: Vec::new(),
             rejected: Vec::new(),
             showing: GenList::Kept,
-            selected: 0,
-            offset: 0,
+            cursor: ListSelection::default(),
             detail: false,
             load_error: None,
             teacher,
@@ -426,7 +424,7 @@ impl GeneratedPane {
 
     fn clamp(&mut self) {
         let n = self.list().len();
-        self.selected = self.selected.min(n.saturating_sub(1));
+        self.cursor.clamp(n);
     }
 
     /// The list shown.
@@ -439,26 +437,19 @@ impl GeneratedPane {
 
     /// The selected task of the shown list.
     pub fn selected_record(&self) -> Option<&Instruction> {
-        self.list().get(self.selected)
+        self.list().get(self.cursor.selected)
     }
 
     /// Moves the selection by `delta` rows, within the list.
     pub fn move_selection(&mut self, delta: isize) {
         let n = self.list().len();
-        if n == 0 {
-            return;
-        }
-        self.selected = self.selected.saturating_add_signed(delta).min(n - 1);
+        self.cursor.move_by(delta, n);
     }
 
     /// Keeps the selected row on screen in a list of `rows` rows.
     pub fn scroll_into_view(&mut self, rows: usize) {
-        let rows = rows.max(1);
-        if self.selected < self.offset {
-            self.offset = self.selected;
-        } else if self.selected >= self.offset + rows {
-            self.offset = self.selected + 1 - rows;
-        }
+        let n = self.list().len();
+        self.cursor.scroll_into_view(rows, n);
     }
 
     /// Shows the other list.
@@ -467,8 +458,7 @@ impl GeneratedPane {
             GenList::Kept => GenList::Rejected,
             GenList::Rejected => GenList::Kept,
         };
-        self.selected = 0;
-        self.offset = 0;
+        self.cursor = ListSelection::default();
         self.detail = false;
     }
 
@@ -506,10 +496,10 @@ impl GeneratedPane {
     /// # Errors
     /// The shown list is not the rejected one.
     pub fn accept(&mut self) -> Result<String, String> {
-        if self.showing != GenList::Rejected || self.selected >= self.rejected.len() {
+        if self.showing != GenList::Rejected || self.cursor.selected >= self.rejected.len() {
             return Err("Accept works on the rejected list (v switches lists).".into());
         }
-        let mut r = self.rejected.remove(self.selected);
+        let mut r = self.rejected.remove(self.cursor.selected);
         r.extra.shift_remove("rejection");
         Self::review(&mut r, "accepted");
         let id = r.id.clone();
@@ -522,10 +512,10 @@ impl GeneratedPane {
     /// # Errors
     /// As [`GeneratedPane::accept`], on the kept list.
     pub fn reject(&mut self) -> Result<String, String> {
-        if self.showing != GenList::Kept || self.selected >= self.kept.len() {
+        if self.showing != GenList::Kept || self.cursor.selected >= self.kept.len() {
             return Err("Reject works on the kept list (v switches lists).".into());
         }
-        let mut r = self.kept.remove(self.selected);
+        let mut r = self.kept.remove(self.cursor.selected);
         r.extra
             .insert("rejection".into(), json!({"reason": "reviewer"}));
         Self::review(&mut r, "rejected");

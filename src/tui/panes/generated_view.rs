@@ -133,7 +133,7 @@ fn draw_list(frame: &mut Frame, area: Rect, pane: &GeneratedPane) {
     let rows: Vec<Row> = list
         .iter()
         .enumerate()
-        .skip(pane.offset)
+        .skip(pane.cursor.offset)
         .take(on_screen)
         .map(|(i, r)| {
             let mut cells = vec![
@@ -157,7 +157,7 @@ fn draw_list(frame: &mut Frame, area: Rect, pane: &GeneratedPane) {
                 r.instruction.replace('\n', " ")
             )));
             let row = Row::new(cells);
-            if i == pane.selected {
+            if i == pane.cursor.selected {
                 row.style(Style::new().reversed())
             } else {
                 row

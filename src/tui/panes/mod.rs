@@ -32,6 +32,7 @@ pub mod chat;
 pub mod chat_view;
 pub mod generated;
 pub mod generated_view;
+pub mod list;
 pub mod seeds;
 pub mod seeds_view;
 pub mod train;

@@ -1,6 +1,7 @@
 //! The Seeds pane's state: the seed file, the filtered and searched view of it, the
 //! selection, the detail view and edit form, and the undo history.
 
+use super::list::ListSelection;
 use crate::data::{Category, Instruction, InstructionFile};
 use crate::tui::form::{EditForm, FormTarget};
 
@@ -49,10 +50,8 @@ pub struct SeedsPane {
     pub file: InstructionFile,
     /// Indices into `file.records` that pass the filter and search, in file order.
     pub visible: Vec<usize>,
-    /// Position of the selection in `visible`.
-    pub selected: usize,
-    /// First row of `visible` shown in the list.
-    pub offset: usize,
+    /// The selection and the first row shown, as positions in `visible`.
+    pub cursor: ListSelection,
     /// Only this category, when set.
     pub filter: Option<Category>,
     /// The search text (matched case-insensitively).
@@ -119,8 +118,7 @@ impl SeedsPane {
         let mut pane = SeedsPane {
             file,
             visible: Vec::new(),
-            selected: 0,
-            offset: 0,
+            cursor: ListSelection::default(),
             filter: None,
             search: String::new(),
             searching: false,
@@ -144,9 +142,9 @@ impl SeedsPane {
                 self.filter.is_none_or(|c| r.category == c) && r.matches(&query)
             })
             .collect();
-        self.selected = keep
+        self.cursor.selected = keep
             .and_then(|k| self.visible.iter().position(|&i| i == k))
-            .unwrap_or(self.selected)
+            .unwrap_or(self.cursor.selected)
             .min(self.visible.len().saturating_sub(1));
     }
 
@@ -189,7 +187,7 @@ impl SeedsPane {
 
     /// Index in `file.records` of the selected record.
     pub fn selected_index(&self) -> Option<usize> {
-        self.visible.get(self.selected).copied()
+        self.visible.get(self.cursor.selected).copied()
     }
 
     /// The selected record.
@@ -201,7 +199,7 @@ impl SeedsPane {
     pub fn select_record(&mut self, index: usize) -> bool {
         match self.visible.iter().position(|&i| i == index) {
             Some(p) => {
-                self.selected = p;
+                self.cursor.selected = p;
                 true
             }
             None => false,
@@ -210,19 +208,12 @@ impl SeedsPane {
 
     /// Moves the selection by `delta` rows, clamped to the list.
     pub fn move_selection(&mut self, delta: isize) {
-        let last = self.visible.len().saturating_sub(1) as isize;
-        self.selected = (self.selected as isize + delta).clamp(0, last.max(0)) as usize;
+        self.cursor.move_by(delta, self.visible.len());
     }
 
-    /// Adjusts `offset` so that the selection is within `rows` rows of it.
+    /// Keeps the selection among the `rows` rows on screen.
     pub fn scroll_into_view(&mut self, rows: usize) {
-        let rows = rows.max(1);
-        if self.selected < self.offset {
-            self.offset = self.selected;
-        } else if self.selected >= self.offset + rows {
-            self.offset = self.selected + 1 - rows;
-        }
-        self.offset = self.offset.min(self.visible.len().saturating_sub(rows));
+        self.cursor.scroll_into_view(rows, self.visible.len());
     }
 
     /// The next category in the filter cycle: all, qa, ie, gen, other, all.
@@ -355,10 +346,10 @@ mod tests {
         let mut p = pane();
         p.move_selection(30);
         p.scroll_into_view(10);
-        assert_eq!((p.selected, p.offset), (30, 21));
+        assert_eq!((p.cursor.selected, p.cursor.offset), (30, 21));
         p.move_selection(-100);
         p.scroll_into_view(10);
-        assert_eq!((p.selected, p.offset), (0, 0));
+        assert_eq!((p.cursor.selected, p.cursor.offset), (0, 0));
     }
 
     #[test]

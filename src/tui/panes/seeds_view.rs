@@ -94,7 +94,7 @@ fn draw_list(frame: &mut Frame, layout: &SeedsAreas, pane: &SeedsPane) {
         .visible
         .iter()
         .enumerate()
-        .skip(pane.offset)
+        .skip(pane.cursor.offset)
         .take(inner.height as usize)
         .map(|(pos, &i)| {
             let r = &pane.file.records[i];
@@ -112,7 +112,7 @@ fn draw_list(frame: &mut Frame, layout: &SeedsAreas, pane: &SeedsPane) {
                     Style::new().dim(),
                 ),
             ]);
-            if pos == pane.selected {
+            if pos == pane.cursor.selected {
                 line.style(Style::new().reversed().bold())
             } else {
                 line

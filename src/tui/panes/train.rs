@@ -10,6 +10,7 @@
 //! stands in each run's files) that the runtime carries out ([`RunsScan::run`]) and hands
 //! back as [`RunsScanned`] (only what is new), one at a time.
 
+use super::list::ListSelection;
 use crate::train::config::TrainConfig;
 use crate::train::run::{Metric, RunDir, RunState, Status};
 use std::collections::{HashMap, VecDeque};
@@ -501,8 +502,8 @@ pub struct TrainPane {
     pub root: PathBuf,
     /// Runs, newest first.
     pub runs: Vec<RunEntry>,
-    /// Index of the selected run in `runs`.
-    pub selected: usize,
+    /// The selected run, as an index in `runs`.
+    pub cursor: ListSelection,
     /// The new-run form, while open.
     pub form: Option<RunForm>,
     /// A launch in progress (the form's config is being checked and the trainer started).
@@ -520,7 +521,7 @@ impl TrainPane {
         let mut pane = TrainPane {
             root,
             runs: Vec::new(),
-            selected: 0,
+            cursor: ListSelection::default(),
             form: None,
             launching: false,
             defaults,
@@ -593,7 +594,7 @@ impl TrainPane {
         }
         runs.sort_by(|a, b| b.id.cmp(&a.id));
         self.runs = runs;
-        self.selected = selected_id
+        self.cursor.selected = selected_id
             .and_then(|id| self.runs.iter().position(|r| r.id == id))
             .unwrap_or(0)
             .min(self.runs.len().saturating_sub(1));
@@ -602,12 +603,11 @@ impl TrainPane {
 
     /// The selected run.
     pub fn selected(&self) -> Option<&RunEntry> {
-        self.runs.get(self.selected)
+        self.runs.get(self.cursor.selected)
     }
 
     /// Moves the selection by `delta` rows.
     pub fn move_selection(&mut self, delta: isize) {
-        let last = self.runs.len().saturating_sub(1) as isize;
-        self.selected = (self.selected as isize + delta).clamp(0, last) as usize;
+        self.cursor.move_by(delta, self.runs.len());
     }
 }

@@ -115,9 +115,12 @@ fn draw_table(frame: &mut Frame, area: Rect, pane: &TrainPane) {
         })
         .collect();
     let visible = area.height.saturating_sub(3) as usize;
-    let skip = pane.selected.saturating_sub(visible.saturating_sub(1));
+    let skip = pane
+        .cursor
+        .selected
+        .saturating_sub(visible.saturating_sub(1));
     let mut state =
-        ratatui::widgets::TableState::default().with_selected(Some(pane.selected - skip));
+        ratatui::widgets::TableState::default().with_selected(Some(pane.cursor.selected - skip));
     let table = Table::new(
         rows.into_iter().skip(skip),
         [
