@@ -682,22 +682,10 @@ impl App {
         let c = &mut self.chat;
         if let Some(form) = &mut c.sampling_form {
             match action {
-                Action::FieldChar(ch) => {
-                    if let Some(f) = form.fields.get_mut(form.focus) {
-                        f.1.push(ch);
-                    }
-                }
-                Action::FieldBackspace => {
-                    if let Some(f) = form.fields.get_mut(form.focus) {
-                        f.1.pop();
-                    }
-                }
-                Action::FormNextField | Action::Down => {
-                    form.focus = (form.focus + 1) % form.fields.len()
-                }
-                Action::FormPrevField | Action::Up => {
-                    form.focus = (form.focus + form.fields.len() - 1) % form.fields.len()
-                }
+                Action::FieldChar(ch) => form.inputs.type_char(ch),
+                Action::FieldBackspace => form.inputs.backspace(),
+                Action::FormNextField | Action::Down => form.inputs.move_focus(1),
+                Action::FormPrevField | Action::Up => form.inputs.move_focus(-1),
                 Action::ApplySampling if c.apply_sampling() => {
                     self.info("Sampling settings applied to both columns.")
                 }

@@ -7,6 +7,7 @@
 //! records what they report ([`crate::tui::Action::ChatLoaded`], `ChatPiece`, `ChatDone`),
 //! so the workbench never waits on a model.
 
+use super::fields::FieldForm;
 use crate::model::{ChatMessage, Sampling};
 use std::path::{Path, PathBuf};
 
@@ -146,10 +147,8 @@ pub struct Reference {
 /// The sampling popup: the fields of [`Sampling`] that matter when comparing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingForm {
-    /// `(name, text)` of each field.
-    pub fields: Vec<(&'static str, String)>,
-    /// The focused field.
-    pub focus: usize,
+    /// The fields, named as [`Sampling`]'s.
+    pub inputs: FieldForm,
     /// Why the fields are not accepted, if they are not.
     pub error: Option<String>,
 }
@@ -157,15 +156,14 @@ pub struct SamplingForm {
 impl SamplingForm {
     fn new(s: &Sampling) -> SamplingForm {
         SamplingForm {
-            fields: vec![
+            inputs: FieldForm::new([
                 ("temperature", s.temperature.to_string()),
                 ("top_p", s.top_p.to_string()),
                 ("top_k", s.top_k.to_string()),
                 ("repetition_penalty", s.repetition_penalty.to_string()),
                 ("max_new_tokens", s.max_new_tokens.to_string()),
                 ("seed", s.seed.to_string()),
-            ],
-            focus: 0,
+            ]),
             error: None,
         }
     }
@@ -173,8 +171,8 @@ impl SamplingForm {
     /// The settings the fields give over `base`, or why not.
     pub fn parse(&self, base: &Sampling) -> Result<Sampling, String> {
         let mut s = base.clone();
-        for (name, text) in &self.fields {
-            let t = text.trim();
+        for field in &self.inputs.fields {
+            let (name, t) = (&field.key, field.value.trim());
             let bad = || format!("{name}: {t:?} is not a number");
             match *name {
                 "temperature" => s.temperature = t.parse().map_err(|_| bad())?,

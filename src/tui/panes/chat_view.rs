@@ -205,7 +205,7 @@ pub fn draw(frame: &mut Frame, area: Rect, pane: &ChatPane) {
     );
     if let Some(form) = &pane.sampling_form {
         let width = 52.min(area.width.saturating_sub(2));
-        let height = (form.fields.len() as u16 + 5).min(area.height);
+        let height = (form.inputs.fields.len() as u16 + 5).min(area.height);
         let popup = Rect::new(
             area.x + (area.width.saturating_sub(width)) / 2,
             area.y + (area.height.saturating_sub(height)) / 2,
@@ -213,11 +213,13 @@ pub fn draw(frame: &mut Frame, area: Rect, pane: &ChatPane) {
             height,
         );
         let mut lines: Vec<Line> = form
+            .inputs
             .fields
             .iter()
             .enumerate()
-            .map(|(i, (name, value))| {
-                let style = if i == form.focus {
+            .map(|(i, field)| {
+                let (name, value) = (field.key, &field.value);
+                let style = if i == form.inputs.focus {
                     Style::new().add_modifier(Modifier::REVERSED)
                 } else {
                     Style::new()

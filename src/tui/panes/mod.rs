@@ -30,6 +30,7 @@ pub struct SeedsAreas {
 
 pub mod chat;
 pub mod chat_view;
+pub mod fields;
 pub mod generated;
 pub mod generated_view;
 pub mod list;

@@ -10,6 +10,7 @@
 //! stands in each run's files) that the runtime carries out ([`RunsScan::run`]) and hands
 //! back as [`RunsScanned`] (only what is new), one at a time.
 
+use super::fields::FieldForm;
 use super::list::ListSelection;
 use crate::train::config::TrainConfig;
 use crate::train::run::{Metric, RunDir, RunState, Status};
@@ -209,17 +210,6 @@ pub fn downsample(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// One field of the new-run form.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunField {
-    /// The config key, `section.name`.
-    pub key: &'static str,
-    /// What the user typed.
-    pub value: String,
-    /// Why the value is not accepted, if it is not.
-    pub error: Option<String>,
-}
-
 /// How a field's text becomes TOML.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -272,10 +262,8 @@ fn field_text(config: &TrainConfig, key: &str) -> String {
 /// typed with the trainer's own checks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunForm {
-    /// The fields, in order.
-    pub fields: Vec<RunField>,
-    /// The field with the cursor.
-    pub focus: usize,
+    /// The fields (config keys), in [`FIELDS`] order.
+    pub inputs: FieldForm,
     /// The configuration the fields are laid over.
     pub base: TrainConfig,
 }
@@ -283,19 +271,8 @@ pub struct RunForm {
 impl RunForm {
     /// A form showing `base`'s values.
     pub fn new(base: TrainConfig) -> RunForm {
-        let fields = FIELDS
-            .iter()
-            .map(|(key, _)| RunField {
-                key,
-                value: field_text(&base, key),
-                error: None,
-            })
-            .collect();
-        let mut form = RunForm {
-            fields,
-            focus: 0,
-            base,
-        };
+        let inputs = FieldForm::new(FIELDS.iter().map(|(key, _)| (*key, field_text(&base, key))));
+        let mut form = RunForm { inputs, base };
         form.validate();
         form
     }
@@ -307,7 +284,7 @@ impl RunForm {
             Ok(toml::Value::Table(t)) => t,
             _ => toml::Table::new(),
         };
-        for (field, (_, kind)) in self.fields.iter_mut().zip(FIELDS) {
+        for (field, (_, kind)) in self.inputs.fields.iter_mut().zip(FIELDS) {
             field.error = None;
             let text = field.value.trim();
             let value = match kind {
@@ -346,22 +323,27 @@ impl RunForm {
         let config: TrainConfig = match toml::Value::Table(table).try_into() {
             Ok(c) => c,
             Err(e) => {
-                if let Some(f) = self.fields.first_mut() {
+                if let Some(f) = self.inputs.fields.first_mut() {
                     f.error.get_or_insert_with(|| e.to_string());
                 }
                 return None;
             }
         };
-        let mut ok = self.fields.iter().all(|f| f.error.is_none());
+        let mut ok = self.inputs.fields.iter().all(|f| f.error.is_none());
         for problem in config.problems() {
             let (key, what) = problem.split_once(": ").unwrap_or(("", &problem));
-            if let Some(f) = self.fields.iter_mut().find(|f| f.key == key) {
+            if let Some(f) = self.inputs.fields.iter_mut().find(|f| f.key == key) {
                 f.error.get_or_insert_with(|| what.to_string());
             }
             ok = false;
         }
         if config.model.base.trim().is_empty() {
-            if let Some(f) = self.fields.iter_mut().find(|f| f.key == "model.base") {
+            if let Some(f) = self
+                .inputs
+                .fields
+                .iter_mut()
+                .find(|f| f.key == "model.base")
+            {
                 f.error = Some("is empty".into());
             }
             ok = false;
@@ -371,24 +353,19 @@ impl RunForm {
 
     /// Types `c` into the focused field.
     pub fn type_char(&mut self, c: char) {
-        if let Some(f) = self.fields.get_mut(self.focus) {
-            f.value.push(c);
-        }
+        self.inputs.type_char(c);
         self.validate();
     }
 
     /// Deletes the last character of the focused field.
     pub fn backspace(&mut self) {
-        if let Some(f) = self.fields.get_mut(self.focus) {
-            f.value.pop();
-        }
+        self.inputs.backspace();
         self.validate();
     }
 
     /// Moves the cursor `delta` fields (wrapping).
     pub fn move_focus(&mut self, delta: isize) {
-        let n = self.fields.len() as isize;
-        self.focus = ((self.focus as isize + delta).rem_euclid(n.max(1))) as usize;
+        self.inputs.move_focus(delta);
     }
 }
 

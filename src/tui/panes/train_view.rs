@@ -346,10 +346,17 @@ fn draw_form(frame: &mut Frame, area: Rect, form: &RunForm, launching: bool) {
     let block = Block::bordered().title(title);
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let label_width = form.fields.iter().map(|f| f.key.len()).max().unwrap_or(10) as u16 + 2;
+    let label_width = form
+        .inputs
+        .fields
+        .iter()
+        .map(|f| f.key.len())
+        .max()
+        .unwrap_or(10) as u16
+        + 2;
     let mut lines = Vec::new();
-    for (i, f) in form.fields.iter().enumerate() {
-        let focused = i == form.focus;
+    for (i, f) in form.inputs.fields.iter().enumerate() {
+        let focused = i == form.inputs.focus;
         let value_style = if focused {
             Style::new().add_modifier(Modifier::REVERSED)
         } else {
