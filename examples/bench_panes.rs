@@ -79,7 +79,9 @@ fn main() {
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).expect("terminal");
     let mut frame = |app: &App| {
         terminal
-            .draw(|f| bioinstruct::tui::ui::draw(f, app))
+            .draw(|f| {
+                bioinstruct::tui::ui::draw(f, app);
+            })
             .expect("draw");
     };
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

@@ -29,7 +29,11 @@ fn selected_id(app: &App) -> Option<&str> {
 
 fn render(app: &App) -> TestBackend {
     let mut terminal = Terminal::new(TestBackend::new(app.size.0, app.size.1)).expect("terminal");
-    terminal.draw(|f| ui::draw(f, app)).expect("draw");
+    terminal
+        .draw(|f| {
+            ui::draw(f, app);
+        })
+        .expect("draw");
     terminal.backend().clone()
 }
 
@@ -503,4 +507,34 @@ fn no_pane_imports_the_app_or_the_frame_layout() {
             );
         }
     }
+}
+
+/// Pages follow the layout the last frame had (the app takes it back from `ui::draw`), not
+/// one `update` works out for itself.
+#[test]
+fn page_moves_follow_the_layout_the_last_frame_reported() {
+    let mut a = app((80, 24));
+    let small = a.layout().list_inner.height as usize;
+    common::act(&mut a, Action::PageDown);
+    assert_eq!(a.seeds.cursor.selected, small);
+    common::act(
+        &mut a,
+        Action::Resize {
+            width: 80,
+            height: 40,
+        },
+    );
+    // Not drawn at the new size yet: the screen still shows the old page.
+    assert_eq!(a.layout().list_inner.height as usize, small);
+    let mut terminal = Terminal::new(TestBackend::new(80, 40)).expect("terminal");
+    let mut drawn = None;
+    terminal
+        .draw(|f| drawn = Some(ui::draw(f, &a)))
+        .expect("draw");
+    let drawn = drawn.expect("a layout");
+    let big = drawn.list_inner.height as usize;
+    assert!(big > small, "{big} rows at 40 lines, {small} at 24");
+    common::act(&mut a, Action::Drawn(Box::new(drawn)));
+    common::act(&mut a, Action::PageDown);
+    assert_eq!(a.seeds.cursor.selected, small + big);
 }

@@ -224,6 +224,10 @@ pub enum Action {
     /// file's path), or why not.
     #[serde(skip)]
     TranscriptSaved(Result<std::path::PathBuf, String>),
+    /// A frame was drawn with this layout ([`super::ui::draw`]): page sizes and mouse clicks
+    /// follow it.
+    #[serde(skip)]
+    Drawn(Box<super::ui::AppLayout>),
     /// A rescan of the runs ([`super::Effect::ScanRuns`]) is back.
     #[serde(skip)]
     RunsScanned(Box<super::panes::train::RunsScanned>),

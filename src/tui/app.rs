@@ -123,6 +123,9 @@ pub struct App {
     quit_after_save: bool,
     /// A check of the seed file on disk is in flight.
     checking_seeds: bool,
+    /// Where the last frame put everything ([`Action::Drawn`]): page sizes and clicks
+    /// follow what is on screen.
+    drawn: AppLayout,
 }
 
 impl App {
@@ -130,7 +133,7 @@ impl App {
     /// the file had invalid lines.
     pub fn new(file: InstructionFile, size: (u16, u16)) -> App {
         let has_errors = !file.invalid.is_empty();
-        App {
+        let mut app = App {
             seeds: SeedsPane::new(file),
             tab: Tab::Seeds,
             overlay: has_errors.then_some(Overlay::Errors { scroll: 0 }),
@@ -156,7 +159,11 @@ impl App {
             save_again: false,
             quit_after_save: false,
             checking_seeds: false,
-        }
+            drawn: AppLayout::default(),
+        };
+        // Until the first frame is drawn: the layout that frame will have.
+        app.drawn = ui::app_layout(Rect::new(0, 0, size.0, size.1), &app);
+        app
     }
 
     /// The same app with `generated` as its Generated pane.
@@ -202,9 +209,9 @@ impl App {
         }
     }
 
-    /// The screen areas for the current size.
+    /// The screen areas of the last frame drawn ([`Action::Drawn`]).
     pub fn layout(&self) -> AppLayout {
-        ui::app_layout(Rect::new(0, 0, self.size.0, self.size.1), self)
+        self.drawn.clone()
     }
 
     fn list_rows(&self) -> usize {
@@ -231,20 +238,31 @@ impl App {
                 | Action::GeneratedIoDone(_)
                 | Action::RunsScanned(_)
                 | Action::SeedsRead(_)
+                | Action::Drawn(_)
                 | Action::ModelFetchProgress { .. }
         ) {
             self.message = None;
+        }
+        if let Action::Drawn(layout) = action {
+            self.drawn = *layout;
+            self.scroll_lists();
+            return Vec::new();
         }
         if let Some(overlay) = self.overlay {
             self.update_overlay(overlay, action);
         } else {
             self.update_pane(action);
         }
+        self.scroll_lists();
+        self.take_effects()
+    }
+
+    /// Keeps each list's selection among the rows on screen.
+    fn scroll_lists(&mut self) {
         let rows = self.list_rows();
         self.seeds.scroll_into_view(rows);
-        let rows = super::panes::generated_view::list_rows(self.layout().body);
+        let rows = super::panes::generated_view::list_rows(self.drawn.body);
         self.generated.scroll_into_view(rows);
-        self.take_effects()
     }
 
     /// The work queued while applying an action: the app's, then the panes'.

@@ -5,7 +5,8 @@
 //! state changes, does no I/O, and returns [`Effect`]s, the work it asks for (file work
 //! included: saves, reviews, transcripts, rescans); the [`runtime`] (one tokio runtime)
 //! carries them out as tasks that report back with `Action`s on one channel; and
-//! [`ui::draw`] renders the state without changing it, at most once per ~16 ms and only
+//! [`ui::draw`] renders the state without changing it and reports the layout it chose back
+//! ([`Action::Drawn`]: page sizes and clicks follow the screen), at most once per ~16 ms and only
 //! after something changed.
 
 pub mod action;

@@ -68,9 +68,16 @@ pub async fn event_loop(
             return Ok(());
         }
         if dirty && last_frame.elapsed() >= MIN_FRAME {
-            terminal.draw(|frame| ui::draw(frame, app))?;
+            let mut drawn = None;
+            terminal.draw(|frame| drawn = Some(ui::draw(frame, app)))?;
+            // A new layout (a resize, another view) can move the selection off screen:
+            // the app takes it back and the next frame shows the selection again.
             last_frame = Instant::now();
             dirty = false;
+            if let Some(layout) = drawn.filter(|l| *l != app.layout()) {
+                app.update(Action::Drawn(Box::new(layout)));
+                dirty = true;
+            }
         }
         let next_frame = last_frame + MIN_FRAME;
         let effects = tokio::select! {

@@ -20,8 +20,9 @@ const TITLE: &str = " bioinstruct ";
 
 pub use super::panes::category_color;
 
-/// Where everything goes on screen, computed the same way for drawing and for mouse clicks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where everything goes on screen: decided by [`draw`] and handed back to the app, which
+/// sizes pages and hit-tests clicks with it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AppLayout {
     /// The tab bar (one row).
     pub tabs: Rect,
@@ -96,8 +97,9 @@ pub fn app_layout(area: Rect, app: &App) -> AppLayout {
     }
 }
 
-/// Draws the whole frame.
-pub fn draw(frame: &mut Frame, app: &App) {
+/// Draws the whole frame; returns where everything went, for the app to take back
+/// ([`super::Action::Drawn`]): page sizes and mouse clicks follow what is on screen.
+pub fn draw(frame: &mut Frame, app: &App) -> AppLayout {
     let layout = app_layout(frame.area(), app);
     draw_tabs(frame, layout.tabs, app);
     match app.tab {
@@ -197,6 +199,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Some(Overlay::Conflict) => draw_conflict(frame, app),
         None => {}
     }
+    layout
 }
 
 /// The first open save conflict: both versions of the record, side by side.

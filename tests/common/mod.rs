@@ -133,7 +133,9 @@ pub fn render(app: &bioinstruct::tui::App) -> ratatui::backend::TestBackend {
     let backend = ratatui::backend::TestBackend::new(app.size.0, app.size.1);
     let mut terminal = ratatui::Terminal::new(backend).expect("terminal");
     terminal
-        .draw(|f| bioinstruct::tui::ui::draw(f, app))
+        .draw(|f| {
+            bioinstruct::tui::ui::draw(f, app);
+        })
         .expect("draw");
     terminal.backend().clone()
 }
