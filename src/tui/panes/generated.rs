@@ -588,3 +588,74 @@ impl GeneratedPane {
         counts.map(|n| 100.0 * n as f64 / total)
     }
 }
+
+impl super::Pane for GeneratedPane {
+    fn mode(&self) -> crate::tui::mode::Mode {
+        crate::tui::mode::Mode::Generated
+    }
+
+    /// The pane's own keys; promoting a task to the seeds and sending one to the Chat pane
+    /// reach other panes, so the app does those.
+    fn update(&mut self, action: crate::tui::Action, rows: usize) -> super::Reply {
+        use super::Reply;
+        use crate::tui::Action;
+        let rows = rows as isize;
+        let delta = match action {
+            Action::Up | Action::ScrollUp => Some(-1),
+            Action::Down | Action::ScrollDown => Some(1),
+            Action::PageUp => Some(-rows),
+            Action::PageDown => Some(rows),
+            Action::Top => Some(isize::MIN / 2),
+            Action::Bottom => Some(isize::MAX / 2),
+            _ => None,
+        };
+        if let Some(delta) = delta {
+            self.move_selection(delta);
+            return Reply::default();
+        }
+        match action {
+            Action::Open => {
+                self.detail = !self.detail && self.selected_record().is_some();
+                Reply::default()
+            }
+            Action::Cancel => {
+                self.detail = false;
+                Reply::default()
+            }
+            Action::SwitchGenList => {
+                self.switch_list();
+                Reply::default()
+            }
+            Action::AcceptTask => self.accept().map_or_else(Reply::error, Reply::info),
+            Action::RejectTask => self.reject().map_or_else(Reply::error, Reply::info),
+            Action::EditExternal if self.selected_record().is_some() => {
+                Reply::effect(crate::tui::Effect::EditGenerated {
+                    kept: self.showing == GenList::Kept,
+                    index: self.cursor.selected,
+                })
+            }
+            Action::StartGenerate if self.running() => Reply::error("A run is already going."),
+            Action::StartGenerate => {
+                self.run = RunState::Starting;
+                self.requests.push(GenRequest::Start {
+                    teacher: self.teacher.clone(),
+                    target: self.target,
+                });
+                Reply::info(format!(
+                    "Starting a run with {} to {} kept tasks…",
+                    self.teacher, self.target
+                ))
+            }
+            Action::StopGenerate if self.running() => {
+                self.requests.push(GenRequest::Stop);
+                Reply::info("Stopping the run…")
+            }
+            Action::StopGenerate => Reply::error("No run is going."),
+            _ => Reply::default(),
+        }
+    }
+
+    fn draw(&self, frame: &mut ratatui::Frame, area: ratatui::layout::Rect, shared: super::Shared) {
+        super::generated_view::draw(frame, area, self, shared.seeds);
+    }
+}

@@ -1,9 +1,90 @@
 //! One module per pane: its state (and logic) and its drawing. No module here imports the
 //! app (`app.rs`) or the frame layout (`ui.rs`): a pane's drawing gets the areas it needs.
+//!
+//! The Train, Chat and Generated panes are [`Pane`]s: the app hands each the actions meant
+//! for it and draws it through the trait. The Seeds pane's actions still run in `app.rs`
+//! (the form, the search, the detail view, the prompts and the undo history reach into the
+//! app's overlays).
 
-use crate::data::Category;
+use super::action::Action;
+use super::effect::Effect;
+use super::mode::Mode;
+use crate::data::{Category, Instruction};
 use ratatui::layout::Rect;
 use ratatui::style::Color;
+use ratatui::Frame;
+
+/// What a pane hands back to the app after an action.
+#[derive(Debug, Default, PartialEq)]
+pub struct Reply {
+    /// For the status line: `Ok` informs, `Err` reports a failure.
+    pub message: Option<Result<String, String>>,
+    /// A question the app asks before going on.
+    pub ask: Option<Ask>,
+    /// Work for the runtime.
+    pub effects: Vec<Effect>,
+}
+
+impl Reply {
+    /// A reply that only informs.
+    pub fn info(text: impl Into<String>) -> Reply {
+        Reply {
+            message: Some(Ok(text.into())),
+            ..Reply::default()
+        }
+    }
+
+    /// A reply that reports a failure.
+    pub fn error(text: impl Into<String>) -> Reply {
+        Reply {
+            message: Some(Err(text.into())),
+            ..Reply::default()
+        }
+    }
+
+    /// A reply that asks the runtime for `effect`.
+    pub fn effect(effect: Effect) -> Reply {
+        Reply {
+            effects: vec![effect],
+            ..Reply::default()
+        }
+    }
+
+    /// This reply with a status-line message.
+    pub fn with_message(mut self, message: Result<String, String>) -> Reply {
+        self.message = Some(message);
+        self
+    }
+}
+
+/// A yes/no question a pane needs answered first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// Stop the run at this index of the Train pane's runs?
+    StopRun(usize),
+    /// Resume the run at this index?
+    ResumeRun(usize),
+}
+
+/// What every pane may read when it is drawn besides its own state.
+#[derive(Debug, Clone, Copy)]
+pub struct Shared<'a> {
+    /// The seed records (the Generated pane shows a task beside its most similar seed).
+    pub seeds: &'a [Instruction],
+}
+
+/// A pane of the workbench: its keys' mode, its actions, its drawing.
+pub trait Pane {
+    /// Where keys go while the pane is shown and no overlay is open.
+    fn mode(&self) -> Mode;
+
+    /// Applies an action meant for this pane (the app keeps tab switches, saves, help and
+    /// clicks); `rows` is how many list rows the screen shows (page moves).
+    fn update(&mut self, action: Action, rows: usize) -> Reply;
+
+    /// Draws the pane into `area`.
+    fn draw(&self, frame: &mut Frame, area: Rect, shared: Shared);
+}
 
 /// The colour of a category everywhere on screen.
 pub fn category_color(c: Category) -> Color {

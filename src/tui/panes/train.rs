@@ -588,3 +588,92 @@ impl TrainPane {
         self.cursor.move_by(delta, self.runs.len());
     }
 }
+
+impl super::Pane for TrainPane {
+    fn mode(&self) -> crate::tui::mode::Mode {
+        use crate::tui::mode::Mode;
+        match self.form {
+            Some(_) => Mode::RunForm,
+            None => Mode::Runs,
+        }
+    }
+
+    fn update(&mut self, action: crate::tui::Action, _rows: usize) -> super::Reply {
+        use super::{Ask, Reply};
+        use crate::tui::effect::{Effect, Job};
+        use crate::tui::Action;
+        if let Some(form) = &mut self.form {
+            match action {
+                Action::FieldChar(c) => form.type_char(c),
+                Action::FieldBackspace => form.backspace(),
+                Action::FormNextField | Action::Down => form.move_focus(1),
+                Action::FormPrevField | Action::Up => form.move_focus(-1),
+                Action::Cancel if !self.launching => self.form = None,
+                Action::LaunchRun if self.launching => {}
+                Action::LaunchRun => {
+                    return match form.validate() {
+                        Some(config) => {
+                            self.launching = true;
+                            Reply::effect(Effect::Run(Job::Launch(Box::new(config)))).with_message(
+                                Ok("Checking the data and the model, then starting the run…"
+                                    .into()),
+                            )
+                        }
+                        None => Reply::error("Fix the fields marked ✗ first."),
+                    }
+                }
+                _ => {}
+            }
+            return Reply::default();
+        }
+        match action {
+            Action::Up | Action::ScrollUp => self.move_selection(-1),
+            Action::Down | Action::ScrollDown => self.move_selection(1),
+            Action::Top => self.move_selection(isize::MIN / 2),
+            Action::Bottom => self.move_selection(isize::MAX / 2),
+            Action::NewRun => self.form = Some(RunForm::new(self.defaults.clone())),
+            Action::StopRun => match self.selected() {
+                Some(run) if run.is_active() => {
+                    return Reply {
+                        ask: Some(Ask::StopRun(self.cursor.selected)),
+                        ..Reply::default()
+                    }
+                }
+                Some(run) => {
+                    return Reply::info(format!(
+                        "{} is not running ({}).",
+                        run.id,
+                        run.state_label()
+                    ))
+                }
+                None => {}
+            },
+            Action::ResumeRun => match self.selected() {
+                Some(run) if run.is_active() => {
+                    return Reply::info(format!("{} is still running.", run.id))
+                }
+                Some(run) if run.status.state == RunState::Finished => {
+                    return Reply::info(format!("{} has finished.", run.id))
+                }
+                Some(_) => {
+                    return Reply {
+                        ask: Some(Ask::ResumeRun(self.cursor.selected)),
+                        ..Reply::default()
+                    }
+                }
+                None => {}
+            },
+            _ => {}
+        }
+        Reply::default()
+    }
+
+    fn draw(
+        &self,
+        frame: &mut ratatui::Frame,
+        area: ratatui::layout::Rect,
+        _shared: super::Shared,
+    ) {
+        super::train_view::draw(frame, area, self);
+    }
+}
