@@ -390,16 +390,20 @@ fn a_long_run_error_is_shown_whole() {
 #[test]
 fn the_pane_answers_through_the_pane_trait_alone() {
     use bioinstruct::tui::mode::Mode;
-    use bioinstruct::tui::panes::{Pane, Reply};
+    use bioinstruct::tui::panes::{Pane, Reply, Screen};
+    let screen = |rows| Screen {
+        body: ratatui::layout::Rect::new(0, 0, 80, 20),
+        rows,
+    };
     let dir = folder("pane-trait");
     let mut pane = GeneratedPane::new(dir, "mock".into(), 7);
     assert_eq!(Pane::mode(&pane), Mode::Generated);
     assert_eq!(
-        pane.update(Action::StopGenerate, 10),
+        pane.update(Action::StopGenerate, screen(10)),
         Reply::error("No run is going.")
     );
     assert_eq!(
-        pane.update(Action::StartGenerate, 10),
+        pane.update(Action::StartGenerate, screen(10)),
         Reply::info("Starting a run with mock to 7 kept tasks…")
     );
     assert_eq!(
@@ -409,6 +413,6 @@ fn the_pane_answers_through_the_pane_trait_alone() {
             target: 7
         }]
     );
-    pane.update(Action::PageDown, 2);
+    pane.update(Action::PageDown, screen(2));
     assert_eq!(pane.cursor.selected, 2, "a page is the rows it is given");
 }

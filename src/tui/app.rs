@@ -1,12 +1,11 @@
 //! The workbench's state and its one mutator, [`App::update`].
 
 use super::action::Action;
-use super::form::{EditForm, FormTarget};
 use super::panes::chat::ChatPane;
 use super::panes::generated::{GenList, GeneratedPane, RunState};
 use super::panes::seeds::{SeedsPane, SeedsView};
 use super::panes::train::TrainPane;
-use super::panes::{Ask, Pane, Reply};
+use super::panes::{Ask, Pane, Reply, Screen};
 use super::ui::{self, AppLayout};
 use crate::data::InstructionFile;
 use ratatui::layout::{Position, Rect};
@@ -196,13 +195,7 @@ impl App {
             ) => Mode::Prompt,
             Some(Overlay::Conflict) => Mode::Conflict,
             Some(_) => Mode::Overlay,
-            None if self.tab != Tab::Seeds => self.pane().map_or(Mode::Global, |p| p.mode()),
-            None => match &self.seeds.view {
-                SeedsView::Form(_) => Mode::Form,
-                SeedsView::Detail { .. } => Mode::Detail,
-                SeedsView::List if self.seeds.searching => Mode::Search,
-                SeedsView::List => Mode::List,
-            },
+            None => self.pane().mode(),
         }
     }
 
@@ -215,22 +208,34 @@ impl App {
         self.layout().list_inner.height as usize
     }
 
-    /// The shown pane, when it is a [`Pane`] (every one but the Seeds pane).
-    pub fn pane(&self) -> Option<&dyn Pane> {
+    /// The pane shown.
+    pub fn pane(&self) -> &dyn Pane {
         match self.tab {
-            Tab::Seeds => None,
-            Tab::Train => Some(&self.train),
-            Tab::Chat => Some(&self.chat),
-            Tab::Generated => Some(&self.generated),
+            Tab::Seeds => &self.seeds,
+            Tab::Train => &self.train,
+            Tab::Chat => &self.chat,
+            Tab::Generated => &self.generated,
         }
     }
 
-    fn pane_mut(&mut self) -> Option<&mut dyn Pane> {
+    fn pane_mut(&mut self) -> &mut dyn Pane {
         match self.tab {
-            Tab::Seeds => None,
-            Tab::Train => Some(&mut self.train),
-            Tab::Chat => Some(&mut self.chat),
-            Tab::Generated => Some(&mut self.generated),
+            Tab::Seeds => &mut self.seeds,
+            Tab::Train => &mut self.train,
+            Tab::Chat => &mut self.chat,
+            Tab::Generated => &mut self.generated,
+        }
+    }
+
+    /// Where the shown pane was on the last frame.
+    fn screen(&self) -> Screen {
+        let rows = match self.tab {
+            Tab::Generated => super::panes::generated_view::list_rows(self.drawn.body),
+            _ => self.list_rows(),
+        };
+        Screen {
+            body: self.drawn.body,
+            rows,
         }
     }
 
@@ -242,6 +247,7 @@ impl App {
         match reply.ask {
             Some(Ask::StopRun(index)) => self.overlay = Some(Overlay::ConfirmStop { index }),
             Some(Ask::ResumeRun(index)) => self.overlay = Some(Overlay::ConfirmResume { index }),
+            Some(Ask::DeleteSeed(index)) => self.overlay = Some(Overlay::ConfirmDelete { index }),
             None => {}
         }
         self.effects.extend(reply.effects);
@@ -406,7 +412,6 @@ impl App {
     }
 
     fn update_pane(&mut self, action: Action) {
-        let rows = self.list_rows() as isize;
         match action {
             Action::Quit if self.seeds.dirty => self.overlay = Some(Overlay::ConfirmQuit),
             Action::Quit | Action::DiscardAndQuit => self.should_quit = true,
@@ -543,49 +548,16 @@ impl App {
                     ));
                 }
             }
-            Action::Click { column, row } if self.tab != Tab::Seeds => self.click(column, row),
+            Action::Click { column, row } => self.click(column, row),
             Action::PromoteTask if self.tab == Tab::Generated => {
                 let promoted = self.promote();
                 self.report(promoted);
             }
-            other if self.tab != Tab::Seeds => {
-                let rows = super::panes::generated_view::list_rows(self.drawn.body);
-                if let Some(pane) = self.pane_mut() {
-                    let reply = pane.update(other, rows);
-                    self.take_reply(reply);
-                }
+            other => {
+                let screen = self.screen();
+                let reply = self.pane_mut().update(other, screen);
+                self.take_reply(reply);
             }
-            Action::Undo => match self.seeds.undo() {
-                Some(what) => self.info(format!("Undid {what}.")),
-                None => self.info("Nothing to undo."),
-            },
-            Action::ExternalEdited { index, result } => match result {
-                Ok(record) if index < self.seeds.file.records.len() => {
-                    let taken = self
-                        .seeds
-                        .file
-                        .position(&record.id)
-                        .is_some_and(|i| i != index);
-                    if taken {
-                        self.error(format!(
-                            "Edit discarded: id {:?} is already used.",
-                            record.id
-                        ));
-                    } else {
-                        let id = record.id.clone();
-                        self.seeds.replace(index, record);
-                        self.info(format!("Edited {id}. Press s to save."));
-                    }
-                }
-                Ok(_) => self.error("Edit discarded: the record no longer exists."),
-                Err(e) => self.error(e),
-            },
-            other => match self.seeds.view {
-                SeedsView::Form(_) => self.update_form(other),
-                SeedsView::Detail { scroll } => self.update_detail(other, scroll),
-                SeedsView::List if self.seeds.searching => self.update_search(other),
-                SeedsView::List => self.update_list(other, rows),
-            },
         }
     }
 
@@ -659,146 +631,15 @@ impl App {
         ))
     }
 
-    fn update_list(&mut self, action: Action, rows: isize) {
-        let s = &mut self.seeds;
-        match action {
-            Action::Up | Action::ScrollUp => s.move_selection(-1),
-            Action::Down | Action::ScrollDown => s.move_selection(1),
-            Action::PageUp => s.move_selection(-rows),
-            Action::PageDown => s.move_selection(rows),
-            Action::Top => s.move_selection(isize::MIN / 2),
-            Action::Bottom => s.move_selection(isize::MAX / 2),
-            Action::Open if s.selected_index().is_some() => {
-                s.view = SeedsView::Detail { scroll: 0 }
-            }
-            Action::StartSearch => s.searching = true,
-            Action::Cancel => {
-                s.search.clear();
-                s.refresh();
-            }
-            Action::CycleCategory => s.cycle_filter(),
-            Action::Click { column, row } => self.click(column, row),
-            other => self.record_action(other),
-        }
-    }
-
-    fn update_search(&mut self, action: Action) {
-        let s = &mut self.seeds;
-        match action {
-            Action::SearchChar(c) => s.search.push(c),
-            Action::SearchBackspace => {
-                s.search.pop();
-            }
-            Action::SearchSubmit => s.searching = false,
-            Action::Cancel => {
-                s.searching = false;
-                s.search.clear();
-            }
-            _ => {}
-        }
-        s.cursor.selected = 0;
-        s.refresh();
-    }
-
-    fn update_detail(&mut self, action: Action, scroll: u16) {
-        let max = self.detail_max_scroll();
-        let set = |s: u16| SeedsView::Detail { scroll: s.min(max) };
-        match action {
-            Action::Up | Action::ScrollUp => self.seeds.view = set(scroll.saturating_sub(1)),
-            Action::Down | Action::ScrollDown => self.seeds.view = set(scroll.saturating_add(1)),
-            Action::PageUp => self.seeds.view = set(scroll.saturating_sub(10)),
-            Action::PageDown => self.seeds.view = set(scroll.saturating_add(10)),
-            Action::Top => self.seeds.view = set(0),
-            Action::Bottom => self.seeds.view = set(max),
-            Action::Cancel | Action::Open => self.seeds.view = SeedsView::List,
-            other => self.record_action(other),
-        }
-    }
-
-    fn detail_max_scroll(&self) -> u16 {
-        let area = self.layout().body;
-        match self.seeds.selected_record() {
-            Some(r) => {
-                let lines = super::panes::seeds_view::detail_line_count(r, area);
-                lines.saturating_sub(area.height.saturating_sub(2) as usize) as u16
-            }
-            None => 0,
-        }
-    }
-
-    /// Actions on the selected record, shared by the list and detail views.
-    fn record_action(&mut self, action: Action) {
-        let s = &mut self.seeds;
-        let selected = s.selected_index();
-        match (action, selected) {
-            (Action::Add, _) => s.view = SeedsView::Form(Box::new(s.new_record_form())),
-            (Action::Edit, Some(i)) => {
-                let form = EditForm::new(&s.file.records[i], FormTarget::Edit { index: i });
-                s.view = SeedsView::Form(Box::new(form));
-            }
-            (Action::EditExternal, Some(i)) => self.effects.push(Effect::EditSeed { index: i }),
-            (Action::Duplicate, Some(i)) => {
-                let id = s.duplicate(i);
-                self.info(format!(
-                    "Duplicated as {id}. Press e to edit it, u to undo."
-                ));
-            }
-            (Action::Delete, Some(index)) => self.overlay = Some(Overlay::ConfirmDelete { index }),
-            _ => {}
-        }
-    }
-
-    fn update_form(&mut self, action: Action) {
-        let SeedsView::Form(form) = &mut self.seeds.view else {
-            return;
-        };
-        match action {
-            Action::FormNextField => form.next_field(),
-            Action::FormPrevField => form.prev_field(),
-            Action::FormInput(input) => form.input(input),
-            Action::Cancel => {
-                self.seeds.view = SeedsView::List;
-                self.info("Changes discarded.");
-            }
-            Action::FormSubmit => {
-                let record = form.to_record();
-                let mut problems: Vec<String> = record
-                    .problems()
-                    .into_iter()
-                    .map(|(f, p)| format!("{f}: {p}"))
-                    .collect();
-                let clash = self.seeds.file.position(&record.id);
-                if form.target == FormTarget::New && clash.is_some() {
-                    problems.push(format!("id: {:?} is already used", record.id));
-                }
-                if !problems.is_empty() {
-                    form.error = Some(problems.join("; "));
-                    return;
-                }
-                let target = form.target;
-                let id = record.id.clone();
-                self.seeds.view = SeedsView::List;
-                match target {
-                    FormTarget::Edit { index } => self.seeds.replace(index, record),
-                    FormTarget::New => {
-                        let end = self.seeds.file.records.len();
-                        self.seeds.insert(end, record);
-                    }
-                }
-                self.info(format!(
-                    "Applied changes to {id}. Press s to save the file."
-                ));
-            }
-            _ => {}
-        }
-    }
-
     fn click(&mut self, column: u16, row: u16) {
         let layout = self.layout();
         let at = Position::new(column, row);
         if let Some(tab) = layout.tab_at(at) {
             self.switch_tab(tab);
-        } else if self.tab != Tab::Seeds {
+        } else if self.tab != Tab::Seeds
+            || self.seeds.searching
+            || !matches!(self.seeds.view, SeedsView::List)
+        {
         } else if layout.list_inner.contains(at) {
             let clicked = self.seeds.cursor.offset + (row - layout.list_inner.y) as usize;
             if clicked < self.seeds.visible.len() {

@@ -4,16 +4,15 @@
 use super::app::{App, Mode, Overlay, Tab, Tone};
 use super::keymap::help_rows;
 use super::panes::seeds::SeedsView;
-use super::panes::{seeds_view, Shared};
+use super::panes::Shared;
 use crate::data::Category;
-use ratatui::layout::{Constraint, Layout, Margin, Position, Rect};
+use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
-/// Width (columns) from which the list shows a preview of the selected record beside it.
-pub const PREVIEW_MIN_WIDTH: u16 = 110;
+pub use super::panes::PREVIEW_MIN_WIDTH;
 
 /// The colour of a category, used wherever one is shown.
 const TITLE: &str = " bioinstruct ";
@@ -41,16 +40,6 @@ pub struct AppLayout {
 }
 
 impl AppLayout {
-    /// The Seeds pane's areas.
-    pub fn seeds(&self) -> super::panes::SeedsAreas {
-        super::panes::SeedsAreas {
-            body: self.body,
-            list: self.list,
-            list_inner: self.list_inner,
-            preview: self.preview,
-        }
-    }
-
     /// The tab under `at`, if any.
     pub fn tab_at(&self, at: Position) -> Option<Tab> {
         if at.y != self.tabs.y {
@@ -77,23 +66,15 @@ pub fn app_layout(area: Rect, app: &App) -> AppLayout {
         Constraint::Length(1),
     ])
     .areas(area);
-    let (list, preview) = if matches!(app.seeds.view, SeedsView::List)
-        && body.width >= PREVIEW_MIN_WIDTH
-    {
-        let [l, p] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
-            .areas(body);
-        (l, Some(p))
-    } else {
-        (body, None)
-    };
+    let seeds = super::panes::SeedsAreas::of(body, matches!(app.seeds.view, SeedsView::List));
     AppLayout {
         tabs,
         body,
         status,
         hints,
-        list,
-        list_inner: list.inner(Margin::new(1, 1)),
-        preview,
+        list: seeds.list,
+        list_inner: seeds.list_inner,
+        preview: seeds.preview,
     }
 }
 
@@ -105,10 +86,7 @@ pub fn draw(frame: &mut Frame, app: &App) -> AppLayout {
     let shared = Shared {
         seeds: &app.seeds.file.records,
     };
-    match app.pane() {
-        Some(pane) => pane.draw(frame, layout.body, shared),
-        None => seeds_view::draw(frame, &layout.seeds(), &app.seeds),
-    }
+    app.pane().draw(frame, layout.body, shared);
     match app.tab {
         Tab::Train => draw_train_status(frame, layout.status, app),
         Tab::Chat => draw_chat_status(frame, layout.status, app),

@@ -603,7 +603,7 @@ impl super::Pane for ChatPane {
         }
     }
 
-    fn update(&mut self, action: crate::tui::Action, _rows: usize) -> super::Reply {
+    fn update(&mut self, action: crate::tui::Action, _screen: super::Screen) -> super::Reply {
         use super::Reply;
         use crate::tui::Action;
         if let Some(form) = &mut self.sampling_form {

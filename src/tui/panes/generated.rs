@@ -596,10 +596,10 @@ impl super::Pane for GeneratedPane {
 
     /// The pane's own keys; promoting a task to the seeds and sending one to the Chat pane
     /// reach other panes, so the app does those.
-    fn update(&mut self, action: crate::tui::Action, rows: usize) -> super::Reply {
+    fn update(&mut self, action: crate::tui::Action, screen: super::Screen) -> super::Reply {
         use super::Reply;
         use crate::tui::Action;
-        let rows = rows as isize;
+        let rows = screen.rows as isize;
         let delta = match action {
             Action::Up | Action::ScrollUp => Some(-1),
             Action::Down | Action::ScrollDown => Some(1),

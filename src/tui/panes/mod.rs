@@ -1,16 +1,15 @@
 //! One module per pane: its state (and logic) and its drawing. No module here imports the
 //! app (`app.rs`) or the frame layout (`ui.rs`): a pane's drawing gets the areas it needs.
 //!
-//! The Train, Chat and Generated panes are [`Pane`]s: the app hands each the actions meant
-//! for it and draws it through the trait. The Seeds pane's actions still run in `app.rs`
-//! (the form, the search, the detail view, the prompts and the undo history reach into the
-//! app's overlays).
+//! Every pane is a [`Pane`]: the app hands it the actions meant for it and draws it through
+//! the trait; what reaches beyond one pane (tab switches, saves, quitting, overlays, sending
+//! a task to the Chat pane, promoting one to the seeds) stays with the app.
 
 use super::action::Action;
 use super::effect::Effect;
 use super::mode::Mode;
 use crate::data::{Category, Instruction};
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Layout, Margin, Rect};
 use ratatui::style::Color;
 use ratatui::Frame;
 
@@ -64,6 +63,18 @@ pub enum Ask {
     StopRun(usize),
     /// Resume the run at this index?
     ResumeRun(usize),
+    /// Delete the seed record at this index of the file?
+    DeleteSeed(usize),
+}
+
+/// Where a pane was on the last frame drawn: its area, and how many list rows it showed
+/// (what a page move moves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Screen {
+    /// The pane's area.
+    pub body: Rect,
+    /// List rows on screen.
+    pub rows: usize,
 }
 
 /// What every pane may read when it is drawn besides its own state.
@@ -79,8 +90,8 @@ pub trait Pane {
     fn mode(&self) -> Mode;
 
     /// Applies an action meant for this pane (the app keeps tab switches, saves, help and
-    /// clicks); `rows` is how many list rows the screen shows (page moves).
-    fn update(&mut self, action: Action, rows: usize) -> Reply;
+    /// clicks); `screen` is where the pane was on the last frame.
+    fn update(&mut self, action: Action, screen: Screen) -> Reply;
 
     /// Draws the pane into `area`.
     fn draw(&self, frame: &mut Frame, area: Rect, shared: Shared);
@@ -96,6 +107,9 @@ pub fn category_color(c: Category) -> Color {
     }
 }
 
+/// Width (columns) from which the seed list shows a preview of the selected record beside it.
+pub const PREVIEW_MIN_WIDTH: u16 = 110;
+
 /// The Seeds pane's areas, decided by the frame's layout (which mouse clicks use too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeedsAreas {
@@ -107,6 +121,27 @@ pub struct SeedsAreas {
     pub list_inner: Rect,
     /// The preview beside the list on wide terminals.
     pub preview: Option<Rect>,
+}
+
+impl SeedsAreas {
+    /// The areas in `body`: the list beside a preview in the list view of a terminal at least
+    /// [`PREVIEW_MIN_WIDTH`] wide, else the list (or the detail view, or the form) alone.
+    pub fn of(body: Rect, list_view: bool) -> SeedsAreas {
+        let (list, preview) = if list_view && body.width >= PREVIEW_MIN_WIDTH {
+            let [l, p] =
+                Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+                    .areas(body);
+            (l, Some(p))
+        } else {
+            (body, None)
+        };
+        SeedsAreas {
+            body,
+            list,
+            list_inner: list.inner(Margin::new(1, 1)),
+            preview,
+        }
+    }
 }
 
 pub mod chat;

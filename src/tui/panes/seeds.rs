@@ -2,8 +2,12 @@
 //! selection, the detail view and edit form, and the undo history.
 
 use super::list::ListSelection;
+use super::{Ask, Pane, Reply, Screen};
 use crate::data::{Category, Instruction, InstructionFile};
 use crate::tui::form::{EditForm, FormTarget};
+use crate::tui::mode::Mode;
+use crate::tui::Action;
+use ratatui::layout::Rect;
 
 /// What the pane shows.
 #[derive(Debug)]
@@ -323,6 +327,200 @@ impl SeedsPane {
             self.refresh();
             self.select_record(index);
         }
+    }
+}
+
+impl SeedsPane {
+    fn update_list(&mut self, action: Action, rows: isize) -> Reply {
+        match action {
+            Action::Up | Action::ScrollUp => self.move_selection(-1),
+            Action::Down | Action::ScrollDown => self.move_selection(1),
+            Action::PageUp => self.move_selection(-rows),
+            Action::PageDown => self.move_selection(rows),
+            Action::Top => self.move_selection(isize::MIN / 2),
+            Action::Bottom => self.move_selection(isize::MAX / 2),
+            Action::Open if self.selected_index().is_some() => {
+                self.view = SeedsView::Detail { scroll: 0 }
+            }
+            Action::StartSearch => self.searching = true,
+            Action::Cancel => {
+                self.search.clear();
+                self.refresh();
+            }
+            Action::CycleCategory => self.cycle_filter(),
+            other => return self.record_action(other),
+        }
+        Reply::default()
+    }
+
+    fn update_search(&mut self, action: Action) {
+        match action {
+            Action::SearchChar(c) => self.search.push(c),
+            Action::SearchBackspace => {
+                self.search.pop();
+            }
+            Action::SearchSubmit => self.searching = false,
+            Action::Cancel => {
+                self.searching = false;
+                self.search.clear();
+            }
+            _ => {}
+        }
+        self.cursor.selected = 0;
+        self.refresh();
+    }
+
+    fn update_detail(&mut self, action: Action, scroll: u16, body: Rect) -> Reply {
+        let max = match self.selected_record() {
+            Some(r) => {
+                let lines = super::seeds_view::detail_line_count(r, body);
+                lines.saturating_sub(body.height.saturating_sub(2) as usize) as u16
+            }
+            None => 0,
+        };
+        let set = |s: u16| SeedsView::Detail { scroll: s.min(max) };
+        self.view = match action {
+            Action::Up | Action::ScrollUp => set(scroll.saturating_sub(1)),
+            Action::Down | Action::ScrollDown => set(scroll.saturating_add(1)),
+            Action::PageUp => set(scroll.saturating_sub(10)),
+            Action::PageDown => set(scroll.saturating_add(10)),
+            Action::Top => set(0),
+            Action::Bottom => set(max),
+            Action::Cancel | Action::Open => SeedsView::List,
+            other => return self.record_action(other),
+        };
+        Reply::default()
+    }
+
+    /// Actions on the selected record, shared by the list and detail views.
+    fn record_action(&mut self, action: Action) -> Reply {
+        let selected = self.selected_index();
+        match (action, selected) {
+            (Action::Add, _) => self.view = SeedsView::Form(Box::new(self.new_record_form())),
+            (Action::Edit, Some(i)) => {
+                let form = EditForm::new(&self.file.records[i], FormTarget::Edit { index: i });
+                self.view = SeedsView::Form(Box::new(form));
+            }
+            (Action::EditExternal, Some(i)) => {
+                return Reply::effect(crate::tui::Effect::EditSeed { index: i })
+            }
+            (Action::Duplicate, Some(i)) => {
+                let id = self.duplicate(i);
+                return Reply::info(format!(
+                    "Duplicated as {id}. Press e to edit it, u to undo."
+                ));
+            }
+            (Action::Delete, Some(index)) => {
+                return Reply {
+                    ask: Some(Ask::DeleteSeed(index)),
+                    ..Reply::default()
+                }
+            }
+            _ => {}
+        }
+        Reply::default()
+    }
+
+    fn update_form(&mut self, action: Action) -> Reply {
+        let SeedsView::Form(form) = &mut self.view else {
+            return Reply::default();
+        };
+        match action {
+            Action::FormNextField => form.next_field(),
+            Action::FormPrevField => form.prev_field(),
+            Action::FormInput(input) => form.input(input),
+            Action::Cancel => {
+                self.view = SeedsView::List;
+                return Reply::info("Changes discarded.");
+            }
+            Action::FormSubmit => {
+                let record = form.to_record();
+                let mut problems: Vec<String> = record
+                    .problems()
+                    .into_iter()
+                    .map(|(f, p)| format!("{f}: {p}"))
+                    .collect();
+                let clash = self.file.position(&record.id);
+                if form.target == FormTarget::New && clash.is_some() {
+                    problems.push(format!("id: {:?} is already used", record.id));
+                }
+                if !problems.is_empty() {
+                    form.error = Some(problems.join("; "));
+                    return Reply::default();
+                }
+                let target = form.target;
+                let id = record.id.clone();
+                self.view = SeedsView::List;
+                match target {
+                    FormTarget::Edit { index } => self.replace(index, record),
+                    FormTarget::New => {
+                        let end = self.file.records.len();
+                        self.insert(end, record);
+                    }
+                }
+                return Reply::info(format!(
+                    "Applied changes to {id}. Press s to save the file."
+                ));
+            }
+            _ => {}
+        }
+        Reply::default()
+    }
+
+    /// Takes back an edit made in `$EDITOR` of the record at `index`.
+    fn external_edit(&mut self, index: usize, result: Result<Instruction, String>) -> Reply {
+        match result {
+            Ok(record) if index < self.file.records.len() => {
+                let taken = self.file.position(&record.id).is_some_and(|i| i != index);
+                if taken {
+                    Reply::error(format!(
+                        "Edit discarded: id {:?} is already used.",
+                        record.id
+                    ))
+                } else {
+                    let id = record.id.clone();
+                    self.replace(index, record);
+                    Reply::info(format!("Edited {id}. Press s to save."))
+                }
+            }
+            Ok(_) => Reply::error("Edit discarded: the record no longer exists."),
+            Err(e) => Reply::error(e),
+        }
+    }
+}
+
+impl Pane for SeedsPane {
+    fn mode(&self) -> Mode {
+        match &self.view {
+            SeedsView::Form(_) => Mode::Form,
+            SeedsView::Detail { .. } => Mode::Detail,
+            SeedsView::List if self.searching => Mode::Search,
+            SeedsView::List => Mode::List,
+        }
+    }
+
+    fn update(&mut self, action: Action, screen: Screen) -> Reply {
+        match action {
+            Action::Undo => Reply::info(match self.undo() {
+                Some(what) => format!("Undid {what}."),
+                None => "Nothing to undo.".into(),
+            }),
+            Action::ExternalEdited { index, result } => self.external_edit(index, result),
+            other => match self.view {
+                SeedsView::Form(_) => self.update_form(other),
+                SeedsView::Detail { scroll } => self.update_detail(other, scroll, screen.body),
+                SeedsView::List if self.searching => {
+                    self.update_search(other);
+                    Reply::default()
+                }
+                SeedsView::List => self.update_list(other, screen.rows as isize),
+            },
+        }
+    }
+
+    fn draw(&self, frame: &mut ratatui::Frame, area: Rect, _shared: super::Shared) {
+        let areas = super::SeedsAreas::of(area, matches!(self.view, SeedsView::List));
+        super::seeds_view::draw(frame, &areas, self);
     }
 }
 

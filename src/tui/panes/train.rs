@@ -598,7 +598,7 @@ impl super::Pane for TrainPane {
         }
     }
 
-    fn update(&mut self, action: crate::tui::Action, _rows: usize) -> super::Reply {
+    fn update(&mut self, action: crate::tui::Action, _screen: super::Screen) -> super::Reply {
         use super::{Ask, Reply};
         use crate::tui::effect::{Effect, Job};
         use crate::tui::Action;
