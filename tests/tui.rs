@@ -538,3 +538,15 @@ fn page_moves_follow_the_layout_the_last_frame_reported() {
     common::act(&mut a, Action::PageDown);
     assert_eq!(a.seeds.cursor.selected, small + big);
 }
+
+/// No import cycles among the app, the frame and the keymap: the app's state imports neither
+/// the frame (`ui.rs`) nor the keymap (which reads the app to map keys); the layout and the
+/// mode live in modules of their own that all three use.
+#[test]
+fn the_app_imports_neither_the_frame_nor_the_keymap() {
+    let app = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/tui/app.rs"))
+        .expect("app.rs");
+    for forbidden in ["super::ui", "super::keymap", "tui::ui", "tui::keymap"] {
+        assert!(!app.contains(forbidden), "app.rs uses {forbidden}");
+    }
+}

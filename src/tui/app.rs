@@ -1,50 +1,16 @@
 //! The workbench's state and its one mutator, [`App::update`].
 
 use super::action::Action;
+use super::layout::{app_layout, AppLayout};
 use super::panes::chat::ChatPane;
 use super::panes::generated::{GenList, GeneratedPane, RunState};
 use super::panes::seeds::{SeedsPane, SeedsView};
 use super::panes::train::TrainPane;
 use super::panes::{Ask, Pane, Reply, Screen};
-use super::ui::{self, AppLayout};
 use crate::data::InstructionFile;
 use ratatui::layout::{Position, Rect};
 
-/// The panes, in tab order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Tab {
-    /// The seed tasks.
-    #[default]
-    Seeds,
-    /// Training runs.
-    Train,
-    /// Base and tuned model side by side.
-    Chat,
-    /// Generated tasks and their review.
-    Generated,
-}
-
-impl Tab {
-    /// Every tab, in order.
-    pub const ALL: [Tab; 4] = [Tab::Seeds, Tab::Train, Tab::Chat, Tab::Generated];
-
-    /// The name on the tab bar.
-    pub fn title(self) -> &'static str {
-        match self {
-            Tab::Seeds => "Seeds",
-            Tab::Train => "Train",
-            Tab::Chat => "Chat",
-            Tab::Generated => "Generated",
-        }
-    }
-
-    /// The tab `by` places on (wrapping around both ways).
-    pub fn step(self, by: isize) -> Tab {
-        let n = Tab::ALL.len() as isize;
-        let at = Tab::ALL.iter().position(|&t| t == self).unwrap_or(0) as isize;
-        Tab::ALL[(at + by).rem_euclid(n) as usize]
-    }
-}
+pub use super::layout::Tab;
 
 pub use super::effect::{Effect, Job};
 
@@ -82,7 +48,7 @@ pub enum Overlay {
     Conflict,
 }
 
-pub use super::keymap::Mode;
+pub use super::mode::Mode;
 
 /// How a status message is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +128,10 @@ impl App {
             drawn: AppLayout::default(),
         };
         // Until the first frame is drawn: the layout that frame will have.
-        app.drawn = ui::app_layout(Rect::new(0, 0, size.0, size.1), &app);
+        app.drawn = app_layout(
+            Rect::new(0, 0, size.0, size.1),
+            matches!(app.seeds.view, SeedsView::List),
+        );
         app
     }
 

@@ -15,6 +15,7 @@ pub mod chat_engine;
 pub mod effect;
 pub mod form;
 pub mod keymap;
+pub mod layout;
 pub mod mode;
 pub mod panes;
 pub mod runtime;

@@ -3,10 +3,11 @@
 
 use super::app::{App, Mode, Overlay, Tab, Tone};
 use super::keymap::help_rows;
+pub use super::layout::{app_layout, AppLayout, TITLE};
 use super::panes::seeds::SeedsView;
 use super::panes::Shared;
 use crate::data::Category;
-use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
@@ -15,73 +16,12 @@ use ratatui::Frame;
 pub use super::panes::PREVIEW_MIN_WIDTH;
 
 /// The colour of a category, used wherever one is shown.
-const TITLE: &str = " bioinstruct ";
-
 pub use super::panes::category_color;
-
-/// Where everything goes on screen: decided by [`draw`] and handed back to the app, which
-/// sizes pages and hit-tests clicks with it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct AppLayout {
-    /// The tab bar (one row).
-    pub tabs: Rect,
-    /// The active pane.
-    pub body: Rect,
-    /// Counts and flags (one row).
-    pub status: Rect,
-    /// Messages or key hints (one row).
-    pub hints: Rect,
-    /// The list block (List view); equals `body` in other views.
-    pub list: Rect,
-    /// Rows of the list inside its border.
-    pub list_inner: Rect,
-    /// The preview beside the list on wide terminals.
-    pub preview: Option<Rect>,
-}
-
-impl AppLayout {
-    /// The tab under `at`, if any.
-    pub fn tab_at(&self, at: Position) -> Option<Tab> {
-        if at.y != self.tabs.y {
-            return None;
-        }
-        let mut x = self.tabs.x + TITLE.len() as u16;
-        for tab in Tab::ALL {
-            let width = tab.title().len() as u16 + 2;
-            if (x..x + width).contains(&at.x) {
-                return Some(tab);
-            }
-            x += width + 1;
-        }
-        None
-    }
-}
-
-/// Splits `area` for `app`'s current view.
-pub fn app_layout(area: Rect, app: &App) -> AppLayout {
-    let [tabs, body, status, hints] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Min(3),
-        Constraint::Length(1),
-        Constraint::Length(1),
-    ])
-    .areas(area);
-    let seeds = super::panes::SeedsAreas::of(body, matches!(app.seeds.view, SeedsView::List));
-    AppLayout {
-        tabs,
-        body,
-        status,
-        hints,
-        list: seeds.list,
-        list_inner: seeds.list_inner,
-        preview: seeds.preview,
-    }
-}
 
 /// Draws the whole frame; returns where everything went, for the app to take back
 /// ([`super::Action::Drawn`]): page sizes and mouse clicks follow what is on screen.
 pub fn draw(frame: &mut Frame, app: &App) -> AppLayout {
-    let layout = app_layout(frame.area(), app);
+    let layout = app_layout(frame.area(), matches!(app.seeds.view, SeedsView::List));
     draw_tabs(frame, layout.tabs, app);
     let shared = Shared {
         seeds: &app.seeds.file.records,
