@@ -29,7 +29,9 @@ fn big_file(n: usize) -> String {
 fn sigkill_while_saving_leaves_the_old_or_the_new_file() {
     let ws = Workspace::new();
     let file = ws.home.path().join("big.jsonl");
-    let records = 30_000;
+    // 12,000 records (12 MB): a save takes a few hundred ms here, long enough for kills to
+    // land before, during and after it.
+    let records = 12_000;
     std::fs::write(&file, big_file(records)).expect("write");
     let path = file.to_str().expect("utf-8").to_string();
     let edit = |version: usize| {
