@@ -607,11 +607,10 @@ impl super::Pane for ChatPane {
         use super::Reply;
         use crate::tui::Action;
         if let Some(form) = &mut self.sampling_form {
+            if form.inputs.edit(&action) {
+                return Reply::default();
+            }
             match action {
-                Action::FieldChar(ch) => form.inputs.type_char(ch),
-                Action::FieldBackspace => form.inputs.backspace(),
-                Action::FormNextField | Action::Down => form.inputs.move_focus(1),
-                Action::FormPrevField | Action::Up => form.inputs.move_focus(-1),
                 Action::ApplySampling if self.apply_sampling() => {
                     return Reply::info("Sampling settings applied to both columns.")
                 }

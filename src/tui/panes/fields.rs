@@ -58,6 +58,20 @@ impl FieldForm {
         self.focus = (self.focus as isize + delta).rem_euclid(n.max(1)) as usize;
     }
 
+    /// Applies an editing action (a character, Backspace, the next or previous field, `↓`
+    /// and `↑` included); returns whether `action` was one.
+    pub fn edit(&mut self, action: &crate::tui::Action) -> bool {
+        use crate::tui::Action;
+        match action {
+            Action::FieldChar(c) => self.type_char(*c),
+            Action::FieldBackspace => self.backspace(),
+            Action::FormNextField | Action::Down => self.move_focus(1),
+            Action::FormPrevField | Action::Up => self.move_focus(-1),
+            _ => return false,
+        }
+        true
+    }
+
     /// The field named `key`.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Field> {
         self.fields.iter_mut().find(|f| f.key == key)
@@ -84,5 +98,10 @@ mod tests {
         f.move_focus(-1);
         assert_eq!(f.focus, 1);
         assert!(f.get_mut("b").is_some() && f.get_mut("c").is_none());
+        // The editing actions, as the panes hand them over.
+        use crate::tui::Action;
+        assert!(f.edit(&Action::FieldChar('z')) && f.edit(&Action::Down));
+        assert!(!f.edit(&Action::Save));
+        assert_eq!((f.fields[1].value.as_str(), f.focus), ("yz", 0));
     }
 }

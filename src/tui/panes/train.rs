@@ -350,23 +350,6 @@ impl RunForm {
         }
         ok.then_some(config)
     }
-
-    /// Types `c` into the focused field.
-    pub fn type_char(&mut self, c: char) {
-        self.inputs.type_char(c);
-        self.validate();
-    }
-
-    /// Deletes the last character of the focused field.
-    pub fn backspace(&mut self) {
-        self.inputs.backspace();
-        self.validate();
-    }
-
-    /// Moves the cursor `delta` fields (wrapping).
-    pub fn move_focus(&mut self, delta: isize) {
-        self.inputs.move_focus(delta);
-    }
 }
 
 /// Where the pane stands in one run's files.
@@ -603,11 +586,12 @@ impl super::Pane for TrainPane {
         use crate::tui::effect::{Effect, Job};
         use crate::tui::Action;
         if let Some(form) = &mut self.form {
+            if form.inputs.edit(&action) {
+                // Each keystroke is checked at once: the fields show ✗ as they are typed.
+                form.validate();
+                return Reply::default();
+            }
             match action {
-                Action::FieldChar(c) => form.type_char(c),
-                Action::FieldBackspace => form.backspace(),
-                Action::FormNextField | Action::Down => form.move_focus(1),
-                Action::FormPrevField | Action::Up => form.move_focus(-1),
                 Action::Cancel if !self.launching => self.form = None,
                 Action::LaunchRun if self.launching => {}
                 Action::LaunchRun => {
