@@ -13,25 +13,26 @@
 //! a token at a time). The scalar path runs where AVX2 is missing, and the test compares
 //! the two.
 //!
-//! A prompt's many rows at once ([`DEQUANT_MIN_ROWS`] or more, on a CPU with AVX-512) take
-//! another road: the weights are dequantized to f32 (`d·q + m`, as ggml's
-//! `dequantize_row_q4_1`) and multiplied by the unquantized activations with
-//! [`super::gemm512`]. The integer kernel reads every weight block once per row; the float
-//! GEMM reuses each tile across 16 rows: 961 prompt tokens of SmolLM2-135M took 5.8 s the
-//! integer way and about 1 s this way (AMD EPYC, 2 cores). Activations are not rounded to 8
-//! bits on this road, so it is nearer the float function than the integer one.
+//! A prompt's many rows at once ([`DEQUANT_MIN_ROWS`] or more) take another road: the
+//! weights are dequantized to f32 (`d·q + m`, as ggml's `dequantize_row_q4_1`) and
+//! multiplied by the unquantized activations with [`super::gemm512`] (candle's f32 matmul
+//! where the CPU has no AVX-512). The integer kernel reads every weight block once per row;
+//! a float GEMM reuses each tile across many rows: 961 prompt tokens of SmolLM2-135M took
+//! 5.8 s the integer way and about 1 s through `gemm512` (AMD EPYC, 2 cores). Activations
+//! are not rounded to 8 bits on this road, so it is nearer the float function than the
+//! integer one.
 //!
 //! This is one of the two modules where `unsafe` is allowed: the AVX2 intrinsics.
 #![allow(unsafe_code)]
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape};
 use half::f16;
 
 /// Values per block (ggml's `QK4_1` and `QK8_1`).
 pub const BLOCK: usize = 32;
 
-/// From this many activation rows (a prompt, not a decode step) on, with AVX-512, the
-/// product runs on dequantized weights through [`super::gemm512`] (its own minimum).
+/// From this many activation rows (a prompt, not a decode step) on, the product runs on
+/// dequantized weights through a float GEMM ([`super::gemm512`]'s own minimum).
 pub const DEQUANT_MIN_ROWS: usize = 16;
 
 /// A weight block: 32 values `d·q + m` with `q` in 0..=15; `qs[j]` holds value `j` in its
@@ -318,11 +319,19 @@ impl CustomOp1 for Q4_1Matrix {
         }
         let m = layout.shape().elem_count() / self.k;
         let x = &data[start..end];
-        let out = match m >= DEQUANT_MIN_ROWS && super::gemm512::available() {
-            true => super::gemm512::matmul_nt(x, &self.dequantize(), m, self.n, self.k),
-            false => None,
+        let out = if m < DEQUANT_MIN_ROWS {
+            self.matmul(x, m, avx2_available())
+        } else if super::gemm512::available() {
+            let w = self.dequantize();
+            super::gemm512::matmul_nt(x, &w, m, self.n, self.k)
+                .unwrap_or_else(|| self.matmul(x, m, avx2_available()))
+        } else {
+            // Without AVX-512: candle's f32 matmul (the `gemm` crate) on the same weights.
+            let w =
+                candle_core::Tensor::from_vec(self.dequantize(), (self.n, self.k), &Device::Cpu)?;
+            let x = candle_core::Tensor::from_slice(x, (m, self.k), &Device::Cpu)?;
+            x.matmul(&w.t()?)?.flatten_all()?.to_vec1::<f32>()?
         };
-        let out = out.unwrap_or_else(|| self.matmul(x, m, avx2_available()));
         if let Some(last) = dims.last_mut() {
             *last = self.n;
         }
