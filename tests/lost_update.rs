@@ -207,3 +207,37 @@ fn a_seed_file_changed_elsewhere_is_shown_unless_there_are_unsaved_changes() {
     assert_eq!(file.records.len(), 81);
     assert!(file.records.iter().any(|r| r.task == "watched_two"));
 }
+
+/// A look at the seed file that read it before this workbench's own save came back describes
+/// a file that is gone: it must not put the view back to it (the saved edit would vanish from
+/// the screen).
+#[test]
+fn a_disk_check_older_than_the_workbench_s_own_save_is_ignored() {
+    let ws = Workspace::new();
+    ws.ok(&["seeds", "list"]);
+    let mut app = open(&ws);
+    let added = ws.add_seed("from_another_shell");
+    // The check reads the file (with the other shell's record) now ...
+    let mut check = app.update(Action::FilesChanged(vec![ws.seeds()]));
+    check.retain(|e| matches!(e, bioinstruct::tui::Effect::CheckSeeds(_)));
+    let stale = check
+        .pop()
+        .expect("a check")
+        .perform_io()
+        .expect("file work");
+    // ... and comes back after an edit was made and saved here.
+    edit_output(&mut app, "seed-001", "changed here");
+    common::act(&mut app, Action::Save);
+    assert!(!app.seeds.dirty, "{:?}", app.message);
+    let disk = on_disk(&ws);
+    assert_eq!(output_of(&disk, "seed-001"), "changed here");
+    assert!(disk.get(&added).is_some());
+    common::act(&mut app, stale);
+    assert_eq!(
+        output_of(&app.seeds.file, "seed-001"),
+        "changed here",
+        "the saved edit is still shown"
+    );
+    assert!(app.seeds.file.get(&added).is_some());
+    assert!(!app.seeds.dirty);
+}

@@ -231,11 +231,13 @@ impl InstructionFile {
     /// changes made since are kept on top of the saved copy ([`merge::merge3`] with the
     /// records sent as the base); a record changed both here since and by the save's merge
     /// becomes a [`Conflict`] for a person to settle. The next save writes what is left.
-    pub fn saved(&mut self, outcome: SaveOutcome) {
+    /// Returns whether the file was unchanged since the job was made (so nothing here is
+    /// left unsaved when the save succeeded).
+    pub fn saved(&mut self, outcome: SaveOutcome) -> bool {
         let SaveOutcome { sent, file, .. } = outcome;
         if self.records == sent {
             *self = file;
-            return;
+            return true;
         }
         let merged = merge::merge3(&sent, &self.records, &file.records);
         self.records = merged.records;
@@ -247,6 +249,7 @@ impl InstructionFile {
             conflicts.push(c);
         }
         self.conflicts = conflicts;
+        false
     }
 
     /// Settles the open conflict on `id`: keep our version (or deletion), or take the one
@@ -346,11 +349,6 @@ pub struct SaveFailure {
 }
 
 impl SaveJob {
-    /// The file the job saves.
-    pub fn path(&self) -> &Path {
-        &self.file.path
-    }
-
     /// Carries out [`InstructionFile::save`] on the copy (blocking file I/O under the file's
     /// lock).
     pub fn run(self) -> SaveOutcome {

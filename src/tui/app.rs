@@ -540,7 +540,13 @@ impl App {
         if generated && self.tab == Tab::Generated {
             self.generated.request_read();
         }
-        if seeds && !self.seeds.dirty && self.overlay.is_none() && !self.checking_seeds {
+        // Not while a save is out: the save's outcome is the file's new state.
+        if seeds
+            && !self.seeds.dirty
+            && self.overlay.is_none()
+            && !self.checking_seeds
+            && !self.saving
+        {
             self.checking_seeds = true;
             self.effects
                 .push(Effect::CheckSeeds(Box::new(self.seeds.disk_check())));
@@ -639,13 +645,12 @@ impl App {
     fn saved(&mut self, outcome: crate::data::SaveOutcome) {
         self.saving = false;
         let before = self.seeds.file.records.len();
-        let unchanged_since = self.seeds.file.records == outcome.sent;
         let result = outcome.result.clone();
         let merged = match &result {
             Ok(report) => report.theirs_applied > 0,
             Err(failure) => failure.conflict,
         };
-        self.seeds.file.saved(outcome);
+        let unchanged_since = self.seeds.file.saved(outcome);
         if merged || self.seeds.file.records.len() != before {
             // The records moved under the undo history's indices.
             self.seeds.undo.clear();

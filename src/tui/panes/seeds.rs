@@ -88,6 +88,9 @@ pub struct SeedsCheck {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeedsRead {
     stamp: Stamp,
+    /// What the pane held when the check was made (the base's digest): a read made before
+    /// a save of this pane came back describes a file that is no longer there.
+    against: Option<[u8; 32]>,
     /// The file as it is now, when it differs from what the pane holds (or why it could
     /// not be read).
     changed: Option<Result<crate::data::Snapshot, String>>,
@@ -104,6 +107,7 @@ impl SeedsCheck {
         if stamp.is_some() && stamp == self.stamp {
             return SeedsRead {
                 stamp,
+                against: self.digest,
                 changed: None,
             };
         }
@@ -112,7 +116,11 @@ impl SeedsCheck {
             Ok(disk) => Some(Ok(disk)),
             Err(e) => Some(Err(e.to_string())),
         };
-        SeedsRead { stamp, changed }
+        SeedsRead {
+            stamp,
+            against: self.digest,
+            changed,
+        }
     }
 }
 
@@ -170,6 +178,10 @@ impl SeedsPane {
     /// # Errors
     /// The file could not be read; the pane keeps what it had.
     pub fn took_disk(&mut self, read: SeedsRead) -> Result<bool, String> {
+        if read.against != self.file.base.digest {
+            // This pane saved meanwhile: the read is older than what it now holds.
+            return Ok(false);
+        }
         self.disk_stamp = read.stamp;
         let Some(disk) = read.changed.transpose()? else {
             return Ok(false);

@@ -332,18 +332,13 @@ impl RunForm {
         let mut ok = self.inputs.fields.iter().all(|f| f.error.is_none());
         for problem in config.problems() {
             let (key, what) = problem.split_once(": ").unwrap_or(("", &problem));
-            if let Some(f) = self.inputs.fields.iter_mut().find(|f| f.key == key) {
+            if let Some(f) = self.inputs.get_mut(key) {
                 f.error.get_or_insert_with(|| what.to_string());
             }
             ok = false;
         }
         if config.model.base.trim().is_empty() {
-            if let Some(f) = self
-                .inputs
-                .fields
-                .iter_mut()
-                .find(|f| f.key == "model.base")
-            {
+            if let Some(f) = self.inputs.get_mut("model.base") {
                 f.error = Some("is empty".into());
             }
             ok = false;
