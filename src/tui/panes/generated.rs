@@ -17,7 +17,7 @@
 use super::list::ListSelection;
 use crate::data::follow::{Change, Follower};
 use crate::data::merge::{merge3, merge_invalid, with_lock, Snapshot};
-use crate::data::{save_atomic, to_jsonl, Instruction, SaveFailure, StoreError};
+use crate::data::{save_atomic, to_jsonl, Instruction, InvalidLine, SaveFailure, StoreError};
 use crate::selfinstruct::run::{GeneratedFiles, Progress};
 use serde_json::json;
 use std::path::PathBuf;
@@ -110,16 +110,18 @@ impl GenIo {
                     ours,
                 } = *w;
                 let result = write_both(&paths, &base, &ours).map(|written| {
-                    let snapshots = [0, 1].map(|i| {
-                        let (records, invalid, text) = &written[i];
-                        follow[i].assume(text.as_bytes());
+                    // Each follower goes on from the end of what was just written.
+                    let mut followers = follow.iter_mut();
+                    Box::new(written.map(|(records, invalid, text)| {
+                        if let Some(f) = followers.next() {
+                            f.assume(text.as_bytes());
+                        }
                         Snapshot {
-                            records: records.clone(),
-                            invalid: invalid.clone(),
+                            records,
+                            invalid,
                             digest: Some(crate::data::merge::digest(text.as_bytes())),
                         }
-                    });
-                    Box::new(snapshots)
+                    }))
                 });
                 GenIoDone::Written {
                     follow: Box::new(follow),
@@ -135,11 +137,12 @@ impl GenIo {
 }
 
 /// A file as written: its records, invalid lines and text.
-type Written = (Vec<Instruction>, Vec<crate::data::InvalidLine>, String);
+type Written = (Vec<Instruction>, Vec<InvalidLine>, String);
 
 /// Writes both files atomically (each keeps its previous version as `.bak`), holding both
 /// files' locks, after merging in what other processes appended or changed since `base`
-/// (their invalid lines are kept too). Returns each file's records, invalid lines and text.
+/// (their invalid lines are kept too). Returns each file's records, invalid lines and text
+/// (kept, rejected).
 ///
 /// # Errors
 /// A file cannot be read or written, or a task changed here was changed differently on disk
@@ -148,11 +151,11 @@ fn write_both(
     paths: &[PathBuf; 2],
     base: &[Snapshot; 2],
     ours: &[Vec<Instruction>; 2],
-) -> Result<Vec<Written>, StoreError> {
+) -> Result<[Written; 2], StoreError> {
     with_lock(&paths[0], || {
         with_lock(&paths[1], || {
             let disk = [Snapshot::read(&paths[0])?, Snapshot::read(&paths[1])?];
-            let mut merged = Vec::new();
+            let mut merged: [(Vec<Instruction>, Vec<InvalidLine>); 2] = Default::default();
             for i in 0..2 {
                 let m = merge3(&base[i].records, &ours[i], &disk[i].records);
                 if !m.conflicts.is_empty() {
@@ -162,15 +165,17 @@ fn write_both(
                     });
                 }
                 let invalid = merge_invalid(&base[i].invalid, &[], &disk[i].invalid);
-                merged.push((m.records, invalid));
+                merged[i] = (m.records, invalid);
             }
-            let mut written = Vec::new();
-            for ((records, invalid), path) in merged.into_iter().zip(paths) {
+            let write = |(records, invalid): (Vec<Instruction>, Vec<InvalidLine>),
+                         path: &PathBuf|
+             -> Result<Written, StoreError> {
                 let text = to_jsonl(&records, &invalid);
                 save_atomic(path, text.as_bytes())?;
-                written.push((records, invalid, text));
-            }
-            Ok(written)
+                Ok((records, invalid, text))
+            };
+            let [kept, rejected] = merged;
+            Ok([write(kept, &paths[0])?, write(rejected, &paths[1])?])
         })
     })
 }
@@ -224,8 +229,6 @@ pub struct GeneratedPane {
     want_read: bool,
     /// A review waits to be written (or is being written).
     unsaved: bool,
-    /// The write in flight, if any, was issued (so `unsaved` covers it).
-    writing: bool,
 }
 
 impl GeneratedPane {
@@ -248,7 +251,6 @@ impl GeneratedPane {
             base: Default::default(),
             want_read: false,
             unsaved: false,
-            writing: false,
             files,
         };
         pane.reload_now();
@@ -288,8 +290,7 @@ impl GeneratedPane {
         let Some(follow) = self.follow.take() else {
             return;
         };
-        if self.unsaved && !self.writing {
-            self.writing = true;
+        if self.unsaved {
             self.io.push(GenIo::Write(Box::new(GenWrite {
                 follow,
                 paths: [self.files.kept.clone(), self.files.rejected.clone()],
@@ -321,7 +322,6 @@ impl GeneratedPane {
                 sent,
                 result,
             } => {
-                self.writing = false;
                 match result {
                     Ok(snapshots) => {
                         self.follow = Some(*follow);
@@ -414,8 +414,7 @@ impl GeneratedPane {
             return;
         }
         self.load_error = None;
-        let invalid: Vec<&crate::data::InvalidLine> =
-            self.base.iter().flat_map(|b| &b.invalid).collect();
+        let invalid: Vec<&InvalidLine> = self.base.iter().flat_map(|b| &b.invalid).collect();
         if let Some(e) = invalid.first().and_then(|l| l.errors.first()) {
             self.load_error = Some(format!("{e} ({} invalid line(s) not shown)", invalid.len()));
         }
