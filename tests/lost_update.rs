@@ -219,7 +219,12 @@ fn a_disk_check_older_than_the_workbench_s_own_save_is_ignored() {
     let added = ws.add_seed("from_another_shell");
     // The check reads the file (with the other shell's record) now ...
     let mut check = app.update(Action::FilesChanged(vec![ws.seeds()]));
-    check.retain(|e| matches!(e, bioinstruct::tui::Effect::CheckSeeds(_)));
+    check.retain(|e| {
+        matches!(
+            e,
+            bioinstruct::tui::Effect::File(bioinstruct::tui::effect::FileWork::CheckSeeds(_))
+        )
+    });
     let stale = check
         .pop()
         .expect("a check")

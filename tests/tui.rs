@@ -294,7 +294,12 @@ fn a_save_is_an_effect_and_edits_made_while_it_runs_are_kept() {
     a.update(Action::Confirm);
     let mut effects = a.update(Action::Save);
     assert!(
-        matches!(effects.as_slice(), [bioinstruct::tui::Effect::SaveSeeds(_)]),
+        matches!(
+            effects.as_slice(),
+            [bioinstruct::tui::Effect::File(
+                bioinstruct::tui::effect::FileWork::SaveSeeds(_)
+            )]
+        ),
         "{effects:?}"
     );
     // `update` wrote nothing: the runtime does.

@@ -173,7 +173,12 @@ fn a_review_is_written_by_the_runtime_and_the_next_waits_for_it() {
     a.update(Action::Down);
     let mut effects = a.update(Action::RejectTask);
     assert!(
-        matches!(effects.as_slice(), [Effect::GeneratedIo(_)]),
+        matches!(
+            effects.as_slice(),
+            [Effect::File(bioinstruct::tui::effect::FileWork::Generated(
+                _
+            ))]
+        ),
         "{effects:?}"
     );
     // Shown at once, written by the runtime: `update` wrote nothing.
@@ -192,7 +197,12 @@ fn a_review_is_written_by_the_runtime_and_the_next_waits_for_it() {
     let next = a.update(outcome);
     assert_eq!(ids(&a.generated.kept), ["gen-000003"]);
     assert!(
-        matches!(next.as_slice(), [Effect::GeneratedIo(_)]),
+        matches!(
+            next.as_slice(),
+            [Effect::File(bioinstruct::tui::effect::FileWork::Generated(
+                _
+            ))]
+        ),
         "{next:?}"
     );
     assert!(common::settle(&mut a, next).is_empty());

@@ -6,7 +6,7 @@ mod common;
 
 use bioinstruct::train::config::TrainConfig;
 use bioinstruct::train::run::{Metric, RunDir, RunState, Status};
-use bioinstruct::tui::app::{Job, Mode, Overlay, Tab};
+use bioinstruct::tui::app::{FileWork, Job, Mode, Overlay, Tab};
 use bioinstruct::tui::panes::train::{downsample, TrainPane};
 use bioinstruct::tui::{Action, App, Effect};
 use common::{press, render};
@@ -206,7 +206,7 @@ fn a_rescan_is_an_effect_the_runtime_carries_out_one_at_a_time() {
     write_run(&root, "run-1000000007", RunState::Finished, GONE, 20, 20);
     let mut effects = a.update(Action::Tick);
     // The tick also looks at the seed file; this test is about the runs.
-    effects.retain(|e| matches!(e, Effect::ScanRuns(_)));
+    effects.retain(|e| matches!(e, Effect::File(FileWork::ScanRuns(_))));
     assert_eq!(effects.len(), 1);
     // `update` read nothing: the run shows once the runtime's scan is back.
     assert!(a.train.runs.is_empty());
@@ -225,7 +225,7 @@ fn a_rescan_is_an_effect_the_runtime_carries_out_one_at_a_time() {
         "20 steps and 2 evaluations"
     );
     assert!(
-        matches!(again.as_slice(), [Effect::ScanRuns(_)]),
+        matches!(again.as_slice(), [Effect::File(FileWork::ScanRuns(_))]),
         "{again:?}"
     );
     // The second scan reads only what was appended: nothing, so nothing doubles.

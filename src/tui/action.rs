@@ -214,13 +214,13 @@ pub enum Action {
         /// The final counters, when it ran.
         progress: Option<crate::selfinstruct::run::Progress>,
     },
-    /// A save of the seed file ([`super::Effect::SaveSeeds`]) finished.
+    /// A save of the seed file ([`super::effect::FileWork::SaveSeeds`]) finished.
     #[serde(skip)]
     SeedsSaved(Box<crate::data::SaveOutcome>),
-    /// The Generated pane's file work ([`super::Effect::GeneratedIo`]) finished.
+    /// The Generated pane's file work ([`super::effect::FileWork::Generated`]) finished.
     #[serde(skip)]
     GeneratedIoDone(super::panes::generated::GenIoDone),
-    /// A chat transcript ([`super::Effect::WriteTranscript`]) was written (the Markdown
+    /// A chat transcript ([`super::effect::FileWork::Transcript`]) was written (the Markdown
     /// file's path), or why not.
     #[serde(skip)]
     TranscriptSaved(Result<std::path::PathBuf, String>),
@@ -228,10 +228,10 @@ pub enum Action {
     /// follow it.
     #[serde(skip)]
     Drawn(Box<super::ui::AppLayout>),
-    /// A rescan of the runs ([`super::Effect::ScanRuns`]) is back.
+    /// A rescan of the runs ([`super::effect::FileWork::ScanRuns`]) is back.
     #[serde(skip)]
     RunsScanned(Box<super::panes::train::RunsScanned>),
-    /// A check of the seed file ([`super::Effect::CheckSeeds`]) is back.
+    /// A check of the seed file ([`super::effect::FileWork::CheckSeeds`]) is back.
     #[serde(skip)]
     SeedsRead(Box<super::panes::seeds::SeedsRead>),
     /// Save conflict: keep this workbench's version of the record shown.

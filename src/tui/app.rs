@@ -12,7 +12,7 @@ use ratatui::layout::{Position, Rect};
 
 pub use super::layout::Tab;
 
-pub use super::effect::{Effect, Job};
+pub use super::effect::{Effect, FileWork, Job};
 
 /// A window over the pane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,7 +281,12 @@ impl App {
         let mut effects = std::mem::take(&mut self.effects);
         effects.extend(self.chat.requests.drain(..).map(Effect::Chat));
         effects.extend(self.generated.requests.drain(..).map(Effect::Generate));
-        effects.extend(self.generated.io.drain(..).map(Effect::GeneratedIo));
+        effects.extend(
+            self.generated
+                .io
+                .drain(..)
+                .map(|io| Effect::File(FileWork::Generated(io))),
+        );
         effects
     }
 
@@ -549,16 +554,19 @@ impl App {
         {
             self.checking_seeds = true;
             self.effects
-                .push(Effect::CheckSeeds(Box::new(self.seeds.disk_check())));
+                .push(Effect::File(FileWork::CheckSeeds(Box::new(
+                    self.seeds.disk_check(),
+                ))));
         }
     }
 
-    /// Asks for a rescan of the runs ([`Effect::ScanRuns`]), with the adapters when the
+    /// Asks for a rescan of the runs ([`FileWork::ScanRuns`]), with the adapters when the
     /// Chat pane is shown.
     fn scan_runs(&mut self) {
         let adapters = (self.tab == Tab::Chat).then(|| self.chat.runs_root.clone());
         if let Some(scan) = self.train.request_scan(adapters) {
-            self.effects.push(Effect::ScanRuns(Box::new(scan)));
+            self.effects
+                .push(Effect::File(FileWork::ScanRuns(Box::new(scan))));
         }
     }
 
@@ -627,7 +635,7 @@ impl App {
         }
     }
 
-    /// Asks the runtime to save the seed file ([`Effect::SaveSeeds`]), merging what another
+    /// Asks the runtime to save the seed file ([`FileWork::SaveSeeds`]), merging what another
     /// process changed meanwhile; [`App::saved`] takes the outcome. One save is in flight at
     /// a time: asked again meanwhile, the next starts when it is back.
     fn save(&mut self) {
@@ -636,8 +644,9 @@ impl App {
             return;
         }
         self.saving = true;
-        self.effects
-            .push(Effect::SaveSeeds(Box::new(self.seeds.file.save_job())));
+        self.effects.push(Effect::File(FileWork::SaveSeeds(Box::new(
+            self.seeds.file.save_job(),
+        ))));
     }
 
     /// Takes back a seed file save: reports it in the status line, opens the conflict

@@ -2,7 +2,7 @@
 //! settings or the terminal, or runs in the background. The runtime ([`super::runtime`])
 //! carries each out and reports the outcome back as an [`super::Action`]; headless tests
 //! assert on the effects an action returns, and carry out the file effects with
-//! [`Effect::perform_io`] as the runtime does.
+//! [`FileWork::run`] as the runtime does.
 
 use super::action::Action;
 use super::panes::chat::{ChatRequest, Transcript};
@@ -47,14 +47,21 @@ pub enum Effect {
         /// Index in that list.
         index: usize,
     },
+    /// File work, carried out on the runtime's blocking pool ([`FileWork::run`]).
+    File(FileWork),
+}
+
+/// Work on files for the runtime; each reports back with one action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileWork {
     /// Save the seed file, merging what another process changed; the outcome comes back as
     /// [`super::Action::SeedsSaved`].
     SaveSeeds(Box<crate::data::SaveJob>),
     /// Read or write the Generated pane's files; the outcome comes back as
     /// [`super::Action::GeneratedIoDone`].
-    GeneratedIo(GenIo),
+    Generated(GenIo),
     /// Write a chat transcript; the outcome comes back as [`super::Action::TranscriptSaved`].
-    WriteTranscript(Box<Transcript>),
+    Transcript(Box<Transcript>),
     /// Rescan the runs (and the adapters); what is new comes back as
     /// [`super::Action::RunsScanned`].
     ScanRuns(Box<RunsScan>),
@@ -63,29 +70,26 @@ pub enum Effect {
     CheckSeeds(Box<SeedsCheck>),
 }
 
-impl Effect {
-    /// Whether this is file work that [`Effect::perform_io`] carries out.
-    pub fn is_io(&self) -> bool {
-        matches!(
-            self,
-            Effect::SaveSeeds(_)
-                | Effect::GeneratedIo(_)
-                | Effect::WriteTranscript(_)
-                | Effect::ScanRuns(_)
-                | Effect::CheckSeeds(_)
-        )
+impl FileWork {
+    /// Carries the work out here and now (blocking file I/O) and returns the action that
+    /// reports it.
+    pub fn run(self) -> Action {
+        match self {
+            FileWork::SaveSeeds(job) => Action::SeedsSaved(Box::new(job.run())),
+            FileWork::Generated(io) => Action::GeneratedIoDone(io.run()),
+            FileWork::Transcript(t) => Action::TranscriptSaved(t.write()),
+            FileWork::ScanRuns(scan) => Action::RunsScanned(Box::new(scan.run())),
+            FileWork::CheckSeeds(check) => Action::SeedsRead(Box::new(check.run())),
+        }
     }
+}
 
-    /// Carries out file work here and now (blocking: the runtime calls it on its blocking
-    /// pool) and returns the action that reports it; `None` for an effect that is not file
-    /// work ([`Effect::is_io`]), which is dropped.
+impl Effect {
+    /// Carries out file work here and now, as the runtime does on its blocking pool, and
+    /// returns the action that reports it; `None` for any other effect.
     pub fn perform_io(self) -> Option<Action> {
         match self {
-            Effect::SaveSeeds(job) => Some(Action::SeedsSaved(Box::new(job.run()))),
-            Effect::GeneratedIo(io) => Some(Action::GeneratedIoDone(io.run())),
-            Effect::WriteTranscript(t) => Some(Action::TranscriptSaved(t.write())),
-            Effect::ScanRuns(scan) => Some(Action::RunsScanned(Box::new(scan.run()))),
-            Effect::CheckSeeds(check) => Some(Action::SeedsRead(Box::new(check.run()))),
+            Effect::File(work) => Some(work.run()),
             _ => None,
         }
     }

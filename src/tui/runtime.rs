@@ -132,16 +132,10 @@ pub async fn event_loop(
                     dirty = true;
                 }
                 // File work on the blocking pool; the outcome comes back as an action.
-                Effect::SaveSeeds(_)
-                | Effect::GeneratedIo(_)
-                | Effect::WriteTranscript(_)
-                | Effect::ScanRuns(_)
-                | Effect::CheckSeeds(_) => {
+                Effect::File(work) => {
                     let tx = tx.clone();
                     tokio::task::spawn_blocking(move || {
-                        if let Some(action) = effect.perform_io() {
-                            let _ = tx.send(action);
-                        }
+                        let _ = tx.send(work.run());
                     });
                 }
                 Effect::Run(job) => start_job(job, settings, &tx),

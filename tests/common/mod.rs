@@ -169,7 +169,7 @@ pub fn act(
 }
 
 /// Carries out the file effects among `effects` here, as the runtime does on its blocking
-/// pool ([`bioinstruct::tui::Effect::perform_io`]), and feeds each outcome back to the app
+/// pool ([`bioinstruct::tui::effect::FileWork::run`]), and feeds each outcome back to the app
 /// until none is left; returns the other effects, in order.
 pub fn settle(
     app: &mut bioinstruct::tui::App,
@@ -178,10 +178,9 @@ pub fn settle(
     let mut queue: std::collections::VecDeque<_> = effects.into();
     let mut rest = Vec::new();
     while let Some(effect) = queue.pop_front() {
-        if !effect.is_io() {
-            rest.push(effect);
-        } else if let Some(outcome) = effect.perform_io() {
-            queue.extend(app.update(outcome));
+        match effect {
+            bioinstruct::tui::Effect::File(work) => queue.extend(app.update(work.run())),
+            other => rest.push(other),
         }
     }
     rest

@@ -120,11 +120,9 @@ impl Transcript {
     /// # Errors
     /// The folder or a file cannot be written (the message names it).
     pub fn write(&self) -> Result<PathBuf, String> {
-        let named = |path: &std::path::Path, e: &dyn std::fmt::Display| {
-            format!("cannot write {}: {e}", path.display())
-        };
         if let Some(dir) = self.markdown_path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| named(dir, &e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         crate::data::replace_atomic(&self.markdown_path, self.markdown.as_bytes())
             .map_err(|e| e.to_string())?;
@@ -639,9 +637,9 @@ impl super::Pane for ChatPane {
                 return Reply::info("Both conversations cleared.");
             }
             Action::ChatSave => {
-                return Reply::effect(crate::tui::Effect::WriteTranscript(Box::new(
-                    self.transcript(),
-                )))
+                return Reply::effect(crate::tui::Effect::File(
+                    crate::tui::effect::FileWork::Transcript(Box::new(self.transcript())),
+                ))
             }
             Action::ChatSampling => self.open_sampling(),
             Action::FetchModel => {

@@ -218,7 +218,7 @@ pub struct GeneratedPane {
     pub run: RunState,
     /// Requests for the event loop.
     pub requests: Vec<GenRequest>,
-    /// File work for the runtime ([`crate::tui::Effect::GeneratedIo`]).
+    /// File work for the runtime ([`crate::tui::effect::FileWork::Generated`]).
     pub io: Vec<GenIo>,
     /// Both files followed as they grow (kept, rejected): a run's appends are read alone.
     /// `None` while a [`GenIo`] holding them is in flight.
