@@ -400,8 +400,8 @@ impl App {
                     self.error(e);
                 }
             }
-            Action::RunsScanned(scanned) => {
-                let adapters = scanned.adapters.clone();
+            Action::RunsScanned(mut scanned) => {
+                let adapters = scanned.adapters.take();
                 let again = self.train.scanned(*scanned);
                 if let Some(label) = adapters.and_then(|found| self.chat.watch_adapters(found)) {
                     self.info(format!(
