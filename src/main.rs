@@ -3,7 +3,9 @@
 use anyhow::Result;
 use bioinstruct::commands::chat::ChatArgs;
 use bioinstruct::commands::seeds::{self, FieldArgs};
-use bioinstruct::commands::{adapters, chat, dedupe, eval, generate, models, train};
+use bioinstruct::commands::{
+    adapters, chat, data, dedupe, eval, experiment, generate, models, train,
+};
 use bioinstruct::config::{Overrides, Settings};
 use bioinstruct::data::{Category, Format};
 use bioinstruct::model::GgufCompute;
@@ -61,6 +63,14 @@ enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// BioInstruct's category analysis: train an adapter per instruction subset (all; only
+    /// qa, ie, gen or other; all but one; named files) on the same number of tokens, evaluate
+    /// each beside the base, and print the matrix of subsets against task groups.
+    #[command(subcommand)]
+    Experiment(ExperimentCommand),
+    /// Make instruction records from labelled data.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Apply Alpaca's filters to an instruction file (an imported dataset): 4 to 150 words, no
     /// blacklisted word, no "Write a program" or punctuation or non-ASCII start, and ROUGE-L at
     /// most 0.7 against the seeds and every instruction kept before it. Writes
@@ -133,6 +143,83 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum ExperimentCommand {
+    /// Run (or continue) the experiment FILE describes (see configs/experiment-categories.toml).
+    ///
+    /// Each cell trains in <data dir>/experiments/<name>/cells/<subset>/run and is evaluated in
+    /// cells/<subset>/eval; a killed or stopped experiment run again goes on from where it
+    /// was. The matrix goes to matrix.json and matrix.md.
+    Run {
+        /// The experiment's TOML file.
+        file: PathBuf,
+        /// In the background (a process of its own session that outlives the terminal).
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Continue a stopped, failed or interrupted experiment.
+    Resume {
+        /// Its name or folder.
+        name: String,
+        /// In the background.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// The state and the matrix of the cells evaluated so far.
+    Show {
+        /// Its name or folder.
+        name: String,
+    },
+    /// Stop a background experiment (a training cell checkpoints first).
+    Stop {
+        /// Its name or folder.
+        name: String,
+    },
+    /// The background experiment process (started by --detach; not for direct use).
+    #[command(hide = true)]
+    Worker {
+        /// The experiment's folder.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Turn a benchmark's training split into instruction records (BioInstTune-LLM's way:
+    /// the labelled items rephrased as instructions), one JSONL record per item.
+    ///
+    /// The file is read as `eval run` reads it; each item takes the next of several
+    /// phrasings of the task's instruction (the first is the one evaluation asks), the task
+    /// group as its category and a `provenance` (file, SHA-256, item, phrasing, test split
+    /// checked). Items of the benchmark's official test split are refused: PubMedQA by PMID,
+    /// NCBI-disease sentences and MTS-Dialog dialogues by their text.
+    FromBenchmark {
+        /// pubmedqa, ncbi_disease or mts_dialog.
+        #[arg(long, value_name = "NAME")]
+        task: String,
+        /// The benchmark file in its publisher's format (ori_pqal.json-like, CoNLL, CSV).
+        file: PathBuf,
+        /// Only items START..END, indices in file order (e.g. 0..250 and 250.. split a file
+        /// in two halves; `eval run --skip 250` scores the second).
+        #[arg(long, value_name = "START..END")]
+        items: Option<String>,
+        /// The test split to check against, in the benchmark's format (repeatable; default:
+        /// the official split, from `eval fetch`'s cache or downloaded).
+        #[arg(long, value_name = "FILE")]
+        test_split: Vec<PathBuf>,
+        /// Do not check against the test split (for a file known to hold none of it, such
+        /// as PubMedQA's pqal_trainval.json); recorded in each record's provenance.
+        #[arg(long, conflicts_with = "test_split")]
+        no_test_check: bool,
+        /// Write the records here (atomically, keeping <file>.bak) instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Read the caches only; never connect.
+        #[arg(long)]
+        offline: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum EvalCommand {
     /// Run tasks on the base model and each adapter; write report.json, report.md and
     /// predictions/TASK/LABEL.jsonl.
@@ -169,9 +256,13 @@ enum EvalCommand {
         /// folder (repeatable), labelled RUN/final, RUN/checkpoint-N or the folder's name.
         #[arg(long = "adapter", value_name = "PATH")]
         adapters: Vec<String>,
-        /// Only the first N items of each task, in file order.
+        /// Only the first N items of each task, in file order (after --skip).
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// Leave out the first N items of each task, in file order (e.g. the half that
+        /// `data from-benchmark --items 0..N` made training data of).
+        #[arg(long, value_name = "N")]
+        skip: Option<usize>,
         /// The most tokens a generated answer may have (default: each task's).
         #[arg(long, value_name = "N")]
         max_new_tokens: Option<usize>,
@@ -188,6 +279,35 @@ enum EvalCommand {
         /// Read the caches only; never connect.
         #[arg(long)]
         offline: bool,
+        /// Evaluate in the background (a process of its own session that outlives the
+        /// terminal): the folder gets job.json, status.json (progress, items/s, ETA) and
+        /// eval.log; follow with `eval list`, stop with `eval stop`, go on with `eval resume`.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List the evaluations under <data dir>/evals: state, items done, tasks.
+    List,
+    /// Stop a background evaluation; every finished item is kept (`eval resume` goes on).
+    Stop {
+        /// The job's folder or its id under <data dir>/evals.
+        job: String,
+        /// Return once it has stopped.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Continue a stopped, failed or interrupted evaluation: only what is missing is computed.
+    Resume {
+        /// The job's folder or its id under <data dir>/evals.
+        job: String,
+        /// In the background.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// The background evaluation process (started by --detach; not for direct use).
+    #[command(hide = true)]
+    Worker {
+        /// The job's folder.
+        dir: PathBuf,
     },
     /// Print the tables of an evaluation's report.json.
     Show {
@@ -536,6 +656,41 @@ fn run(cli: Cli) -> Result<()> {
         Command::Adapters(AdaptersCommand::Merge { adapter, out, base }) => {
             adapters::merge(&settings, &adapter, base.as_deref(), &out, stdout)
         }
+        Command::Experiment(cmd) => match cmd {
+            ExperimentCommand::Run { file, detach } => {
+                experiment::run(&settings, &file, detach, stdout)
+            }
+            ExperimentCommand::Resume { name, detach } => {
+                experiment::resume(&settings, &name, detach, stdout)
+            }
+            ExperimentCommand::Show { name } => experiment::show(&settings, &name, stdout),
+            ExperimentCommand::Stop { name } => experiment::stop(&settings, &name, stdout),
+            ExperimentCommand::Worker { dir } => experiment::worker(&settings, &dir),
+        },
+        Command::Data(DataCommand::FromBenchmark {
+            task,
+            file,
+            items,
+            test_split,
+            no_test_check,
+            output,
+            offline,
+        }) => {
+            settings.config.model.offline |= offline;
+            data::from_benchmark(
+                &settings,
+                &data::FromBenchmarkArgs {
+                    task,
+                    file,
+                    items,
+                    test_split,
+                    no_test_check,
+                    output,
+                },
+                stdout,
+                &mut std::io::stderr(),
+            )
+        }
         Command::Train { config, detach } => train::train(&settings, &config, detach, stdout),
         Command::Eval(cmd) => match cmd {
             EvalCommand::Run {
@@ -546,11 +701,13 @@ fn run(cli: Cli) -> Result<()> {
                 gguf_compute,
                 adapters,
                 limit,
+                skip,
                 max_new_tokens,
                 judge,
                 out,
                 device,
                 offline,
+                detach,
             } => {
                 let m = &mut settings.config.model;
                 if let Some(v) = model {
@@ -563,22 +720,28 @@ fn run(cli: Cli) -> Result<()> {
                     m.device = v;
                 }
                 m.offline |= offline;
-                eval::run(
-                    &settings,
-                    &eval::RunArgs {
-                        tasks,
-                        data,
-                        mode,
-                        adapters,
-                        limit,
-                        out,
-                        max_new_tokens,
-                        judge,
-                        progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-                    },
-                    stdout,
-                )
+                let args = eval::RunArgs {
+                    tasks,
+                    data,
+                    mode,
+                    adapters,
+                    limit,
+                    skip,
+                    out,
+                    max_new_tokens,
+                    judge,
+                    progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                };
+                if detach {
+                    eval::run_detached(&settings, &args, stdout)
+                } else {
+                    eval::run(&settings, &args, stdout)
+                }
             }
+            EvalCommand::List => eval::list(&settings, stdout),
+            EvalCommand::Stop { job, wait } => eval::stop(&settings, &job, wait, stdout),
+            EvalCommand::Resume { job, detach } => eval::resume(&settings, &job, detach, stdout),
+            EvalCommand::Worker { dir } => eval::worker(&settings, &dir),
             EvalCommand::Show { dir } => eval::show(&dir, stdout),
             EvalCommand::Fetch { name } => eval::fetch_files(&settings, &name, stdout),
         },
@@ -637,7 +800,14 @@ fn main() {
             | Some(Command::Runs(
                 RunsCommand::Resume { .. } | RunsCommand::Worker { .. }
             ))
-            | Some(Command::Eval(EvalCommand::Run { .. }))
+            | Some(Command::Eval(
+                EvalCommand::Run { .. } | EvalCommand::Resume { .. } | EvalCommand::Worker { .. }
+            ))
+            | Some(Command::Experiment(
+                ExperimentCommand::Run { .. }
+                    | ExperimentCommand::Resume { .. }
+                    | ExperimentCommand::Worker { .. }
+            ))
     ) {
         bioinstruct::train::tune_cpu_for_training();
     }

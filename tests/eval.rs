@@ -469,3 +469,106 @@ fn a_judge_scores_each_text_answer_once() {
         "judgments are cached"
     );
 }
+
+fn status_of(dir: &Path) -> Option<serde_json::Value> {
+    std::fs::read_to_string(dir.join("status.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+}
+
+#[test]
+fn a_detached_evaluation_shows_progress_stops_and_continues_where_it_stopped() {
+    let ws = Workspace::new();
+    let model = tiny_model(&ws);
+    let dir = ws.home.path().join("data").join("evals").join("bg");
+    let data = benchmark("ncbi-disease/devel.tsv").display().to_string();
+    let dir_text = dir.display().to_string();
+    let started = ok(eval_cmd(
+        &ws,
+        &model,
+        &[
+            "--task",
+            "ncbi_disease",
+            "--data",
+            &data,
+            "--limit",
+            "300",
+            "--max-new-tokens",
+            "24",
+            "--out",
+            &dir_text,
+            "--detach",
+        ],
+    ));
+    assert!(
+        started.contains("evaluating in the background"),
+        "{started}"
+    );
+    let job: serde_json::Value =
+        serde_json::from_str(&read(&dir.join("job.json"))).expect("job.json");
+    assert_eq!(job["tasks"][0], "ncbi_disease");
+    assert!(Path::new(job["model"].as_str().expect("model")).is_absolute());
+
+    // Progress: running, with items done, items/s and an ETA.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let running = loop {
+        if let Some(s) = status_of(&dir) {
+            if s["state"] == "running" && s["done"].as_u64().unwrap_or(0) >= 10 {
+                break s;
+            }
+            assert_ne!(s["state"], "failed", "{s}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress: {:?}",
+            status_of(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(running["total"], 300);
+    assert!(
+        running["items_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{running}"
+    );
+    assert!(running["current"]
+        .as_str()
+        .is_some_and(|c| c.contains("ncbi_disease")));
+
+    let stopped = ws.ok(&["eval", "stop", "bg", "--wait"]);
+    assert!(stopped.contains("evaluation is stopped"), "{stopped}");
+    let s = status_of(&dir).expect("status");
+    let done = s["done"].as_u64().expect("done") as usize;
+    assert!((10..300).contains(&done), "{s}");
+    assert!(!dir.join("report.json").exists());
+    let listed = ws.ok(&["eval", "list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("bg") && l.contains("stopped")),
+        "{listed}"
+    );
+
+    // Resumed: only the missing items are computed.
+    let resumed = String::from_utf8(
+        ws.cmd()
+            .env("HF_HUB_OFFLINE", "1")
+            .args(["eval", "resume", "bg"])
+            .output()
+            .expect("resume")
+            .stdout,
+    )
+    .expect("utf-8");
+    let cached_now = cached_results(&ws);
+    assert_eq!(cached_now, 300);
+    assert!(
+        resumed.contains(&format!("300 items, {done} from the cache")) || {
+            // Items finished between the status write and the stop are cached too.
+            resumed.contains("300 items, ") && !resumed.contains("300 items, 0 from the cache")
+        },
+        "{resumed}"
+    );
+    assert_eq!(status_of(&dir).expect("status")["state"], "finished");
+    let report: serde_json::Value =
+        serde_json::from_str(&read(&dir.join("report.json"))).expect("report");
+    assert_eq!(report["tasks"]["ncbi_disease"]["n"], 300);
+}

@@ -4,6 +4,7 @@
 use crate::commands::chat::load_model;
 use crate::config::Settings;
 use crate::eval::cache::{CacheKey, ResultCache};
+use crate::eval::job::{self, EvalStatus, Job, JobDir};
 use crate::eval::report::{self, ModelEntry, Scored, TaskResults};
 use crate::eval::score::{self, Outcome, PromptStyle, Request};
 use crate::eval::{fetch, tasks, Mode, Scorer, Task};
@@ -13,6 +14,7 @@ use crate::selfinstruct::teacher::Teacher;
 use crate::train::config::TrainConfig;
 use crate::train::data::PromptFormat;
 use crate::train::run::RunDir;
+use crate::train::run::RunState;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// What `eval run` was asked.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunArgs {
     /// Task names, in order.
     pub tasks: Vec<String>,
@@ -31,8 +33,10 @@ pub struct RunArgs {
     pub mode: Option<Mode>,
     /// Adapters: run ids, run folders, `final/` or `checkpoint-N/` folders, PEFT folders.
     pub adapters: Vec<String>,
-    /// Only the first N items of each task, in file order.
+    /// Only the first N items of each task, in file order (after `skip`).
     pub limit: Option<usize>,
+    /// Leave out the first N items of each task, in file order.
+    pub skip: Option<usize>,
     /// The output folder (default: `<data>/evals/<time>`).
     pub out: Option<PathBuf>,
     /// The most tokens a generated answer may have (default: the task's).
@@ -117,6 +121,9 @@ fn load_tasks(settings: &Settings, args: &RunArgs) -> Result<Vec<Task>> {
         let mut task = tasks::load(name, &path)?;
         if let Some(keep) = keep {
             task.items.retain(|i| keep.contains(&i.id));
+        }
+        if let Some(n) = args.skip {
+            task.items.drain(..n.min(task.items.len()));
         }
         if let Some(n) = args.limit {
             task.items.truncate(n);
@@ -327,13 +334,57 @@ struct Work {
     hash: String,
 }
 
+/// How far an evaluation is, as [`run_with`] reports it after each item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Items done (computed in this attempt plus found in the cache).
+    pub done: usize,
+    /// Items in all.
+    pub total: usize,
+    /// Of `done`, from the cache.
+    pub cached: usize,
+    /// Items computed per second in this attempt.
+    pub items_per_s: f64,
+    /// Seconds to the end at that speed.
+    pub eta_s: f64,
+    /// `TASK · MODEL` of the item being computed next.
+    pub current: Option<String>,
+}
+
+/// The error [`run`] ends with when stopped by Ctrl-C or SIGTERM before every item was
+/// computed (what was computed is in the cache).
+#[derive(Debug, thiserror::Error)]
+#[error("stopped after {computed} of {to_compute} items to compute (every finished item is kept in {}); run the same command again to continue", cache.display())]
+pub struct Stopped {
+    /// Items computed before the stop.
+    pub computed: usize,
+    /// Items that were to be computed.
+    pub to_compute: usize,
+    /// The cache folder.
+    pub cache: PathBuf,
+}
+
 /// Runs `eval run`.
 ///
 /// # Errors
 /// Bad data (file, line or item, and field named), an unknown task or mode, a model or
 /// adapter that cannot load, a cache that cannot be written, or a stop by Ctrl-C or SIGTERM
-/// (what was computed is kept; the same command continues).
+/// ([`Stopped`]: what was computed is kept; the same command continues).
 pub fn run(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> Result<()> {
+    run_with(settings, args, out, &mut |_| {}).map(|_| ())
+}
+
+/// As [`run`], telling `progress` how far it is before the first item and after each;
+/// returns the report's folder.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with(
+    settings: &Settings,
+    args: &RunArgs,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<PathBuf> {
     let started = Instant::now();
     let tasks = load_tasks(settings, args)?;
     let mut modes = Vec::new();
@@ -421,13 +472,36 @@ pub fn run(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> Result<(
     );
     let compute_start = Instant::now();
     let mut computed = 0;
+    let mut report_progress = |computed: usize, current: Option<String>| {
+        let elapsed = compute_start.elapsed().as_secs_f64();
+        let items_per_s = if elapsed > 0.0 && computed > 0 {
+            computed as f64 / elapsed
+        } else {
+            0.0
+        };
+        let left = work.len() - computed;
+        progress(&Progress {
+            done: cached + computed,
+            total: total_items,
+            cached,
+            items_per_s,
+            eta_s: if items_per_s > 0.0 {
+                left as f64 / items_per_s
+            } else {
+                0.0
+            },
+            current,
+        });
+    };
     for w in &work {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let c = &candidates[w.model];
         let task = &tasks[w.task];
-        bar.set_message(format!("{} · {}", task.name, c.entry.label));
+        let current = format!("{} · {}", task.name, c.entry.label);
+        report_progress(computed, Some(current.clone()));
+        bar.set_message(current);
         let outcome = score::run(&c.loaded, &w.request, &stop)?;
         if stop.load(Ordering::Relaxed) {
             break; // a generation cut short is not a result
@@ -438,15 +512,17 @@ pub fn run(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> Result<(
         bar.inc(1);
     }
     bar.finish_and_clear();
+    report_progress(computed, None);
     for cache in caches.iter().flatten() {
         cache.sync()?;
     }
     if computed < work.len() {
-        bail!(
-            "stopped after {computed} of {} items to compute (every finished item is kept in {}); run the same command again to continue",
-            work.len(),
-            cache_dir.display()
-        );
+        return Err(Stopped {
+            computed,
+            to_compute: work.len(),
+            cache: cache_dir,
+        }
+        .into());
     }
     let compute_s = compute_start.elapsed().as_secs_f64();
 
@@ -532,7 +608,7 @@ pub fn run(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> Result<(
         started.elapsed().as_secs_f64()
     )?;
     writeln!(out, "wrote {}", dir.display())?;
-    Ok(())
+    Ok(dir)
 }
 
 /// Asks the judge about every generated text answer (ROUGE tasks), cached like the items.
@@ -644,5 +720,334 @@ pub fn fetch_files(settings: &Settings, name: &str, out: &mut dyn Write) -> Resu
             )?;
         }
     }
+    Ok(())
+}
+
+/// `<data dir>/evals`, where evaluation folders go by default.
+pub fn evals_root(settings: &Settings) -> PathBuf {
+    settings.workspace.data_dir.join("evals")
+}
+
+/// The [`Job`] `args` describe under `settings`, with every path made absolute and every
+/// adapter resolved to its folder (so the worker needs neither the caller's folder nor its
+/// runs).
+///
+/// # Errors
+/// An adapter that cannot be found, a path that cannot be made absolute.
+pub fn job_of(settings: &Settings, args: &RunArgs) -> Result<Job> {
+    let mut data = Vec::new();
+    for (task, path) in args.tasks.iter().zip(pair_data(&args.tasks, &args.data)?) {
+        if let Some(p) = path {
+            data.push(format!("{task}={}", std::path::absolute(&p)?.display()));
+        }
+    }
+    let mut adapters = Vec::new();
+    for a in &args.adapters {
+        adapters.push(
+            std::path::absolute(resolve_adapter(settings, a)?)?
+                .display()
+                .to_string(),
+        );
+    }
+    let model = &settings.config.model;
+    let base = Path::new(&model.base);
+    Ok(Job {
+        tasks: args.tasks.clone(),
+        data,
+        mode: args.mode,
+        adapters,
+        limit: args.limit,
+        skip: args.skip,
+        max_new_tokens: args.max_new_tokens,
+        model: if base.exists() {
+            std::path::absolute(base)?.display().to_string()
+        } else {
+            model.base.clone()
+        },
+        offline: model.offline,
+    })
+}
+
+/// The arguments and settings a [`Job`] runs with.
+fn args_of(settings: &Settings, job: &Job, out: &Path) -> (Settings, RunArgs) {
+    let mut settings = settings.clone();
+    settings.config.model.base = job.model.clone();
+    settings.config.model.offline |= job.offline;
+    let args = RunArgs {
+        tasks: job.tasks.clone(),
+        data: job.data.clone(),
+        mode: job.mode,
+        adapters: job.adapters.clone(),
+        limit: job.limit,
+        skip: job.skip,
+        out: Some(out.to_path_buf()),
+        max_new_tokens: job.max_new_tokens,
+        judge: None,
+        progress_bar: false,
+    };
+    (settings, args)
+}
+
+/// Starts `job` in the background in `dir` (created; `<data dir>/evals/<date-time>` when
+/// `None`): writes `job.json` and a queued `status.json`, then starts `bioinstruct eval worker
+/// DIR` in a session of its own, which outlives the terminal and the workbench.
+///
+/// # Errors
+/// The folder already holds a job that is running, or it cannot be written, or the worker
+/// cannot start.
+pub fn start_detached(settings: &Settings, job: &Job, dir: Option<PathBuf>) -> Result<JobDir> {
+    let path = match dir {
+        Some(d) => d,
+        None => {
+            let id = crate::train::run::run_id("eval");
+            let root = evals_root(settings);
+            let mut path = root.join(&id);
+            let mut n = 2;
+            while path.exists() {
+                path = root.join(format!("{id}-{n}"));
+                n += 1;
+            }
+            path
+        }
+    };
+    let jobdir = JobDir { path };
+    if let Ok(status) = jobdir.read_status() {
+        if status.label() == "running" || status.label() == "queued" {
+            bail!(
+                "{} is already evaluating (pid {}); stop it first",
+                jobdir.path.display(),
+                status.pid
+            );
+        }
+    }
+    std::fs::create_dir_all(&jobdir.path).with_context(|| jobdir.path.display().to_string())?;
+    jobdir.write_job(job)?;
+    let mut status = EvalStatus::queued(std::process::id());
+    jobdir.write_status(&status)?;
+    let pid = crate::commands::train::spawn_worker(
+        settings,
+        &["eval".as_ref(), "worker".as_ref(), jobdir.path.as_os_str()],
+        &jobdir.log_path(),
+        "the background evaluation",
+    )?;
+    status.pid = pid;
+    // The worker may have written already; only a status still queued under us is updated.
+    if jobdir
+        .read_status()
+        .map(|s| s.state == RunState::Queued && s.pid == std::process::id())
+        .unwrap_or(false)
+    {
+        jobdir.write_status(&status)?;
+    }
+    Ok(jobdir)
+}
+
+/// `eval worker DIR`: the background evaluation of a job folder. Leaves the caller's
+/// session, runs the job (computing only what the cache lacks) and keeps `status.json`
+/// current: `running` with progress, then `finished`, `stopped` (SIGTERM) or `failed`.
+///
+/// # Errors
+/// No job in the folder, or the evaluation failed or was stopped.
+pub fn worker(settings: &Settings, dir: &Path) -> Result<()> {
+    let _ = rustix::process::setsid();
+    let jobdir = JobDir {
+        path: dir.to_path_buf(),
+    };
+    let job = jobdir.read_job()?;
+    let pid = std::process::id();
+    let mut status = EvalStatus::queued(pid);
+    status.state = RunState::Running;
+    jobdir.write_status(&status)?;
+    let _ = jobdir.log(&format!("evaluating (pid {pid})"));
+    let (settings, args) = args_of(settings, &job, &jobdir.path);
+    let mut last_write = Instant::now() - std::time::Duration::from_secs(1);
+    let mut log = Vec::new();
+    let result = run_with(&settings, &args, &mut log, &mut |p| {
+        status.done = p.done;
+        status.total = p.total;
+        status.cached = p.cached;
+        status.items_per_s = p.items_per_s;
+        status.eta_s = p.eta_s;
+        status.current = p.current.clone();
+        status.updated_unix_s = crate::train::run::unix_now();
+        if last_write.elapsed().as_secs_f64() >= 0.5 || p.current.is_none() {
+            last_write = Instant::now();
+            let _ = jobdir.write_status(&status);
+        }
+    });
+    let _ = jobdir.log(String::from_utf8_lossy(&log).trim_end());
+    status.updated_unix_s = crate::train::run::unix_now();
+    status.current = None;
+    match &result {
+        Ok(_) => {
+            status.state = RunState::Finished;
+            status.eta_s = 0.0;
+            let _ = jobdir.log("finished");
+        }
+        Err(e) if e.downcast_ref::<Stopped>().is_some() => {
+            status.state = RunState::Stopped;
+            let _ = jobdir.log(&format!("{e:#}"));
+        }
+        Err(e) => {
+            status.state = RunState::Failed;
+            status.error = Some(format!("{e:#}"));
+            let _ = jobdir.log(&format!("failed: {e:#}"));
+        }
+    }
+    jobdir.write_status(&status)?;
+    result.map(|_| ())
+}
+
+/// An evaluation folder named by a path or by its id under `<data dir>/evals`.
+///
+/// # Errors
+/// Neither holds a `job.json`.
+pub fn find_job(settings: &Settings, name: &str) -> Result<JobDir> {
+    for path in [PathBuf::from(name), evals_root(settings).join(name)] {
+        let d = JobDir { path };
+        if d.is_job() {
+            return Ok(d);
+        }
+    }
+    bail!(
+        "no evaluation job {name:?}: neither {name} nor {} holds a job.json (jobs are started with `eval run --detach`)",
+        evals_root(settings).join(name).display()
+    )
+}
+
+/// Asks a job's worker to stop (SIGTERM): the item being computed is dropped, every finished
+/// one is kept, and the job ends `stopped`.
+///
+/// # Errors
+/// No such job, or it is not running.
+pub fn stop_job(jobdir: &JobDir) -> Result<u32> {
+    let status = jobdir.read_status()?;
+    if !status.active() || status.label() == "interrupted" {
+        bail!(
+            "evaluation {} is not running (state: {})",
+            jobdir.path.display(),
+            status.label()
+        );
+    }
+    let pid = i32::try_from(status.pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .context("status.json: pid is not a process id")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+        .with_context(|| format!("signalling evaluation pid {}", status.pid))?;
+    Ok(status.pid)
+}
+
+/// `eval stop JOB [--wait]`.
+///
+/// # Errors
+/// As [`stop_job`].
+pub fn stop(settings: &Settings, name: &str, wait: bool, out: &mut dyn Write) -> Result<()> {
+    let jobdir = find_job(settings, name)?;
+    let pid = stop_job(&jobdir)?;
+    writeln!(
+        out,
+        "asked the evaluation (pid {pid}) to stop; finished items are kept"
+    )?;
+    if wait {
+        while crate::commands::train::process_alive(pid) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        writeln!(out, "evaluation is {}", jobdir.read_status()?.label())?;
+    }
+    Ok(())
+}
+
+/// `eval resume JOB [--detach]`: continues a stopped, failed or interrupted job (the cache
+/// holds what it computed), in the foreground or in the background.
+///
+/// # Errors
+/// No such job, it is still running, or the evaluation fails.
+pub fn resume(settings: &Settings, name: &str, detach: bool, out: &mut dyn Write) -> Result<()> {
+    let jobdir = find_job(settings, name)?;
+    let job = jobdir.read_job()?;
+    if detach {
+        let d = start_detached(settings, &job, Some(jobdir.path.clone()))?;
+        writeln!(out, "evaluating in the background: {}", d.path.display())?;
+        return Ok(());
+    }
+    if let Ok(s) = jobdir.read_status() {
+        if s.label() == "running" || s.label() == "queued" {
+            bail!(
+                "{} is already evaluating (pid {})",
+                jobdir.path.display(),
+                s.pid
+            );
+        }
+    }
+    let (settings, mut args) = args_of(settings, &job, &jobdir.path);
+    args.progress_bar = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    run_with(&settings, &args, out, &mut |_| {})?;
+    let mut status = jobdir
+        .read_status()
+        .unwrap_or_else(|_| EvalStatus::queued(0));
+    status.state = RunState::Finished;
+    status.pid = std::process::id();
+    status.updated_unix_s = crate::train::run::unix_now();
+    jobdir.write_status(&status)?;
+    Ok(())
+}
+
+/// `eval list`: every evaluation folder under `<data dir>/evals` with its state, progress and
+/// the tasks and models it covers.
+///
+/// # Errors
+/// Standard output cannot be written.
+pub fn list(settings: &Settings, out: &mut dyn Write) -> Result<()> {
+    let dirs = job::list(&evals_root(settings));
+    if dirs.is_empty() {
+        writeln!(
+            out,
+            "no evaluation yet in {}",
+            evals_root(settings).display()
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<28} {:<12} {:>11} tasks",
+        "evaluation", "state", "items"
+    )?;
+    for d in dirs {
+        let (state, items) = match d.read_status() {
+            Ok(s) => (s.label(), format!("{}/{}", s.done, s.total)),
+            Err(_) => ("finished".to_string(), "-".to_string()),
+        };
+        let tasks = match d.read_job() {
+            Ok(j) => j.tasks.join(","),
+            Err(_) => report::read(&d.path)
+                .map(|r| r.tasks.keys().cloned().collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
+        };
+        writeln!(out, "{:<28} {state:<12} {items:>11} {tasks}", d.id())?;
+    }
+    Ok(())
+}
+
+/// `eval run --detach`: checks the tasks' files and the adapters, then starts the job in
+/// the background ([`start_detached`]) and says where.
+///
+/// # Errors
+/// A task that cannot be read, an adapter that cannot be found, a judge (not supported in
+/// the background), or the worker cannot start.
+pub fn run_detached(settings: &Settings, args: &RunArgs, out: &mut dyn Write) -> Result<()> {
+    if args.judge.is_some() {
+        bail!("--judge runs in the foreground only (the judge's teacher may need a terminal's credentials); drop --detach");
+    }
+    load_tasks(settings, args)?; // the files are checked before anything starts
+    let job = job_of(settings, args)?;
+    let dir = start_detached(settings, &job, args.out.clone())?;
+    writeln!(
+        out,
+        "evaluating in the background: {}\nfollow: bioinstruct eval list · stop: bioinstruct eval stop {} · go on: bioinstruct eval resume {}",
+        dir.path.display(),
+        dir.id(),
+        dir.id()
+    )?;
     Ok(())
 }

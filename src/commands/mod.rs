@@ -4,8 +4,10 @@
 
 pub mod adapters;
 pub mod chat;
+pub mod data;
 pub mod dedupe;
 pub mod eval;
+pub mod experiment;
 pub mod generate;
 pub mod models;
 pub mod seeds;

@@ -239,24 +239,43 @@ pub fn reap_children() -> usize {
 /// terminal, its output appended to `train.log`: it outlives the terminal and the SSH
 /// connection. Returns its pid; the child is kept for [`reap_children`].
 fn spawn_detached(settings: &Settings, run: &RunDir) -> Result<u32> {
+    spawn_worker(
+        settings,
+        &["runs".as_ref(), "worker".as_ref(), run.path.as_os_str()],
+        &run.path.join("train.log"),
+        "the background trainer",
+    )
+}
+
+/// Starts `bioinstruct ARGS…` (a worker command that calls setsid first: `runs worker`,
+/// `eval worker`, `experiment worker`) with no terminal, its output appended to `log`, under
+/// the same `--settings`. Returns its pid; the child is kept for [`reap_children`].
+///
+/// # Errors
+/// The executable cannot be found, the log opened or the process started (`what` names it).
+pub fn spawn_worker(
+    settings: &Settings,
+    args: &[&std::ffi::OsStr],
+    log: &Path,
+    what: &str,
+) -> Result<u32> {
     let exe = std::env::current_exe().context("finding the bioinstruct executable")?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(run.path.join("train.log"))?;
+        .open(log)
+        .with_context(|| log.display().to_string())?;
     let mut cmd = std::process::Command::new(exe);
     if let Some(path) = &settings.settings_file {
         cmd.arg("--settings").arg(path);
     }
     let child = cmd
-        .arg("runs")
-        .arg("worker")
-        .arg(&run.path)
+        .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .context("starting the background trainer")?;
+        .with_context(|| format!("starting {what}"))?;
     let pid = child.id();
     LAUNCHED
         .lock()
@@ -632,4 +651,91 @@ pub fn tail(settings: &Settings, name: &str, follow: bool, out: &mut dyn Write) 
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
+}
+
+/// Trains `config` in the run folder `dir`, in this process, for callers that run several
+/// trainings in a row (`experiment run`): a new folder gets the resolved `config.toml` and
+/// trains from the start, a folder with a checkpoint resumes from its latest, a finished run
+/// is left as it is. Returns the run's state at the end (`finished`, or `stopped` by SIGTERM).
+///
+/// # Errors
+/// As [`train`]: the config, the data, the model; or a training error.
+pub fn train_into(
+    settings: &Settings,
+    config: TrainConfig,
+    config_path: &Path,
+    dir: &Path,
+    out: &mut dyn Write,
+) -> Result<RunState> {
+    let run = RunDir {
+        path: dir.to_path_buf(),
+    };
+    if let Ok(status) = run.read_status() {
+        if status.state == RunState::Finished && dir.join("final").is_dir() {
+            return Ok(RunState::Finished);
+        }
+    }
+    let problems = config.problems();
+    if !problems.is_empty() {
+        bail!("{}: {}", config_path.display(), problems.join("; "));
+    }
+    let config = resolve(settings, config, config_path)?;
+    let prepared = prepare(settings, config, config_path)?;
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    crate::data::replace_atomic(
+        &dir.join("config.toml"),
+        toml::to_string_pretty(&prepared.config)?.as_bytes(),
+    )?;
+    let steps = TrainSettings::from_config(&prepared.config, prepared.end_token)
+        .total_steps(prepared.train_set.len());
+    let from = run.latest_checkpoint();
+    let step = from.as_ref().map_or(0, |(s, _)| *s);
+    run.write_status(&Status {
+        state: RunState::Queued,
+        pid: std::process::id(),
+        step,
+        total_steps: steps,
+        error: None,
+        updated_unix_s: crate::train::run::unix_now(),
+    })?;
+    run_prepared(
+        prepared,
+        &run,
+        from.as_ref().map(|(_, p)| p.as_path()),
+        false,
+        out,
+    )?;
+    Ok(run.read_status()?.state)
+}
+
+/// The token count of each record as training would see it under `config` (prompt format,
+/// chat template, `max_seq_len`), by record id; records training would drop are absent.
+///
+/// # Errors
+/// The model (for its tokenizer and template) cannot load.
+pub fn record_tokens(
+    settings: &Settings,
+    config: &TrainConfig,
+    records: &[Instruction],
+) -> Result<std::collections::HashMap<String, usize>> {
+    let options = LoadOptions::for_device("cpu", GgufCompute::Keep)?;
+    let loaded = LoadedModel::load(&settings.resolver(), &config.model.base, &options)?;
+    let end_token = loaded
+        .stop_token_ids()
+        .first()
+        .copied()
+        .context("the model has no end-of-sequence token")?;
+    let template = loaded.template(None)?;
+    let build = BuildOptions {
+        format: config.data.format,
+        template: Some(&template),
+        end_token,
+        max_seq_len: config.data.max_seq_len.min(loaded.model.config.max_context),
+        categories: &[],
+    };
+    let (examples, _) = build_examples(records, &loaded.tokenizer, &build)?;
+    Ok(examples
+        .into_iter()
+        .map(|e| (e.id, e.input_ids.len()))
+        .collect())
 }

@@ -11,11 +11,15 @@
 //!   ROUGE-1/2/L (rouge-score's).
 //! - [`cache`] keeps every item's result on disk, so a rerun computes only what is missing.
 //! - [`report`] aggregates, bootstraps the differences from the base and writes the files.
+//! - [`instructions`] turns a benchmark's training split into instruction records.
+//! - [`job`] is an evaluation in the background: its folder, job and status.
 //! - [`fetch`] downloads the benchmark files, pinned by commit and SHA-256.
 
 pub mod cache;
 pub mod extract;
 pub mod fetch;
+pub mod instructions;
+pub mod job;
 pub mod metrics;
 pub mod report;
 pub mod score;

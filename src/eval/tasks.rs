@@ -344,6 +344,10 @@ const MTS_SECTIONS: [(&str, &str); 20] = [
     ("LABS", "laboratory results"),
 ];
 
+/// What an MTS-Dialog item asks; `{section}` is the section's plain name.
+pub const MTS_INSTRUCTION: &str =
+    "Write the {section} section of the clinical note for this doctor-patient conversation.";
+
 /// The plain-words name of an MTS-Dialog section header (the header itself when unknown).
 pub fn mts_section_name(header: &str) -> String {
     MTS_SECTIONS
@@ -412,10 +416,7 @@ pub fn mts_dialog(path: &Path, text: &str) -> Result<Task, EvalError> {
         }
         let section = get(header_col);
         items.push(Item {
-            instruction: format!(
-                "Write the {} section of the clinical note for this doctor-patient conversation.",
-                mts_section_name(&section)
-            ),
+            instruction: MTS_INSTRUCTION.replace("{section}", &mts_section_name(&section)),
             input: get(dialogue_col),
             context: None,
             choices: Vec::new(),
