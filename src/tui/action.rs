@@ -234,6 +234,19 @@ pub enum Action {
     /// A check of the seed file ([`super::effect::FileWork::CheckSeeds`]) is back.
     #[serde(skip)]
     SeedsRead(Box<super::panes::seeds::SeedsRead>),
+    /// The Eval pane: the experiments' matrices, or back.
+    ShowMatrix,
+    /// The Eval pane's drill-down: the next tuned model.
+    NextTuned,
+    /// The Eval pane's rescan is back.
+    #[serde(skip)]
+    EvalsScanned(Box<super::panes::eval::EvalsScanned>),
+    /// An evaluation was started, stopped or resumed (or could not be).
+    #[serde(skip)]
+    EvalJobDone {
+        /// What happened, for the status line.
+        result: Result<String, String>,
+    },
     /// Save conflict: keep this workbench's version of the record shown.
     KeepMine,
     /// Save conflict: take the version on disk (another process's) of the record shown.

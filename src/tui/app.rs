@@ -3,6 +3,7 @@
 use super::action::Action;
 use super::layout::{app_layout, AppLayout};
 use super::panes::chat::ChatPane;
+use super::panes::eval::EvalPane;
 use super::panes::generated::{GenList, GeneratedPane, RunState};
 use super::panes::seeds::{SeedsPane, SeedsView};
 use super::panes::train::TrainPane;
@@ -80,6 +81,8 @@ pub struct App {
     pub chat: ChatPane,
     /// The Generated pane.
     pub generated: GeneratedPane,
+    /// The Eval pane.
+    pub eval: EvalPane,
     /// Work queued by `update` for the runtime, returned by it.
     effects: Vec<Effect>,
     /// A seed file save is in flight; `save_again` asks for another once it is back.
@@ -120,6 +123,7 @@ impl App {
                 crate::config::AUTO_TEACHER.into(),
                 100,
             ),
+            eval: EvalPane::new(std::path::PathBuf::new(), std::path::PathBuf::new()),
             effects: Vec::new(),
             saving: false,
             save_again: false,
@@ -144,6 +148,12 @@ impl App {
     /// The same app with `chat` as its Chat pane.
     pub fn with_chat(mut self, chat: ChatPane) -> App {
         self.chat = chat;
+        self
+    }
+
+    /// The same app with `eval` as its Eval pane.
+    pub fn with_eval(mut self, eval: EvalPane) -> App {
+        self.eval = eval;
         self
     }
 
@@ -183,6 +193,7 @@ impl App {
             Tab::Seeds => &self.seeds,
             Tab::Train => &self.train,
             Tab::Chat => &self.chat,
+            Tab::Eval => &self.eval,
             Tab::Generated => &self.generated,
         }
     }
@@ -192,6 +203,7 @@ impl App {
             Tab::Seeds => &mut self.seeds,
             Tab::Train => &mut self.train,
             Tab::Chat => &mut self.chat,
+            Tab::Eval => &mut self.eval,
             Tab::Generated => &mut self.generated,
         }
     }
@@ -248,6 +260,7 @@ impl App {
                 | Action::FilesChanged(_)
                 | Action::GeneratedIoDone(_)
                 | Action::RunsScanned(_)
+                | Action::EvalsScanned(_)
                 | Action::SeedsRead(_)
                 | Action::Drawn(_)
                 | Action::ModelFetchProgress { .. }
@@ -379,6 +392,8 @@ impl App {
             | Action::GeneratedIoDone(_)
             | Action::TranscriptSaved(_)
             | Action::RunsScanned(_)
+            | Action::EvalsScanned(_)
+            | Action::EvalJobDone { .. }
             | Action::SeedsRead(_)
             | Action::FilesChanged(_) => self.update_pane(action),
             _ => self.overlay = None,
@@ -410,6 +425,22 @@ impl App {
                 }
                 if again {
                     self.scan_runs();
+                }
+            }
+            Action::EvalsScanned(scanned) => {
+                if self.eval.scanned(*scanned) {
+                    self.scan_evals();
+                }
+            }
+            Action::EvalJobDone { result } => {
+                self.eval.launching = false;
+                match result {
+                    Ok(message) => {
+                        self.eval.form = None;
+                        self.scan_evals();
+                        self.info(message);
+                    }
+                    Err(e) => self.error(e),
                 }
             }
             Action::SeedsRead(read) => {
@@ -444,6 +475,11 @@ impl App {
                     !dir.as_os_str().is_empty() && paths.iter().any(|p| p.starts_with(dir))
                 };
                 let runs = under(&self.train.root) || under(&self.chat.runs_root);
+                if self.tab == Tab::Eval
+                    && (under(&self.eval.root) || under(&self.eval.experiments_root))
+                {
+                    self.scan_evals();
+                }
                 let generated = self.generated.files.kept.parent().is_some_and(under);
                 let seeds = paths.contains(&self.seeds.file.path);
                 self.reread(runs, generated, seeds);
@@ -508,7 +544,19 @@ impl App {
                 self.chat.fetched(result);
             }
             Action::SendToChat => {
-                let record = if self.tab == Tab::Generated {
+                let record = if self.tab == Tab::Eval {
+                    self.eval
+                        .selected_item()
+                        .map(|item| crate::data::Instruction {
+                            id: item.id.clone(),
+                            category: crate::data::Category::Other,
+                            task: "evaluation_item".into(),
+                            instruction: item.instruction.clone(),
+                            input: item.input.clone(),
+                            output: item.reference.clone(),
+                            extra: serde_json::Map::new(),
+                        })
+                } else if self.tab == Tab::Generated {
                     self.generated.selected_record().cloned()
                 } else {
                     self.seeds.selected_record().cloned()
@@ -545,6 +593,9 @@ impl App {
         if generated && self.tab == Tab::Generated {
             self.generated.request_read();
         }
+        if runs && self.tab == Tab::Eval {
+            self.scan_evals();
+        }
         // Not while a save is out: the save's outcome is the file's new state.
         if seeds
             && !self.seeds.dirty
@@ -570,8 +621,27 @@ impl App {
         }
     }
 
+    /// Asks for a rescan of the evaluations and experiments ([`FileWork::ScanEvals`]).
+    fn scan_evals(&mut self) {
+        if let Some(scan) = self.eval.request_scan() {
+            self.effects
+                .push(Effect::File(FileWork::ScanEvals(Box::new(scan))));
+        }
+    }
+
     fn switch_tab(&mut self, tab: Tab) {
         self.tab = tab;
+        if tab == Tab::Eval {
+            // The form's adapters start at the newest run with an adapter.
+            self.eval.default_adapters = self
+                .train
+                .runs
+                .iter()
+                .find(|r| r.status.state == crate::train::run::RunState::Finished)
+                .map(|r| r.id.clone())
+                .unwrap_or_default();
+            self.scan_evals();
+        }
         if tab == Tab::Train {
             self.scan_runs();
         }

@@ -19,6 +19,13 @@ pub enum Job {
     Stop(std::path::PathBuf),
     /// Resume the run detached.
     Resume(std::path::PathBuf),
+    /// Check and start an evaluation detached; the outcome comes back as
+    /// [`super::Action::EvalJobDone`].
+    StartEval(Box<crate::commands::eval::RunArgs>),
+    /// Send an evaluation's worker SIGTERM.
+    StopEval(std::path::PathBuf),
+    /// Continue an evaluation detached.
+    ResumeEval(std::path::PathBuf),
 }
 
 /// One piece of work for the runtime.
@@ -68,6 +75,9 @@ pub enum FileWork {
     /// Look whether another process changed the seed file; the outcome comes back as
     /// [`super::Action::SeedsRead`].
     CheckSeeds(Box<SeedsCheck>),
+    /// Rescan the evaluations and experiments (and a drill-down's items); what was read
+    /// comes back as [`super::Action::EvalsScanned`].
+    ScanEvals(Box<super::panes::eval::EvalScan>),
 }
 
 impl FileWork {
@@ -80,6 +90,7 @@ impl FileWork {
             FileWork::Transcript(t) => Action::TranscriptSaved(t.write()),
             FileWork::ScanRuns(scan) => Action::RunsScanned(Box::new(scan.run())),
             FileWork::CheckSeeds(check) => Action::SeedsRead(Box::new(check.run())),
+            FileWork::ScanEvals(scan) => Action::EvalsScanned(Box::new(scan.run())),
         }
     }
 }

@@ -103,6 +103,27 @@ fn table() -> Vec<Binding> {
         bind!(RunForm, "Backspace", [Backspace], NONE, Action::FieldBackspace, "delete a character"),
         bind!(RunForm, "Enter", [Enter], NONE, Action::LaunchRun, "check the fields and start the run"),
         bind!(RunForm, "Esc", [Esc], NONE, Action::Cancel, "close the form"),
+        bind!(Evals, "↑ / k", [Up, Char('k')], NONE, Action::Up, "previous evaluation, task row or item"),
+        bind!(Evals, "↓ / j", [Down, Char('j')], NONE, Action::Down, "next evaluation, task row or item"),
+        bind!(Evals, "Home / g", [Home, Char('g')], NONE, Action::Top, "newest evaluation"),
+        bind!(Evals, "End / G", [End, Char('G')], NONE, Action::Bottom, "oldest evaluation"),
+        bind!(Evals, "PgUp / PgDn", [PageUp], NONE, Action::PageUp, "page through a task's items"),
+        bind!(Evals, "PgDn", [PageDown], NONE, Action::PageDown, ""),
+        bind!(Evals, "Enter", [Enter], NONE, Action::Open, "the evaluation's table, then a task's items"),
+        bind!(Evals, "Esc", [Esc], NONE, Action::Cancel, "back"),
+        bind!(Evals, "f", [Char('f')], NONE, Action::CycleCategory, "items: all → tuned right, base wrong → base right, tuned wrong"),
+        bind!(Evals, "t", [Char('t')], NONE, Action::NextTuned, "items: the next adapter against the base"),
+        bind!(Evals, ">", [Char('>')], NONE, Action::SendToChat, "send the item to the Chat pane (its reference below)"),
+        bind!(Evals, "m", [Char('m')], NONE, Action::ShowMatrix, "the experiments' matrices (heat maps), or back"),
+        bind!(Evals, "n", [Char('n')], NONE, Action::NewRun, "new evaluation (runs detached: it outlives the workbench)"),
+        bind!(Evals, "x", [Char('x')], NONE, Action::StopRun, "stop the evaluation (finished items are kept)"),
+        bind!(Evals, "r", [Char('r')], NONE, Action::ResumeRun, "continue a stopped or interrupted evaluation"),
+        bind!(EvalForm, "Tab / ↓", [Tab, Down], NONE, Action::FormNextField, "next field"),
+        bind!(EvalForm, "Shift-Tab / ↑", [BackTab, Up], NONE, Action::FormPrevField, "previous field"),
+        bind!(EvalForm, "Shift-Tab", [BackTab], KeyModifiers::SHIFT, Action::FormPrevField, ""),
+        bind!(EvalForm, "Backspace", [Backspace], NONE, Action::FieldBackspace, "delete a character"),
+        bind!(EvalForm, "Enter", [Enter], NONE, Action::LaunchRun, "check the fields and start the evaluation"),
+        bind!(EvalForm, "Esc", [Esc], NONE, Action::Cancel, "close the form"),
         bind!(Chat, "Enter", [Enter], NONE, Action::ChatSend, "send the input to both models"),
         bind!(Chat, "Esc", [Esc], NONE, Action::ChatCancel, "stop both replies (or clear the input)"),
         bind!(Chat, "Backspace", [Backspace], NONE, Action::ChatBackspace, "delete a character"),
@@ -232,6 +253,18 @@ fn hint_table() -> Vec<Hint> {
         h(RunForm, "Tab ↑↓", "field", Action::FormNextField),
         h(RunForm, "Enter", "start", Action::LaunchRun),
         h(RunForm, "Esc", "close", Action::Cancel),
+        h(Evals, "↑↓", "select", Action::Down),
+        h(Evals, "Enter", "open", Action::Open),
+        h(Evals, "Esc", "back", Action::Cancel),
+        h(Evals, "f", "filter", Action::CycleCategory),
+        h(Evals, "m", "matrix", Action::ShowMatrix),
+        h(Evals, "n", "new", Action::NewRun),
+        h(Evals, "x", "stop", Action::StopRun),
+        h(Evals, "r", "continue", Action::ResumeRun),
+        h(Evals, "?", "help", Action::ToggleHelp),
+        h(EvalForm, "Tab ↑↓", "field", Action::FormNextField),
+        h(EvalForm, "Enter", "start", Action::LaunchRun),
+        h(EvalForm, "Esc", "close", Action::Cancel),
     ]
 }
 
@@ -243,7 +276,7 @@ fn has_binding(h: &Hint) -> bool {
     };
     let global = matches!(
         h.mode,
-        Mode::List | Mode::Detail | Mode::Runs | Mode::Generated
+        Mode::List | Mode::Detail | Mode::Runs | Mode::Generated | Mode::Evals
     );
     bindings().iter().any(|b| {
         (b.mode == h.mode || (global && b.mode == Mode::Global))
@@ -332,6 +365,14 @@ fn map_key(app: &App, key: &KeyEvent) -> Option<Action> {
         // The seed file's keys (undo, invalid lines) stay with the Seeds pane.
         Mode::Runs => lookup(Mode::Runs, key).or_else(|| {
             lookup(Mode::Global, key).filter(|a| !matches!(a, Action::Undo | Action::ShowErrors))
+        }),
+        Mode::Evals => lookup(Mode::Evals, key).or_else(|| {
+            lookup(Mode::Global, key).filter(|a| !matches!(a, Action::Undo | Action::ShowErrors))
+        }),
+        Mode::EvalForm => lookup(Mode::EvalForm, key).or(match key.code {
+            KeyCode::Char(c) if !key.modifiers.contains(CTRL) => Some(Action::FieldChar(c)),
+            KeyCode::Char('c') => Some(Action::Quit),
+            _ => None,
         }),
         Mode::Generated => lookup(Mode::Generated, key).or_else(|| {
             lookup(Mode::Global, key).filter(|a| !matches!(a, Action::Undo | Action::ShowErrors))

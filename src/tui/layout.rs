@@ -16,13 +16,15 @@ pub enum Tab {
     Train,
     /// Base and tuned model side by side.
     Chat,
+    /// Evaluations: base against tuned, per task and group; the experiments.
+    Eval,
     /// Generated tasks and their review.
     Generated,
 }
 
 impl Tab {
     /// Every tab, in order.
-    pub const ALL: [Tab; 4] = [Tab::Seeds, Tab::Train, Tab::Chat, Tab::Generated];
+    pub const ALL: [Tab; 5] = [Tab::Seeds, Tab::Train, Tab::Chat, Tab::Eval, Tab::Generated];
 
     /// The name on the tab bar.
     pub fn title(self) -> &'static str {
@@ -30,6 +32,7 @@ impl Tab {
             Tab::Seeds => "Seeds",
             Tab::Train => "Train",
             Tab::Chat => "Chat",
+            Tab::Eval => "Eval",
             Tab::Generated => "Generated",
         }
     }

@@ -33,6 +33,10 @@ pub enum Mode {
     Generated,
     /// A record changed both here and by another process (the save-conflict prompt).
     Conflict,
+    /// The Eval pane (evaluations, a report, a task's items, the experiments).
+    Evals,
+    /// The new-evaluation form.
+    EvalForm,
 }
 
 impl Mode {
@@ -52,6 +56,8 @@ impl Mode {
             Mode::Sampling => "Sampling popup",
             Mode::Generated => "Generated pane",
             Mode::Conflict => "Save conflict (a record changed here and by another process)",
+            Mode::Evals => "Eval pane",
+            Mode::EvalForm => "New-evaluation form",
         }
     }
 }

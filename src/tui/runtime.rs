@@ -276,7 +276,30 @@ fn start_job(job: Job, settings: &Settings, tx: &UnboundedSender<Action>) {
                 .unwrap_or_default()
                 .to_string()
         };
+        let eval_job = matches!(
+            job,
+            Job::StartEval(_) | Job::StopEval(_) | Job::ResumeEval(_)
+        );
         let result: Result<String> = match job {
+            Job::StartEval(args) => {
+                let mut out = Vec::new();
+                crate::commands::eval::run_detached(&settings, &args, &mut out).map(|()| {
+                    format!(
+                        "Started {}: it goes on after you quit.",
+                        first_line(out).trim_start_matches("evaluating in the background: ")
+                    )
+                })
+            }
+            Job::StopEval(path) => {
+                crate::commands::eval::stop_job(&crate::eval::job::JobDir { path }).map(|pid| {
+                    format!("Asked the evaluation (pid {pid}) to stop; finished items are kept.")
+                })
+            }
+            Job::ResumeEval(path) => {
+                let mut out = Vec::new();
+                crate::commands::eval::resume(&settings, &path.to_string_lossy(), true, &mut out)
+                    .map(|()| first_line(out))
+            }
             Job::Stop(path) => {
                 let mut out = Vec::new();
                 crate::commands::train::stop(&settings, &path.to_string_lossy(), false, &mut out)
@@ -289,8 +312,11 @@ fn start_job(job: Job, settings: &Settings, tx: &UnboundedSender<Action>) {
             }
             Job::Launch(config) => launch(&settings, &config),
         };
-        let _ = tx.send(Action::JobDone {
-            result: result.map_err(|e| format!("{e:#}")),
+        let result = result.map_err(|e| format!("{e:#}"));
+        let _ = tx.send(if eval_job {
+            Action::EvalJobDone { result }
+        } else {
+            Action::JobDone { result }
         });
     });
 }

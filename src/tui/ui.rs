@@ -30,6 +30,7 @@ pub fn draw(frame: &mut Frame, app: &App) -> AppLayout {
     match app.tab {
         Tab::Train => draw_train_status(frame, layout.status, app),
         Tab::Chat => draw_chat_status(frame, layout.status, app),
+        Tab::Eval => draw_eval_status(frame, layout.status, app),
         Tab::Generated => draw_generated_status(frame, layout.status, app),
         Tab::Seeds => draw_status(frame, layout.status, app),
     }
@@ -238,6 +239,22 @@ fn draw_train_status(frame: &mut Frame, area: Rect, app: &App) {
         spans.push("  │ starting a run…".into());
     }
     spans.push(format!("  │ {}", t.root.display()).dim());
+    frame.render_widget(Line::from(spans), area);
+}
+
+fn draw_eval_status(frame: &mut Frame, area: Rect, app: &App) {
+    let e = &app.eval;
+    let active = e.evals.iter().filter(|x| x.is_active()).count();
+    let mut spans: Vec<Span> = vec![
+        format!("{} evaluations", e.evals.len()).into(),
+        "  ".into(),
+        Span::styled(format!("{active} running"), Style::new().fg(Color::Cyan)),
+        format!("  │ {} experiments", e.experiments.len()).into(),
+    ];
+    if e.launching {
+        spans.push("  │ working…".into());
+    }
+    spans.push(format!("  │ {}", e.root.display()).dim());
     frame.render_widget(Line::from(spans), area);
 }
 

@@ -146,6 +146,8 @@ impl SeedsAreas {
 
 pub mod chat;
 pub mod chat_view;
+pub mod eval;
+pub mod eval_view;
 pub mod fields;
 pub mod generated;
 pub mod generated_view;
