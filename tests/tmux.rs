@@ -281,3 +281,71 @@ fn a_seed_added_from_another_shell_shows_in_the_open_workbench() {
     tmux.keys(&["q"]);
     tmux.wait_exit();
 }
+
+/// An evaluation started in the Eval pane outlives the workbench: reopened, the pane shows it
+/// running, then finished with its table.
+#[test]
+fn an_evaluation_started_in_the_eval_pane_outlives_the_workbench() {
+    let ws = Workspace::new();
+    let model = ws.home.path().join("tiny");
+    common::tiny::write(&model);
+    let mut config = common::tiny::config_json();
+    config["max_position_embeddings"] = serde_json::json!(2048);
+    std::fs::write(model.join("config.json"), config.to_string()).expect("config");
+    let settings = ws.home.path().join("config/config.toml");
+    std::fs::create_dir_all(settings.parent().expect("dir")).expect("mkdir");
+    std::fs::write(
+        &settings,
+        format!("[model]\nbase = {:?}\n", model.display().to_string()),
+    )
+    .expect("settings");
+    let command = offline_workbench(&ws);
+    let tmux = Tmux::start("eval", &command, 120, 40);
+    tmux.wait_for("seed-019");
+    tmux.keys(&["Tab", "Tab", "Tab"]);
+    tmux.wait_for("No evaluation yet");
+    tmux.keys(&["n"]);
+    tmux.wait_for("New evaluation");
+    tmux.keys(&vec!["BSpace"; "pubmedqa, ncbi_disease, mts_dialog".len()]);
+    tmux.text("ncbi_disease");
+    tmux.keys(&["Tab"]);
+    let data = common::benchmark("ncbi-disease/devel.tsv");
+    tmux.text(&format!("ncbi_disease={}", data.display()));
+    tmux.keys(&["Tab", "Tab", "BSpace", "BSpace"]);
+    tmux.text("400");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("it goes on after you quit");
+    tmux.wait_for("running");
+    tmux.keys(&["q"]);
+    tmux.wait_exit();
+
+    let evals = ws.home.path().join("data/evals");
+    let job = bioinstruct::eval::job::list(&evals)
+        .into_iter()
+        .next()
+        .expect("an evaluation folder");
+    let status = job.read_status().expect("status");
+    assert!(
+        bioinstruct::commands::train::process_alive(status.pid) && status.done < 400,
+        "the evaluation outlives the workbench: {status:?}"
+    );
+
+    let tmux = Tmux::start("eval-again", &command, 120, 40);
+    tmux.wait_for("seed-019");
+    tmux.keys(&["Tab", "Tab", "Tab"]);
+    let screen = tmux.wait_for(&job.id());
+    assert!(
+        screen.contains("running") || screen.contains("finished"),
+        "{screen}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while job.read_status().expect("status").state != bioinstruct::train::run::RunState::Finished {
+        assert!(Instant::now() < deadline, "the evaluation did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("ncbi_disease   f1");
+    assert!(screen.contains("finished"), "{screen}");
+    tmux.keys(&["q"]);
+    tmux.wait_exit();
+}

@@ -62,7 +62,12 @@ pub fn run(settings: &Settings) -> Result<()> {
         settings.config.generate.teacher.clone(),
         settings.config.generate.target,
     );
+    let eval = panes::eval::EvalPane::new(
+        crate::commands::eval::evals_root(settings),
+        crate::commands::experiment::experiments_root(settings),
+    );
     let mut app = App::new(file, (size.width, size.height))
+        .with_eval(eval)
         .with_train(train)
         .with_chat(chat)
         .with_generated(generated);
