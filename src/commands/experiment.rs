@@ -51,7 +51,8 @@ pub struct ExperimentConfig {
 #[serde(deny_unknown_fields)]
 pub struct TrainPart {
     /// A training config (base model, LoRA, optimizer, seed); its `[data] files`,
-    /// `categories` and `validation_fraction` are set per cell. Relative to this file.
+    /// `categories` and `validation_fraction` are set per cell. Relative to this file; a
+    /// base model given there as a relative path is relative to that file.
     pub config: String,
     /// The instruction pool the category subsets are cut from (`seeds` is the workspace's
     /// seed file; other paths relative to this file).
@@ -447,7 +448,18 @@ fn run_in(settings: &Settings, dir: &ExperimentDir, out: &mut dyn Write) -> Resu
     let config_path = dir.file("experiment.toml");
     let config = read_config(&config_path)?;
     let train_path = PathBuf::from(&config.train.config);
-    let train = TrainConfig::from_file(&train_path).map_err(anyhow::Error::msg)?;
+    let mut train = TrainConfig::from_file(&train_path).map_err(anyhow::Error::msg)?;
+    // A base model given as a relative path is relative to the training config's file.
+    let base = Path::new(&train.model.base);
+    if base.is_relative() {
+        if let Some(beside) = train_path
+            .parent()
+            .map(|d| d.join(base))
+            .filter(|p| p.exists())
+        {
+            train.model.base = std::path::absolute(beside)?.display().to_string();
+        }
+    }
     let mut status = ExperimentStatus {
         state: RunState::Running,
         pid: std::process::id(),
@@ -509,10 +521,6 @@ fn run_in(settings: &Settings, dir: &ExperimentDir, out: &mut dyn Write) -> Resu
         };
         let mut eval_settings = settings.clone();
         eval_settings.config.model.base = train.model.base.clone();
-        let base = Path::new(&train.model.base);
-        if !base.is_absolute() && base.exists() {
-            eval_settings.config.model.base = std::path::absolute(base)?.display().to_string();
-        }
         eval_cmd::run(&eval_settings, &args, &mut std::io::sink())?;
         writeln!(
             out,
