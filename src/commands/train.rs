@@ -94,12 +94,18 @@ fn resolve(
     Ok(config)
 }
 
-/// Reads the data, loads the base model (a GGUF dequantized to float) and builds the
-/// examples; every check that can fail does so here, before any training compute.
-fn prepare(settings: &Settings, config: TrainConfig, config_path: &Path) -> Result<Prepared> {
-    let records = read_data(&config, config_path)?;
-    let options = LoadOptions::for_device(&config.model.device, GgufCompute::Float)?;
-    let loaded = LoadedModel::load(&settings.resolver(), &config.model.base, &options)?;
+/// The training examples of `records` (of `categories`, all when empty) under `config`'s
+/// prompt format and `max_seq_len`, tokenized by `loaded`; with the end-of-sequence token.
+fn examples_of(
+    loaded: &LoadedModel,
+    config: &TrainConfig,
+    records: &[Instruction],
+    categories: &[crate::data::Category],
+) -> Result<(
+    u32,
+    Vec<crate::train::data::Example>,
+    crate::train::data::BuildStats,
+)> {
     let end_token = loaded
         .stop_token_ids()
         .first()
@@ -111,9 +117,20 @@ fn prepare(settings: &Settings, config: TrainConfig, config_path: &Path) -> Resu
         template: Some(&template),
         end_token,
         max_seq_len: config.data.max_seq_len.min(loaded.model.config.max_context),
-        categories: &config.data.categories,
+        categories,
     };
-    let (examples, stats) = build_examples(&records, &loaded.tokenizer, &build)?;
+    let (examples, stats) = build_examples(records, &loaded.tokenizer, &build)?;
+    Ok((end_token, examples, stats))
+}
+
+/// Reads the data, loads the base model (a GGUF dequantized to float) and builds the
+/// examples; every check that can fail does so here, before any training compute.
+fn prepare(settings: &Settings, config: TrainConfig, config_path: &Path) -> Result<Prepared> {
+    let records = read_data(&config, config_path)?;
+    let options = LoadOptions::for_device(&config.model.device, GgufCompute::Float)?;
+    let loaded = LoadedModel::load(&settings.resolver(), &config.model.base, &options)?;
+    let (end_token, examples, stats) =
+        examples_of(&loaded, &config, &records, &config.data.categories)?;
     if examples.is_empty() {
         bail!(
             "{}: no usable example: {} record(s), {} dropped because the prompt fills data.max_seq_len = {}",
@@ -720,20 +737,7 @@ pub fn record_tokens(
 ) -> Result<std::collections::HashMap<String, usize>> {
     let options = LoadOptions::for_device("cpu", GgufCompute::Keep)?;
     let loaded = LoadedModel::load(&settings.resolver(), &config.model.base, &options)?;
-    let end_token = loaded
-        .stop_token_ids()
-        .first()
-        .copied()
-        .context("the model has no end-of-sequence token")?;
-    let template = loaded.template(None)?;
-    let build = BuildOptions {
-        format: config.data.format,
-        template: Some(&template),
-        end_token,
-        max_seq_len: config.data.max_seq_len.min(loaded.model.config.max_context),
-        categories: &[],
-    };
-    let (examples, _) = build_examples(records, &loaded.tokenizer, &build)?;
+    let (_, examples, _) = examples_of(&loaded, config, records, &[])?;
     Ok(examples
         .into_iter()
         .map(|e| (e.id, e.input_ids.len()))

@@ -595,32 +595,7 @@ fn draw_form(frame: &mut Frame, area: Rect, form: &EvalForm, launching: bool) {
     let block = Block::bordered().title(title);
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let mut lines = Vec::new();
-    for (i, f) in form.inputs.fields.iter().enumerate() {
-        let focused = i == form.inputs.focus;
-        let mut spans = vec![
-            Span::styled(format!("{:>9} ", f.key), Style::new().fg(Color::Yellow)),
-            Span::styled(
-                if focused {
-                    format!("{}▏", f.value)
-                } else {
-                    f.value.clone()
-                },
-                if focused {
-                    Style::new().add_modifier(Modifier::REVERSED)
-                } else {
-                    Style::new()
-                },
-            ),
-        ];
-        if let Some(e) = &f.error {
-            spans.push(Span::styled(
-                format!("  ✗ {e}"),
-                Style::new().fg(Color::Red).bold(),
-            ));
-        }
-        lines.push(Line::from(spans));
-    }
+    let mut lines = super::train_view::field_lines(&form.inputs);
     lines.push(Line::from(""));
     lines.push(Line::from("data: TASK=PATH, comma-separated (empty: the official test splits); adapters: run ids or folders.").dim());
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);

@@ -346,17 +346,31 @@ fn draw_form(frame: &mut Frame, area: Rect, form: &RunForm, launching: bool) {
     let block = Block::bordered().title(title);
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let label_width = form
-        .inputs
+    let mut lines = field_lines(&form.inputs);
+    lines.push(Line::from(""));
+    lines.push(
+        Line::from("Other settings come from the defaults (configs/smollm2-135m-cpu.toml).").dim(),
+    );
+    frame.render_widget(
+        Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: false }),
+        inner,
+    );
+}
+
+/// A form's fields as lines: each name right-aligned, the focused value reversed with a
+/// cursor, and why a value is refused (✗) after it. Shared by the Train pane's new-run form
+/// and the Eval pane's new-evaluation form.
+pub fn field_lines(inputs: &super::fields::FieldForm) -> Vec<Line<'static>> {
+    let label_width = inputs
         .fields
         .iter()
         .map(|f| f.key.len())
         .max()
-        .unwrap_or(10) as u16
-        + 2;
+        .unwrap_or(10)
+        + 1;
     let mut lines = Vec::new();
-    for (i, f) in form.inputs.fields.iter().enumerate() {
-        let focused = i == form.inputs.focus;
+    for (i, f) in inputs.fields.iter().enumerate() {
+        let focused = i == inputs.focus;
         let value_style = if focused {
             Style::new().add_modifier(Modifier::REVERSED)
         } else {
@@ -364,7 +378,7 @@ fn draw_form(frame: &mut Frame, area: Rect, form: &RunForm, launching: bool) {
         };
         let mut spans = vec![
             Span::styled(
-                format!("{:>w$} ", f.key, w = label_width as usize - 1),
+                format!("{:>label_width$} ", f.key),
                 Style::new().fg(Color::Yellow),
             ),
             Span::styled(
@@ -384,12 +398,5 @@ fn draw_form(frame: &mut Frame, area: Rect, form: &RunForm, launching: bool) {
         }
         lines.push(Line::from(spans));
     }
-    lines.push(Line::from(""));
-    lines.push(
-        Line::from("Other settings come from the defaults (configs/smollm2-135m-cpu.toml).").dim(),
-    );
-    frame.render_widget(
-        Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: false }),
-        inner,
-    );
+    lines
 }
