@@ -693,10 +693,7 @@ fn start(
     out: &mut dyn Write,
 ) -> Result<()> {
     if let Ok(s) = dir.read_status() {
-        let active = matches!(
-            s.state,
-            RunState::Queued | RunState::Running | RunState::Stopping
-        );
+        let active = s.state.is_active();
         if active && crate::commands::train::process_alive(s.pid) && s.pid != std::process::id() {
             bail!(
                 "{} is running (pid {}); stop it with `bioinstruct experiment stop`",
@@ -795,13 +792,11 @@ pub fn worker(settings: &Settings, dir: &Path) -> Result<()> {
 pub fn show(settings: &Settings, name: &str, out: &mut dyn Write) -> Result<()> {
     let dir = find(settings, name)?;
     if let Ok(s) = dir.read_status() {
-        let mut state = format!("{:?}", s.state).to_lowercase();
-        let active = matches!(
-            s.state,
-            RunState::Queued | RunState::Running | RunState::Stopping
-        );
-        if active && !crate::commands::train::process_alive(s.pid) {
-            state = "interrupted (`experiment resume` goes on)".into();
+        let mut state = s
+            .state
+            .label(!s.state.is_active() || crate::commands::train::process_alive(s.pid));
+        if state == "interrupted" {
+            state.push_str(" (`experiment resume` goes on)");
         }
         writeln!(
             out,
@@ -810,7 +805,7 @@ pub fn show(settings: &Settings, name: &str, out: &mut dyn Write) -> Result<()> 
             s.cells_done,
             s.cells,
             match (&s.cell, &s.phase) {
-                (Some(c), Some(p)) if active => format!(", {p} {c}"),
+                (Some(c), Some(p)) if s.state.is_active() => format!(", {p} {c}"),
                 _ => String::new(),
             }
         )?;

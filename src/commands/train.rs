@@ -266,7 +266,10 @@ fn spawn_detached(settings: &Settings, run: &RunDir) -> Result<u32> {
 
 /// Starts `bioinstruct ARGS…` (a worker command that calls setsid first: `runs worker`,
 /// `eval worker`, `experiment worker`) with no terminal, its output appended to `log`, under
-/// the same `--settings`. Returns its pid; the child is kept for [`reap_children`].
+/// the same `--settings`. The child starts in a process group of its own, so a hangup that
+/// reaches the launcher's group (the workbench quit and its tmux pane or SSH session closed)
+/// before the worker's setsid does not kill it. Returns its pid; the child is kept for
+/// [`reap_children`].
 ///
 /// # Errors
 /// The executable cannot be found, the log opened or the process started (`what` names it).
@@ -283,6 +286,7 @@ pub fn spawn_worker(
         .open(log)
         .with_context(|| log.display().to_string())?;
     let mut cmd = std::process::Command::new(exe);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     if let Some(path) = &settings.settings_file {
         cmd.arg("--settings").arg(path);
     }
@@ -443,15 +447,7 @@ pub fn process_alive(pid: u32) -> bool {
 /// A run's state for display: `interrupted` when the status says it is queued, running or
 /// stopping but its trainer is gone (killed, or the machine restarted).
 pub fn state_label(s: &Status) -> String {
-    let active = matches!(
-        s.state,
-        RunState::Queued | RunState::Running | RunState::Stopping
-    );
-    if active && !process_alive(s.pid) {
-        "interrupted".into()
-    } else {
-        format!("{:?}", s.state).to_lowercase()
-    }
+    s.state.label(!s.state.is_active() || process_alive(s.pid))
 }
 
 /// `runs stop RUN [--wait]`: asks the run's trainer to stop (SIGTERM); it finishes its step,
@@ -462,11 +458,7 @@ pub fn state_label(s: &Status) -> String {
 pub fn stop(settings: &Settings, name: &str, wait: bool, out: &mut dyn Write) -> Result<()> {
     let run = find_run(settings, name)?;
     let status = run.read_status()?;
-    if !matches!(
-        status.state,
-        RunState::Queued | RunState::Running | RunState::Stopping
-    ) || !process_alive(status.pid)
-    {
+    if !status.state.is_active() || !process_alive(status.pid) {
         bail!(
             "run {} is not running (state: {})",
             run.path.display(),
@@ -503,10 +495,7 @@ pub fn stop(settings: &Settings, name: &str, wait: bool, out: &mut dyn Write) ->
 pub fn resume(settings: &Settings, name: &str, detach: bool, out: &mut dyn Write) -> Result<()> {
     let run = find_run(settings, name)?;
     let status = run.read_status()?;
-    let active = matches!(
-        status.state,
-        RunState::Queued | RunState::Running | RunState::Stopping
-    );
+    let active = status.state.is_active();
     if active && process_alive(status.pid) {
         bail!(
             "run {} is still running (pid {})",

@@ -83,20 +83,14 @@ impl EvalStatus {
 
     /// Whether the worker should still be at it (it may have been killed: see [`label`]).
     pub fn active(&self) -> bool {
-        matches!(
-            self.state,
-            RunState::Queued | RunState::Running | RunState::Stopping
-        )
+        self.state.is_active()
     }
 
     /// The state for display: `interrupted` when the status says active but the worker is
     /// gone (killed, or the machine restarted).
     pub fn label(&self) -> String {
-        if self.active() && !crate::commands::train::process_alive(self.pid) {
-            "interrupted".into()
-        } else {
-            format!("{:?}", self.state).to_lowercase()
-        }
+        self.state
+            .label(!self.active() || crate::commands::train::process_alive(self.pid))
     }
 }
 

@@ -32,6 +32,27 @@ pub enum RunState {
     Failed,
 }
 
+impl RunState {
+    /// Queued, running or stopping: a worker (trainer, evaluator, experiment) should be at it.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            RunState::Queued | RunState::Running | RunState::Stopping
+        )
+    }
+
+    /// The state for display, lower case; `interrupted` when it is active but its worker is
+    /// gone (`worker_alive` false: killed, or the machine restarted). One rule for runs,
+    /// evaluations and experiments.
+    pub fn label(self, worker_alive: bool) -> String {
+        if self.is_active() && !worker_alive {
+            "interrupted".into()
+        } else {
+            format!("{self:?}").to_lowercase()
+        }
+    }
+}
+
 /// `status.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {

@@ -46,8 +46,7 @@ impl EvalEntry {
     /// with no job.
     pub fn state_label(&self) -> String {
         match &self.status {
-            Some(s) if s.active() && !self.alive => "interrupted".into(),
-            Some(s) => format!("{:?}", s.state).to_lowercase(),
+            Some(s) => s.state.label(self.alive),
             None => "finished".into(),
         }
     }

@@ -135,11 +135,7 @@ impl RunEntry {
 
     /// Whether the trainer is working on it now.
     pub fn is_active(&self) -> bool {
-        self.alive
-            && matches!(
-                self.status.state,
-                RunState::Queued | RunState::Running | RunState::Stopping
-            )
+        self.alive && self.status.state.is_active()
     }
 
     /// The latest optimizer-step metric.
@@ -414,10 +410,7 @@ impl RunsScan {
                     }
                     (metrics_offset, log_offset) = (c.metrics_offset, c.log_offset);
                 }
-                let active = matches!(
-                    status.state,
-                    RunState::Queued | RunState::Running | RunState::Stopping
-                );
+                let active = status.state.is_active();
                 let alive = match alive {
                     Some(a) if !(a && active) => a,
                     _ => crate::commands::train::process_alive(status.pid),
