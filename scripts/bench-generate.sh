@@ -18,7 +18,7 @@ gguf=${BIOINSTRUCT_TEST_GGUF:-.models/SmolLM2-135M-Instruct.Q4_1.gguf}
 # Builds llama-cpp-python the first time (scripts/py-venv.sh), and fetches the model.
 scripts/teacher-server.sh --install
 source scripts/py-venv.sh
-py_venv llamacpp scripts/llamacpp-requirements.txt
+py_venv llamacpp scripts/llamacpp-requirements.txt native
 cargo build --release --quiet --example bench_generate
 export RAYON_NUM_THREADS=$threads
 

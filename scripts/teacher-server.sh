@@ -18,7 +18,7 @@ gguf=${BIOINSTRUCT_TEST_GGUF:-.models/SmolLM2-135M-Instruct.Q4_1.gguf}
 # llama-cpp-python[server] (scripts/llamacpp-requirements.txt) compiles llama.cpp on install.
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 source scripts/py-venv.sh
-py_venv llamacpp scripts/llamacpp-requirements.txt
+py_venv llamacpp scripts/llamacpp-requirements.txt native
 scripts/fetch-test-model.sh >&2
 
 if [ "${1:-}" = "--install" ]; then

@@ -46,15 +46,34 @@ pub fn kill_when_kept(ws: &Workspace, args: &[&str], kill_at: usize, limit: Dura
         if let Ok(Some(status)) = child.try_wait() {
             panic!("generate ended ({status}) before {kill_at} kept tasks (had {n})");
         }
-        assert!(
-            start.elapsed() < limit,
-            "{kill_at} kept tasks not reached in {limit:?} (had {n})"
-        );
+        if start.elapsed() >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{kill_at} kept tasks not reached in {limit:?} (had {n}); the last replies:\n{}",
+                raw_tail(ws, 3)
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     std::fs::read_to_string(&kept).map_or(0, |t| t.lines().count())
+}
+
+/// The last `n` lines of the run's raw.jsonl, each cut to 400 characters: what the teacher
+/// answered (or the error) when a run falls short.
+pub fn raw_tail(ws: &Workspace, n: usize) -> String {
+    let text = std::fs::read_to_string(dir(ws).join("raw.jsonl")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(n)..];
+    if tail.is_empty() {
+        return "(raw.jsonl is empty: no reply came back)".into();
+    }
+    tail.iter()
+        .map(|l| l.chars().take(400).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Checks a finished run: exactly `target` kept tasks, no two alike, every record with its
