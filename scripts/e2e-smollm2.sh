@@ -44,7 +44,7 @@ for step in "${steps[@]}"; do
     train)
       timed train "$bin" train --config "$out/train.toml" ;;
     eval)
-      run=$(ls -d "$BIOINSTRUCT_HOME"/data/runs/*seeds+generated* | tail -1)
+      run=$(ls -d "$BIOINSTRUCT_HOME"/data/runs/*seeds-generated* | tail -1)
       timed eval "$bin" eval run --model "$model" --adapter "$run" --limit 40 --max-new-tokens 128 \
         --task pubmedqa --data "$bench/pubmedqa/pqal_trainval.json" \
         --task ncbi_disease --data "$bench/ncbi-disease/devel.tsv" \
