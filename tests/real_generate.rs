@@ -44,8 +44,9 @@ fn kill_rerun_check(ws: &Workspace, args: &[&str], target: usize, kill_at: usize
         .chain(["--target", &target_arg])
         .collect();
     // About one reply in seven is kept, and a reply takes 5-60 s by the CPU (llama.cpp's
-    // server on a 2-core Intel Xeon took longer than 600 s to the first kept task once, in
-    // CI): 20 minutes leaves room for a slow machine and an unlucky draw.
+    // server took longer than 600 s to the first kept task once, in CI, on a 2-core machine
+    // whose CPU the log does not name): 20 minutes leaves room for a slow machine and an
+    // unlucky draw.
     let at_kill = gen::kill_when_kept(ws, &args, kill_at, Duration::from_secs(1200));
     assert!((kill_at..target).contains(&at_kill), "{at_kill}");
     let out = ws

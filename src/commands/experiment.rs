@@ -792,9 +792,7 @@ pub fn worker(settings: &Settings, dir: &Path) -> Result<()> {
 pub fn show(settings: &Settings, name: &str, out: &mut dyn Write) -> Result<()> {
     let dir = find(settings, name)?;
     if let Ok(s) = dir.read_status() {
-        let mut state = s
-            .state
-            .label(!s.state.is_active() || crate::commands::train::process_alive(s.pid));
+        let mut state = crate::commands::train::label_of(s.state, s.pid);
         if state == "interrupted" {
             state.push_str(" (`experiment resume` goes on)");
         }

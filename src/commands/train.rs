@@ -447,7 +447,13 @@ pub fn process_alive(pid: u32) -> bool {
 /// A run's state for display: `interrupted` when the status says it is queued, running or
 /// stopping but its trainer is gone (killed, or the machine restarted).
 pub fn state_label(s: &Status) -> String {
-    s.state.label(!s.state.is_active() || process_alive(s.pid))
+    label_of(s.state, s.pid)
+}
+
+/// The display label of a worker's `state` (run, evaluation, experiment) under process `pid`:
+/// [`RunState::label`], asking whether the process lives only when the state is active.
+pub fn label_of(state: RunState, pid: u32) -> String {
+    state.label(!state.is_active() || process_alive(pid))
 }
 
 /// `runs stop RUN [--wait]`: asks the run's trainer to stop (SIGTERM); it finishes its step,

@@ -89,8 +89,7 @@ impl EvalStatus {
     /// The state for display: `interrupted` when the status says active but the worker is
     /// gone (killed, or the machine restarted).
     pub fn label(&self) -> String {
-        self.state
-            .label(!self.active() || crate::commands::train::process_alive(self.pid))
+        crate::commands::train::label_of(self.state, self.pid)
     }
 }
 
