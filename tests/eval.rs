@@ -166,6 +166,39 @@ fn base_and_a_seed_trained_adapter_are_scored_on_the_three_shared_benchmarks() {
     );
 }
 
+#[test]
+fn one_file_reached_by_two_paths_shares_one_cache() {
+    let ws = Workspace::new();
+    let model = tiny_model(&ws);
+    let file = benchmark("ncbi-disease/devel.tsv");
+    let dir = file.parent().expect("folder");
+    let roundabout = dir
+        .join("..")
+        .join(dir.file_name().expect("name"))
+        .join("devel.tsv");
+    let run = |data: &Path| {
+        let data = data.to_str().expect("utf-8");
+        let args = [
+            "--task",
+            "ncbi_disease",
+            "--data",
+            data,
+            "--limit",
+            "3",
+            "--max-new-tokens",
+            "8",
+        ];
+        ok(eval_cmd(&ws, &model, &args))
+    };
+    let first = run(&file);
+    assert!(
+        first.contains("3 items, 0 from the cache, 3 to compute"),
+        "{first}"
+    );
+    let again = run(&roundabout);
+    assert!(again.contains("3 from the cache, 0 to compute"), "{again}");
+}
+
 fn cached_results(ws: &Workspace) -> usize {
     std::fs::read_dir(ws.home.path().join("data/eval-cache"))
         .map(|rd| {

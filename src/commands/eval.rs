@@ -314,13 +314,16 @@ pub fn judge_score(words: &str) -> Option<f64> {
 }
 
 /// The cache file of one model's results on one task: `mode` is the scoring mode, or the
-/// mode plus the judge's name for judgments.
+/// mode plus the judge's name for judgments. The task's file is named by its canonical path,
+/// so one file reached by two paths (`../shared/x.json` from the checkout, an experiment's
+/// `../../../shared/x.json` from its config's folder) shares one cache.
 fn cache_key(base_key: &str, c: &Candidate, task: &Task, mode: &str) -> CacheKey {
+    let source = std::fs::canonicalize(&task.source).unwrap_or_else(|_| task.source.clone());
     CacheKey {
         model: base_key.to_string(),
         adapter: c.adapter_hash.clone(),
         prompt_style: c.style.name(),
-        task: format!("{}@{}", task.name, task.source.display()),
+        task: format!("{}@{}", task.name, source.display()),
         mode: mode.to_string(),
     }
 }
