@@ -14,7 +14,7 @@ fn setup(ws: &Workspace) -> PathBuf {
     config["max_position_embeddings"] = serde_json::json!(2048);
     std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
     // A short pool (the tiny tokenizer makes a token of each character): 6 qa records, 10
-    // others.
+    // others, and one gen record longer than `max_seq_len` that no cell can take.
     let pool = ws.home.path().join("pool.jsonl");
     let mut lines = Vec::new();
     for i in 0..16 {
@@ -41,6 +41,12 @@ fn setup(ws: &Workspace) -> PathBuf {
             .to_string(),
         );
     }
+    lines.push(
+        serde_json::json!({"id": "p-long", "category": "gen", "task": "t",
+            "instruction": "Summarise this visit.", "input": "stable. ".repeat(80),
+            "output": "Stable."})
+        .to_string(),
+    );
     std::fs::write(&pool, lines.join("\n") + "\n").expect("pool");
     let train = ws.home.path().join("train.toml");
     std::fs::write(
@@ -99,6 +105,14 @@ fn a_grid_killed_in_the_middle_and_resumed_gives_the_uninterrupted_matrix() {
     assert!(
         rest["examples"].as_u64() < rest["available"].as_u64(),
         "{plan}"
+    );
+    assert_eq!(rest["records"].as_u64(), Some(11), "{plan}");
+    assert_eq!(rest["available"].as_u64(), Some(10), "{plan}");
+    assert!(
+        text.contains(
+            "all-qa: 10 of 11 records fit data.max_seq_len (512 tokens); the 1 longer ones are left out"
+        ),
+        "{text}"
     );
     for row in matrix["rows"].as_array().expect("rows") {
         for g in ["qa", "ie"] {

@@ -136,8 +136,12 @@ fn subset_of(config: &ExperimentConfig, name: &str) -> Result<Subset> {
 pub struct PlannedCell {
     /// The subset's name.
     pub subset: String,
-    /// Records the subset has.
+    /// The subset's records that fit `data.max_seq_len` (the ones a cell draws from).
     pub available: usize,
+    /// The subset's records, those longer than `data.max_seq_len` included (0 in plans
+    /// written before this field).
+    #[serde(default)]
+    pub records: usize,
     /// Records trained on (a record taken twice counts twice).
     pub examples: usize,
     /// Tokens trained on per epoch.
@@ -379,6 +383,7 @@ fn plan(
     let tokens = record_tokens(settings, train, &all_records)?;
     let mut usable = Vec::new();
     for (name, records) in subsets {
+        let count = records.len();
         let mut kept: Vec<(Instruction, usize)> = records
             .into_iter()
             .filter_map(|r| tokens.get(&r.id).map(|t| (r.clone(), *t)))
@@ -392,19 +397,19 @@ fn plan(
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             kept.swap(i, j);
         }
-        usable.push((name, kept));
+        usable.push((name, count, kept));
     }
     let budget = if config.train.train_tokens > 0 {
         config.train.train_tokens
     } else {
         usable
             .iter()
-            .map(|(_, k)| k.iter().map(|(_, t)| t).sum::<usize>())
+            .map(|(_, _, k)| k.iter().map(|(_, t)| t).sum::<usize>())
             .min()
             .unwrap_or(0)
     };
     let mut cells = Vec::new();
-    for (name, kept) in usable {
+    for (name, records, kept) in usable {
         let mut chosen = Vec::new();
         let mut total = 0;
         let mut round = 0;
@@ -430,6 +435,7 @@ fn plan(
         cells.push(PlannedCell {
             subset: name,
             available: kept.len(),
+            records,
             examples: chosen.len(),
             tokens: total,
         });
@@ -478,6 +484,17 @@ fn run_in(settings: &Settings, dir: &ExperimentDir, out: &mut dyn Write) -> Resu
         plan.cells.len(),
         plan.train_tokens
     )?;
+    for cell in plan.cells.iter().filter(|c| c.records > c.available) {
+        writeln!(
+            out,
+            "{}: {} of {} records fit data.max_seq_len ({} tokens); the {} longer ones are left out",
+            cell.subset,
+            cell.available,
+            cell.records,
+            train.data.max_seq_len,
+            cell.records - cell.available
+        )?;
+    }
     for (i, cell) in plan.cells.iter().enumerate() {
         let folder = dir.cell(&cell.subset);
         let eval_dir = folder.join("eval");
