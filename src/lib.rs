@@ -13,5 +13,6 @@ pub mod eval;
 pub mod model;
 pub mod rng;
 pub mod selfinstruct;
+pub mod serve;
 pub mod train;
 pub mod tui;

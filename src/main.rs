@@ -4,7 +4,7 @@ use anyhow::Result;
 use bioinstruct::commands::chat::ChatArgs;
 use bioinstruct::commands::seeds::{self, FieldArgs};
 use bioinstruct::commands::{
-    adapters, chat, data, dedupe, eval, experiment, generate, models, train,
+    adapters, chat, data, dedupe, eval, experiment, generate, models, serve, train,
 };
 use bioinstruct::config::{Overrides, Settings};
 use bioinstruct::data::{Category, Format};
@@ -133,6 +133,15 @@ enum Command {
     /// Work with LoRA adapters.
     #[command(subcommand)]
     Adapters(AdaptersCommand),
+    /// Serve the base model and LoRA adapters over an OpenAI-compatible HTTP API: GET
+    /// /v1/models, POST /v1/chat/completions (streaming, logprobs), POST /v1/completions
+    /// (echo with prompt logprobs, for lm-evaluation-harness's local-completions), GET
+    /// /health, GET /metrics (Prometheus).
+    ///
+    /// The base weights are loaded once; each adapter is applied per request. Binds
+    /// 127.0.0.1 unless --host says otherwise, and any other address needs --api-key-env.
+    /// SIGTERM or Ctrl-C finishes the requests in flight and exits.
+    Serve(ServeCli),
     /// Inspect, stop and resume training runs.
     #[command(subcommand)]
     Runs(RunsCommand),
@@ -395,6 +404,47 @@ enum ModelsCommand {
     FetchDefault,
 }
 
+/// `serve`'s flags.
+#[derive(Debug, Args)]
+struct ServeCli {
+    /// Base model: Hub id (owner/name[@revision]), folder of Hugging Face files, or GGUF file
+    /// (default: [model] base).
+    #[arg(long, short)]
+    model: Option<String>,
+    /// A LoRA adapter to serve beside the base: a PEFT folder, or a run name (its final/);
+    /// repeat for several. Each is listed under its label (run/final).
+    #[arg(long, value_name = "PATH")]
+    adapter: Vec<String>,
+    /// Also serve every finished run's adapter, and each run that finishes while serving.
+    #[arg(long)]
+    all_runs: bool,
+    /// Address to bind; anything but loopback needs --api-key-env.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to bind (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// The environment variable holding the API key that requests must send as
+    /// `Authorization: Bearer KEY` (the key itself is never logged).
+    #[arg(long, value_name = "VAR")]
+    api_key_env: Option<String>,
+    /// Allow cross-origin requests from this one origin (CORS is off otherwise).
+    #[arg(long, value_name = "ORIGIN")]
+    cors_origin: Option<String>,
+    /// cpu, cuda or cuda:N (default: [model] device).
+    #[arg(long)]
+    device: Option<String>,
+    /// Sequences decoded at once.
+    #[arg(long, default_value_t = 8)]
+    max_running: usize,
+    /// Sequences that may wait; beyond, requests get 429 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    max_queue: usize,
+    /// Largest request body, in bytes; beyond, 413.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    max_body_bytes: usize,
+}
+
 /// Model and sampling flags, over `[model]` and `[generation]` in the config.
 #[derive(Debug, Args)]
 struct ChatCli {
@@ -599,6 +649,28 @@ fn run(cli: Cli) -> Result<()> {
     let stdout = &mut std::io::stdout().lock();
     match cli.command.unwrap_or(Command::Tui) {
         Command::Tui => bioinstruct::tui::run(&settings),
+        Command::Serve(c) => {
+            if let Some(m) = &c.model {
+                settings.config.model.base = m.clone();
+            }
+            if let Some(d) = &c.device {
+                settings.config.model.device = d.clone();
+            }
+            serve::serve(
+                &settings,
+                &serve::ServeArgs {
+                    adapters: c.adapter,
+                    all_runs: c.all_runs,
+                    host: c.host,
+                    port: c.port,
+                    api_key_env: c.api_key_env,
+                    cors_origin: c.cors_origin,
+                    max_running: c.max_running,
+                    max_queue: c.max_queue,
+                    max_body_bytes: c.max_body_bytes,
+                },
+            )
+        }
         Command::Chat(c) => {
             c.apply(&mut settings);
             let args = ChatArgs {

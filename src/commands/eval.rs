@@ -140,7 +140,7 @@ fn load_tasks(settings: &Settings, args: &RunArgs) -> Result<Vec<Task>> {
 }
 
 /// An adapter argument as a folder holding `adapter_config.json`.
-fn resolve_adapter(settings: &Settings, arg: &str) -> Result<PathBuf> {
+pub fn resolve_adapter(settings: &Settings, arg: &str) -> Result<PathBuf> {
     let runs = crate::commands::train::runs_root(settings, None);
     for candidate in [PathBuf::from(arg), runs.join(arg)] {
         if candidate.join("adapter_config.json").is_file() {
@@ -187,11 +187,20 @@ pub fn adapter_label(dir: &Path) -> String {
 /// The prompt format the adapter's run trained with (its run folder's `config.toml`), else
 /// the model's chat template.
 fn adapter_style(dir: &Path, chat: &PromptStyle) -> PromptStyle {
-    let config = dir.parent().map(|p| p.join("config.toml"));
-    match config.and_then(|c| TrainConfig::from_file(&c).ok()) {
-        Some(c) if c.data.format == PromptFormat::Alpaca => PromptStyle::Alpaca,
-        _ => chat.clone(),
+    if adapter_trained_on_alpaca(dir) {
+        PromptStyle::Alpaca
+    } else {
+        chat.clone()
     }
+}
+
+/// Whether the run the adapter in `dir` came from (its parent's `config.toml`) trained on
+/// Alpaca-format prompts; `false` when there is no readable run config.
+pub fn adapter_trained_on_alpaca(dir: &Path) -> bool {
+    let config = dir.parent().map(|p| p.join("config.toml"));
+    config
+        .and_then(|c| TrainConfig::from_file(&c).ok())
+        .is_some_and(|c| c.data.format == PromptFormat::Alpaca)
 }
 
 /// Bumped whenever a change to the forward pass, the tokenizer or the scoring makes earlier

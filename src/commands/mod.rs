@@ -11,4 +11,5 @@ pub mod experiment;
 pub mod generate;
 pub mod models;
 pub mod seeds;
+pub mod serve;
 pub mod train;

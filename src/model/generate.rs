@@ -3,7 +3,7 @@
 //! stop string, text streamed in UTF-8-safe pieces, cancellable between tokens, with
 //! prompt and generation speed in tokens/s.
 
-use super::tokenizer::TextStream;
+use super::tokenizer::TextDecoder;
 use super::{LoadedModel, ModelError};
 use candle_core::Tensor;
 use candle_transformers::generation::{LogitsProcessor, Sampling as CandleSampling};
@@ -61,7 +61,8 @@ impl Sampling {
         }
     }
 
-    fn processor(&self) -> LogitsProcessor {
+    /// candle's sampler for these settings.
+    pub fn processor(&self) -> LogitsProcessor {
         let temperature = self.temperature;
         let top_k = (self.top_k > 0).then_some(self.top_k);
         let top_p = (self.top_p < 1.0).then_some(self.top_p);
@@ -128,12 +129,12 @@ impl GenerationStats {
 
 /// Holds back the end of the text that might be the start of a stop string, and finds a
 /// stop string once it is complete.
-struct StopFilter<'a> {
-    stops: &'a [String],
+struct StopFilter {
+    stops: Vec<String>,
     pending: String,
 }
 
-impl StopFilter<'_> {
+impl StopFilter {
     /// Adds `piece`; returns the text safe to emit, and whether a stop string was reached.
     fn push(&mut self, piece: &str) -> (String, bool) {
         self.pending.push_str(piece);
@@ -324,6 +325,184 @@ impl PromptPrefix {
     }
 }
 
+/// One step of [`Decoding::step`]: the token chosen, the text it completes, and whether
+/// generation ends here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeStep {
+    /// The token chosen and kept (`None` when it was an end token or nothing was chosen).
+    pub token: Option<u32>,
+    /// Text now safe to emit (complete UTF-8, not part of a stop string); may be empty.
+    pub text: String,
+    /// Why generation ends after this step, if it does.
+    pub finished: Option<StopReason>,
+}
+
+/// The sampling side of one generation, without the forward pass: the caller feeds each
+/// step's logits `[vocab]` and runs the model on the token returned. It owns everything it
+/// needs (sampler, text decoder, stop strings), so a scheduler can keep many of them beside
+/// one shared model ([`generate`] is one of these in a loop).
+pub struct Decoding {
+    processor: LogitsProcessor,
+    decoder: TextDecoder,
+    filter: StopFilter,
+    history: Vec<u32>,
+    stop_ids: Vec<u32>,
+    budget: usize,
+    max_new_tokens: usize,
+    repetition_penalty: f32,
+    repeat_last_n: usize,
+    generated: usize,
+    text: String,
+}
+
+impl std::fmt::Debug for Decoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoding")
+            .field("generated", &self.generated)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Decoding {
+    /// Decoding of a continuation of `prompt_ids`: at most `sampling.max_new_tokens`, and no
+    /// more than the context leaves.
+    ///
+    /// # Errors
+    /// [`ModelError::PromptTooLong`] for an empty prompt or one that fills the context.
+    pub fn new(
+        loaded: &LoadedModel,
+        prompt_ids: &[u32],
+        sampling: &Sampling,
+    ) -> Result<Decoding, ModelError> {
+        let context = loaded.model.config.max_context;
+        if prompt_ids.is_empty() || prompt_ids.len() >= context {
+            return Err(ModelError::PromptTooLong {
+                prompt_tokens: prompt_ids.len(),
+                context,
+                model: loaded.source.display().to_string(),
+            });
+        }
+        Ok(Decoding {
+            processor: sampling.processor(),
+            decoder: TextDecoder::default(),
+            filter: StopFilter {
+                stops: sampling.stop.clone(),
+                pending: String::new(),
+            },
+            history: prompt_ids.to_vec(),
+            stop_ids: loaded.stop_token_ids(),
+            budget: sampling.max_new_tokens.min(context - prompt_ids.len()),
+            max_new_tokens: sampling.max_new_tokens,
+            repetition_penalty: sampling.repetition_penalty,
+            repeat_last_n: sampling.repeat_last_n,
+            generated: 0,
+            text: String::new(),
+        })
+    }
+
+    /// The most tokens this generation may produce, in tokens.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Tokens generated so far (an end token not counted).
+    pub fn generated(&self) -> usize {
+        self.generated
+    }
+
+    /// The text emitted so far.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn out_of_budget(&self) -> StopReason {
+        if self.budget < self.max_new_tokens {
+            StopReason::ContextFull
+        } else {
+            StopReason::MaxTokens
+        }
+    }
+
+    /// Chooses the token after `logits` `[vocab]` (the last position's), with the repetition
+    /// penalty over the last `repeat_last_n` tokens of prompt and output.
+    ///
+    /// # Errors
+    /// Tensor or decoding errors.
+    pub fn step(
+        &mut self,
+        tokenizer: &tokenizers::Tokenizer,
+        logits: &Tensor,
+    ) -> Result<DecodeStep, ModelError> {
+        if self.generated >= self.budget {
+            return Ok(DecodeStep {
+                token: None,
+                text: String::new(),
+                finished: Some(self.out_of_budget()),
+            });
+        }
+        let penalised;
+        let logits = if self.repetition_penalty != 1.0 {
+            let start_at = self.history.len().saturating_sub(self.repeat_last_n);
+            penalised = candle_transformers::utils::apply_repeat_penalty(
+                logits,
+                self.repetition_penalty,
+                &self.history[start_at..],
+            )?;
+            &penalised
+        } else {
+            logits
+        };
+        let next = self.processor.sample(logits)?;
+        if self.stop_ids.contains(&next) {
+            return Ok(DecodeStep {
+                token: None,
+                text: String::new(),
+                finished: Some(StopReason::EndToken),
+            });
+        }
+        self.generated += 1;
+        self.history.push(next);
+        let mut step = DecodeStep {
+            token: Some(next),
+            text: String::new(),
+            finished: None,
+        };
+        if let Some(piece) = self.decoder.push(tokenizer, next)? {
+            let (out, stopped) = self.filter.push(&piece);
+            self.text.push_str(&out);
+            step.text = out;
+            if stopped {
+                step.finished = Some(StopReason::StopString);
+                return Ok(step);
+            }
+        }
+        if self.generated >= self.budget {
+            step.finished = Some(self.out_of_budget());
+        }
+        Ok(step)
+    }
+
+    /// Ends the generation for `reason`: the text still held back (part of a character, or
+    /// the start of a stop string that never came), none after a stop string.
+    ///
+    /// # Errors
+    /// [`ModelError::Decode`].
+    pub fn finish(
+        &mut self,
+        tokenizer: &tokenizers::Tokenizer,
+        reason: &StopReason,
+    ) -> Result<String, ModelError> {
+        if *reason == StopReason::StopString {
+            return Ok(String::new());
+        }
+        let mut rest = self.decoder.finish(tokenizer)?.unwrap_or_default();
+        rest.insert_str(0, &std::mem::take(&mut self.filter.pending));
+        self.text.push_str(&rest);
+        Ok(rest)
+    }
+}
+
 fn generate_with(
     loaded: &LoadedModel,
     prompt_ids: &[u32],
@@ -338,96 +517,48 @@ fn generate_with(
         None => loaded.model.forward_step(input, cache),
     };
     let model = &loaded.model;
-    let context = model.config.max_context;
-    if prompt_ids.is_empty() || prompt_ids.len() >= context {
-        return Err(ModelError::PromptTooLong {
-            prompt_tokens: prompt_ids.len(),
-            context,
-            model: loaded.source.display().to_string(),
-        });
-    }
-    let stop_ids = loaded.stop_token_ids();
-    let budget = sampling.max_new_tokens.min(context - prompt_ids.len());
+    let mut decoding = Decoding::new(loaded, prompt_ids, sampling)?;
     let start = Instant::now();
+    let capacity = prompt_ids.len() + decoding.budget();
     let mut cache = match prefix {
-        Some(prefix) => prefix.cache_for(loaded, prompt_ids, prompt_ids.len() + budget)?,
-        None => model.new_cache(prompt_ids.len() + budget),
+        Some(prefix) => prefix.cache_for(loaded, prompt_ids, capacity)?,
+        None => model.new_cache(capacity),
     };
-    let mut processor = sampling.processor();
-    let mut stream = TextStream::new(&loaded.tokenizer);
-    let mut filter = StopFilter {
-        stops: &sampling.stop,
-        pending: String::new(),
-    };
-    let mut text = String::new();
-    let mut history: Vec<u32> = prompt_ids.to_vec();
-
     let input = Tensor::new(&prompt_ids[cache.position..], model.device())?.unsqueeze(0)?;
     let mut logits = step(&input, &mut cache)?.squeeze(0)?;
     let prompt_seconds = start.elapsed().as_secs_f64();
 
     let decode_start = Instant::now();
     let mut decode_steps = 0;
-    let mut generated = 0;
     let stop_reason = loop {
         if cancel.load(Ordering::Relaxed) {
             break StopReason::Cancelled;
         }
-        if generated >= budget {
-            break if budget < sampling.max_new_tokens {
-                StopReason::ContextFull
-            } else {
-                StopReason::MaxTokens
-            };
+        let next = decoding.step(&loaded.tokenizer, &logits)?;
+        if !next.text.is_empty() {
+            on_text(&next.text);
         }
-        if sampling.repetition_penalty != 1.0 {
-            let start_at = history.len().saturating_sub(sampling.repeat_last_n);
-            logits = candle_transformers::utils::apply_repeat_penalty(
-                &logits,
-                sampling.repetition_penalty,
-                &history[start_at..],
-            )?;
+        if let Some(reason) = next.finished {
+            break reason;
         }
-        let next = processor.sample(&logits)?;
-        if stop_ids.contains(&next) {
-            break StopReason::EndToken;
-        }
-        generated += 1;
-        history.push(next);
-        if let Some(piece) = stream.push(next)? {
-            let (out, stopped) = filter.push(&piece);
-            if !out.is_empty() {
-                text.push_str(&out);
-                on_text(&out);
-            }
-            if stopped {
-                break StopReason::StopString;
-            }
-        }
-        if generated >= budget {
-            continue;
-        }
-        let input = Tensor::new(&[next], model.device())?.unsqueeze(0)?;
+        let Some(token) = next.token else { continue };
+        let input = Tensor::new(&[token], model.device())?.unsqueeze(0)?;
         logits = step(&input, &mut cache)?.squeeze(0)?;
         decode_steps += 1;
     };
     let decode_seconds = decode_start.elapsed().as_secs_f64();
-    if stop_reason != StopReason::StopString {
-        let mut rest = stream.finish()?.unwrap_or_default();
-        rest.insert_str(0, &std::mem::take(&mut filter.pending));
-        if !rest.is_empty() {
-            text.push_str(&rest);
-            on_text(&rest);
-        }
+    let rest = decoding.finish(&loaded.tokenizer, &stop_reason)?;
+    if !rest.is_empty() {
+        on_text(&rest);
     }
     Ok(GenerationStats {
         prompt_tokens: prompt_ids.len(),
-        generated_tokens: generated,
+        generated_tokens: decoding.generated(),
         prompt_seconds,
         decode_seconds,
         decode_steps,
         stop_reason,
-        text,
+        text: decoding.text,
     })
 }
 
@@ -438,7 +569,7 @@ mod tests {
     fn run(stops: &[&str], pieces: &[&str]) -> (Vec<String>, bool) {
         let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
         let mut f = StopFilter {
-            stops: &stops,
+            stops,
             pending: String::new(),
         };
         let mut out = Vec::new();

@@ -23,8 +23,8 @@ pub mod tokenizer;
 
 pub use config::LlamaConfig;
 pub use generate::{
-    generate, generate_reusing, generate_taking_turns, GenerationStats, PromptPrefix, Sampling,
-    StepLock, StopReason,
+    generate, generate_reusing, generate_taking_turns, DecodeStep, Decoding, GenerationStats,
+    PromptPrefix, Sampling, StepLock, StopReason,
 };
 pub use linear::{Adapter, Linear};
 pub use llama::{Cache, Llama};

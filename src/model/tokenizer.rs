@@ -83,8 +83,10 @@ pub fn from_gguf(path: &Path, ct: &gguf_file::Content) -> Result<Tokenizer, Mode
 /// Turns a growing list of token ids into text pieces, never emitting half a UTF-8
 /// character: a byte-level token may hold part of a character, which decodes to U+FFFD
 /// until the rest arrives. After the approach of candle-examples' `TokenOutputStream`.
-pub struct TextStream<'a> {
-    tokenizer: &'a Tokenizer,
+/// It owns no tokenizer, so a long-lived sequence can keep one beside a shared model; see
+/// [`TextStream`] for the borrowing form.
+#[derive(Debug, Clone, Default)]
+pub struct TextDecoder {
     tokens: Vec<u32>,
     /// Start of the window that is decoded again for context.
     prev_index: usize,
@@ -92,31 +94,25 @@ pub struct TextStream<'a> {
     current_index: usize,
 }
 
-impl<'a> TextStream<'a> {
-    /// A stream over `tokenizer`, starting empty.
-    pub fn new(tokenizer: &'a Tokenizer) -> TextStream<'a> {
-        TextStream {
-            tokenizer,
-            tokens: Vec::new(),
-            prev_index: 0,
-            current_index: 0,
-        }
-    }
+fn decode(tokenizer: &Tokenizer, tokens: &[u32]) -> Result<String, ModelError> {
+    tokenizer
+        .decode(tokens, true)
+        .map_err(|e| ModelError::Decode(e.to_string()))
+}
 
-    fn decode(&self, tokens: &[u32]) -> Result<String, ModelError> {
-        self.tokenizer
-            .decode(tokens, true)
-            .map_err(|e| ModelError::Decode(e.to_string()))
-    }
-
+impl TextDecoder {
     /// Adds one token; returns the text it completes, if any.
     ///
     /// # Errors
     /// [`ModelError::Decode`] if the tokenizer cannot decode the ids.
-    pub fn push(&mut self, token: u32) -> Result<Option<String>, ModelError> {
-        let before = self.decode(&self.tokens[self.prev_index..self.current_index])?;
+    pub fn push(
+        &mut self,
+        tokenizer: &Tokenizer,
+        token: u32,
+    ) -> Result<Option<String>, ModelError> {
+        let before = decode(tokenizer, &self.tokens[self.prev_index..self.current_index])?;
         self.tokens.push(token);
-        let after = self.decode(&self.tokens[self.prev_index..])?;
+        let after = decode(tokenizer, &self.tokens[self.prev_index..])?;
         if after.len() > before.len() && !after.ends_with('\u{FFFD}') {
             let piece = after.get(before.len()..).unwrap_or_default().to_string();
             self.prev_index = self.current_index;
@@ -131,9 +127,9 @@ impl<'a> TextStream<'a> {
     ///
     /// # Errors
     /// [`ModelError::Decode`].
-    pub fn finish(&self) -> Result<Option<String>, ModelError> {
-        let before = self.decode(&self.tokens[self.prev_index..self.current_index])?;
-        let after = self.decode(&self.tokens[self.prev_index..])?;
+    pub fn finish(&self, tokenizer: &Tokenizer) -> Result<Option<String>, ModelError> {
+        let before = decode(tokenizer, &self.tokens[self.prev_index..self.current_index])?;
+        let after = decode(tokenizer, &self.tokens[self.prev_index..])?;
         Ok((after.len() > before.len())
             .then(|| after.get(before.len()..).unwrap_or_default().to_string()))
     }
@@ -141,5 +137,42 @@ impl<'a> TextStream<'a> {
     /// Every token pushed so far.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
+    }
+}
+
+/// A [`TextDecoder`] over a borrowed tokenizer.
+pub struct TextStream<'a> {
+    tokenizer: &'a Tokenizer,
+    decoder: TextDecoder,
+}
+
+impl<'a> TextStream<'a> {
+    /// A stream over `tokenizer`, starting empty.
+    pub fn new(tokenizer: &'a Tokenizer) -> TextStream<'a> {
+        TextStream {
+            tokenizer,
+            decoder: TextDecoder::default(),
+        }
+    }
+
+    /// Adds one token; returns the text it completes, if any.
+    ///
+    /// # Errors
+    /// [`ModelError::Decode`] if the tokenizer cannot decode the ids.
+    pub fn push(&mut self, token: u32) -> Result<Option<String>, ModelError> {
+        self.decoder.push(self.tokenizer, token)
+    }
+
+    /// Whatever text is still held back (an incomplete character at the very end).
+    ///
+    /// # Errors
+    /// [`ModelError::Decode`].
+    pub fn finish(&self) -> Result<Option<String>, ModelError> {
+        self.decoder.finish(self.tokenizer)
+    }
+
+    /// Every token pushed so far.
+    pub fn tokens(&self) -> &[u32] {
+        self.decoder.tokens()
     }
 }
