@@ -34,6 +34,8 @@ if [ ! -d ../shared/benchmarks ] && [ -z "${BIOINSTRUCT_BENCHMARKS:-}" ]; then
 fi
 # scikit-learn, seqeval and rouge-score for scripts/check-eval.sh (a venv outside the checkout).
 (source scripts/py-venv.sh && py_venv eval scripts/eval-requirements.txt)
+# The official OpenAI Python client that tests/serve.rs drives `bioinstruct serve` with.
+scripts/check-serve-openai.sh --install
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

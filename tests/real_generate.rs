@@ -126,6 +126,58 @@ fn llama_cpp_server_as_teacher_reaches_3_after_a_kill() {
     );
 }
 
+/// `bioinstruct serve` on the real model, on a free port.
+fn start_bioinstruct_server() -> (Server, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let gguf = common::gguf_path();
+    let mut server = Server(
+        Command::new(common::BIN)
+            .args(["serve", "--model", gguf.to_str().expect("utf-8 path")])
+            .args(["--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start bioinstruct serve"),
+    );
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = server.0.try_wait() {
+            panic!("bioinstruct serve exited ({status})");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (server, port)
+}
+
+#[test]
+fn bioinstruct_serve_as_teacher_reaches_2_after_a_kill() {
+    // The workbench's own server as the teacher, through its Completions endpoint, the way
+    // llama.cpp's is used above (a smaller target: the behaviour is the same).
+    let _cores = CORES.lock().unwrap_or_else(|e| e.into_inner());
+    let (_server, port) = start_bioinstruct_server();
+    let ws = Workspace::new();
+    write_settings(
+        &ws,
+        &format!(
+            "{SMALL_TEACHER}\n[teachers.bioinstruct]\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"base\"\napi = \"completions\"\n"
+        ),
+    );
+    kill_rerun_check(
+        &ws,
+        &["--teacher", "bioinstruct"],
+        2,
+        1,
+        &format!("base @ http://127.0.0.1:{port}/v1"),
+    );
+}
+
 #[test]
 fn local_model_as_teacher_reaches_3_after_a_kill() {
     // The same kill mid-run and resume to the target with no duplicate as for llama.cpp's

@@ -595,3 +595,73 @@ fn a_public_address_needs_a_key_and_the_key_is_checked_and_never_logged() {
     assert!(log.contains("POST /v1/chat/completions 401"), "{log}");
     assert!(!log.contains(key), "the key is in the log:\n{log}");
 }
+
+#[test]
+fn the_official_openai_client_lists_chats_streams_and_scores() {
+    let ws = Workspace::new();
+    let a = random_adapter(&ws.home.path().join("adapters/one"), 10);
+    let b = random_adapter(&ws.home.path().join("adapters/two"), 20);
+    let server = Server::start(
+        &ws,
+        &[
+            "--adapter",
+            a.to_str().expect("a"),
+            "--adapter",
+            b.to_str().expect("b"),
+        ],
+        &[],
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check-serve-openai.sh");
+    let out = std::process::Command::new(script)
+        .arg(format!("{}/v1", server.url))
+        .output()
+        .expect("run check-serve-openai.sh");
+    assert!(
+        out.status.success(),
+        "{}\n{}\nserver:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("ok\n"));
+}
+
+#[test]
+fn all_runs_serves_a_run_that_finishes_while_serving_without_a_restart() {
+    let ws = Workspace::new();
+    let runs = ws.home.path().join("data/runs");
+    random_adapter(&runs.join("20261204-0900-early/final"), 30);
+    let server = Server::start(&ws, &["--all-runs"], &[]);
+    let ids = |server: &Server| -> Vec<String> {
+        let (_, text) = server.get("/v1/models");
+        let v: Value = serde_json::from_str(&text).expect("json");
+        v["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|m| m["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    assert_eq!(ids(&server), ["base", "20261204-0900-early/final"]);
+    // A run still training (no final/) is not served; once final/ is written, it is.
+    std::fs::create_dir_all(runs.join("20261204-1000-late/checkpoint-2")).expect("mkdir");
+    let staging = ws.home.path().join("staging");
+    random_adapter(&staging, 40);
+    std::fs::rename(&staging, runs.join("20261204-1000-late/final")).expect("rename");
+    let start = Instant::now();
+    while ids(&server).len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:?}\n{}",
+            ids(&server),
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(ids(&server)[2], "20261204-1000-late/final");
+    let (status, v) = server.post(
+        "/v1/chat/completions",
+        &chat_body("20261204-1000-late/final", "hi", 3),
+    );
+    assert_eq!(status, 200, "{v}");
+}

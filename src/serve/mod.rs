@@ -502,12 +502,14 @@ fn conversation(messages: &[api::Message]) -> Result<Vec<ChatMessage>, ApiError>
                     for (j, p) in parts.iter().enumerate() {
                         match (p.kind.as_str(), &p.text) {
                             ("text", Some(t)) => text.push_str(t),
-                            (kind, _) => return Err(ApiError::invalid(
-                                Some(&format!("messages[{i}].content[{j}]")),
-                                format!(
+                            (kind, _) => {
+                                return Err(ApiError::invalid(
+                                    Some(&format!("messages[{i}].content[{j}]")),
+                                    format!(
                                     "content part of type {kind:?} is not supported (text only)"
                                 ),
-                            )),
+                                ))
+                            }
                         }
                     }
                     text
