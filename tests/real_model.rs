@@ -254,3 +254,42 @@ fn the_chat_command_streams_a_coherent_answer() {
         "{stderr}"
     );
 }
+
+#[test]
+fn export_tokenizer_writes_files_that_encode_as_the_gguf_tokenizer() {
+    let home = tempfile::tempdir().expect("dir");
+    let dir = home.path().join("tok");
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bioinstruct"))
+            .env("BIOINSTRUCT_HOME", home.path())
+            .args(["models", "export-tokenizer", "--model"])
+            .arg(gguf_path())
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .expect("runs")
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).expect("loads");
+    let text = "BP 142/91 mmHg; started metformin 500 mg b.i.d. — HbA1c 8.2%.\n<|im_start|>user";
+    let ids = exported.encode(text, false).expect("encode");
+    assert_eq!(
+        ids.get_ids(),
+        keep().encode(text).expect("encode").as_slice()
+    );
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("tokenizer_config.json")).expect("config"),
+    )
+    .expect("json");
+    assert_eq!(config["tokenizer_class"], "PreTrainedTokenizerFast");
+    assert!(config["chat_template"].is_string());
+    // A second export into the same folder is refused, the files kept.
+    let again = run();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("holds a tokenizer.json already"));
+}

@@ -1,4 +1,4 @@
-//! `bioinstruct models list|info|fetch-default`.
+//! `bioinstruct models list|info|fetch-default|export-tokenizer`.
 
 use crate::config::Settings;
 use crate::model::config::LlamaConfig;
@@ -354,4 +354,31 @@ impl Write for Sha256Writer<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// `models export-tokenizer`: the model's tokenizer as Hugging Face files in `dir` (created;
+/// it must not hold a `tokenizer.json` already), for tools that load tokenizers with
+/// `transformers`, such as lm-evaluation-harness's `local-completions` pointed at
+/// `bioinstruct serve` (`tokenizer=DIR`).
+///
+/// # Errors
+/// The model does not load, `dir` holds a tokenizer already, or a file cannot be written.
+pub fn export_tokenizer(settings: &Settings, dir: &Path, out: &mut dyn Write) -> Result<()> {
+    if dir.join("tokenizer.json").exists() {
+        bail!(
+            "{} holds a tokenizer.json already; choose a new folder",
+            dir.display()
+        );
+    }
+    let loaded = crate::commands::chat::load_model(settings)?;
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    crate::model::merge::write_tokenizer_files(&loaded, dir)?;
+    writeln!(
+        out,
+        "wrote {} and {} ({} tokens)",
+        dir.join("tokenizer.json").display(),
+        dir.join("tokenizer_config.json").display(),
+        loaded.tokenizer.get_vocab_size(true)
+    )?;
+    Ok(())
 }

@@ -93,6 +93,7 @@ pub fn score_item(
                             .zip(&item.choices)
                             .map(|(ll, c)| ll / c.chars().count().max(1) as f64),
                     );
+                    line.insert("context".into(), json!(item.context));
                     line.insert("choices".into(), json!(item.choices));
                     line.insert("loglikelihoods".into(), json!(lls));
                     line.insert("is_greedy".into(), json!(outcome.is_greedy));

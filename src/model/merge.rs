@@ -128,6 +128,46 @@ fn hf_config(loaded: &LoadedModel) -> serde_json::Value {
     })
 }
 
+/// Writes `loaded`'s tokenizer into `dir` (which must exist) as Hugging Face lays it out:
+/// `tokenizer.json`, and `tokenizer_config.json` (`tokenizer_class`
+/// `PreTrainedTokenizerFast`, BOS and EOS, the chat template when the model has one), each
+/// fsynced. For a GGUF model this is the tokenizer rebuilt from its metadata (see
+/// [`super::tokenizer::from_gguf`]), so tools that load tokenizers with `transformers`
+/// (lm-evaluation-harness) tokenize as bioinstruct does.
+///
+/// # Errors
+/// [`ModelError::Weights`] naming the file that cannot be written.
+pub fn write_tokenizer_files(loaded: &LoadedModel, dir: &Path) -> Result<(), ModelError> {
+    let werr = |path: &Path, problem: String| ModelError::Weights {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let sync = |path: &Path| -> Result<(), ModelError> {
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| werr(path, e.to_string()))
+    };
+    let tokenizer = dir.join("tokenizer.json");
+    loaded
+        .tokenizer
+        .save(&tokenizer, false)
+        .map_err(|e| werr(&tokenizer, e.to_string()))?;
+    sync(&tokenizer)?;
+    let token = |id: Option<u32>| id.and_then(|id| loaded.tokenizer.id_to_token(id));
+    let mut tc = serde_json::json!({
+        "bos_token": token(loaded.model.config.bos_token_id),
+        "eos_token": token(loaded.model.config.eos_token_ids.first().copied()),
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    });
+    if let Some(template) = &loaded.chat_template {
+        tc["chat_template"] = serde_json::json!(template);
+    }
+    let path = dir.join("tokenizer_config.json");
+    let text = serde_json::to_string_pretty(&tc).unwrap_or_default();
+    std::fs::write(&path, text).map_err(|e| werr(&path, e.to_string()))?;
+    sync(&path)
+}
+
 /// Writes `loaded` with `lora` merged as a Hugging Face model folder `out`, which must not
 /// exist: the files are written into `<out>.tmp/` (each fsynced) and the folder renamed into
 /// place, so a crash never leaves a half-written model under `out`.
@@ -167,25 +207,7 @@ pub fn write_merged(loaded: &LoadedModel, lora: &Lora, out: &Path) -> Result<(),
     let text = serde_json::to_string_pretty(&hf_config(loaded)).unwrap_or_default();
     std::fs::write(&config, text).map_err(|e| werr(&config, e.to_string()))?;
     sync(&config)?;
-    let tokenizer = tmp.join("tokenizer.json");
-    loaded
-        .tokenizer
-        .save(&tokenizer, false)
-        .map_err(|e| werr(&tokenizer, e.to_string()))?;
-    sync(&tokenizer)?;
-    if let Some(template) = &loaded.chat_template {
-        let token = |id: Option<u32>| id.and_then(|id| loaded.tokenizer.id_to_token(id));
-        let tc = serde_json::json!({
-            "chat_template": template,
-            "bos_token": token(loaded.model.config.bos_token_id),
-            "eos_token": token(loaded.model.config.eos_token_ids.first().copied()),
-            "tokenizer_class": "PreTrainedTokenizerFast",
-        });
-        let path = tmp.join("tokenizer_config.json");
-        let text = serde_json::to_string_pretty(&tc).unwrap_or_default();
-        std::fs::write(&path, text).map_err(|e| werr(&path, e.to_string()))?;
-        sync(&path)?;
-    }
+    write_tokenizer_files(loaded, &tmp)?;
     std::fs::rename(&tmp, out).map_err(|e| werr(out, e.to_string()))?;
     if let Some(parent) = out.parent() {
         let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
