@@ -665,3 +665,33 @@ fn all_runs_serves_a_run_that_finishes_while_serving_without_a_restart() {
     );
     assert_eq!(status, 200, "{v}");
 }
+
+#[test]
+fn cors_answers_only_the_origin_it_was_given() {
+    let ws = Workspace::new();
+    let preflight = |server: &Server, origin: &str| {
+        ureq::request("OPTIONS", &format!("{}/v1/chat/completions", server.url))
+            .set("origin", origin)
+            .set("access-control-request-method", "POST")
+            .call()
+            .map(|r| r.header("access-control-allow-origin").map(str::to_string))
+            .unwrap_or_else(|e| match e {
+                ureq::Error::Status(_, r) => {
+                    r.header("access-control-allow-origin").map(str::to_string)
+                }
+                e => panic!("{e}"),
+            })
+    };
+    let closed = Server::start(&ws, &[], &[]);
+    assert_eq!(preflight(&closed, "http://notes.example"), None);
+    drop(closed);
+    let open = Server::start(&ws, &["--cors-origin", "http://notes.example"], &[]);
+    assert_eq!(
+        preflight(&open, "http://notes.example").as_deref(),
+        Some("http://notes.example")
+    );
+    assert_ne!(
+        preflight(&open, "http://other.example").as_deref(),
+        Some("http://other.example")
+    );
+}

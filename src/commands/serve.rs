@@ -95,6 +95,11 @@ pub fn serve(settings: &Settings, args: &ServeArgs) -> Result<()> {
             args.host
         );
     }
+    if let Some(origin) = &args.cors_origin {
+        if axum::http::HeaderValue::from_str(origin).is_err() || !origin.contains("://") {
+            bail!("--cors-origin {origin:?}: not an origin (scheme://host[:port])");
+        }
+    }
     let ip: IpAddr = if args.host == "localhost" {
         IpAddr::from([127, 0, 0, 1])
     } else {
