@@ -744,3 +744,13 @@ fn fused_kernels_with_a_backward_match_the_composed_ops() {
         );
     }
 }
+
+#[test]
+fn batched_decode_of_sequences_at_different_positions_equals_decoding_each_alone() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let m = load(dir.path());
+    let d =
+        common::batched_decode_difference(&m, &["Aspirin.", "Metformin lowers glucose.", "BP"], 6);
+    assert!(d < 1e-5, "{d}");
+}

@@ -293,3 +293,19 @@ fn export_tokenizer_writes_files_that_encode_as_the_gguf_tokenizer() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("holds a tokenizer.json already"));
 }
+
+#[test]
+fn batched_decode_on_the_real_model_equals_decoding_each_sequence_alone() {
+    // Q4_1 weights below 16 rows go through the integer kernel row by row, so batching
+    // several sequences changes no row's result.
+    let d = common::batched_decode_difference(
+        keep(),
+        &[
+            "The patient was started on metformin",
+            "Influenza presents with",
+            "A 54-year-old man with chest pain radiating to the left arm was admitted; troponin",
+        ],
+        8,
+    );
+    assert!(d < 1e-4, "{d}");
+}

@@ -695,3 +695,28 @@ fn cors_answers_only_the_origin_it_was_given() {
         Some("http://other.example")
     );
 }
+
+#[test]
+fn concurrent_requests_for_one_model_decode_together_and_answer_as_they_do_alone() {
+    let ws = Workspace::new();
+    let server = Server::start(&ws, &[], &[]);
+    let prompts = [
+        "What does insulin do?",
+        "List two side effects of ibuprofen.",
+        "Define tachycardia in one sentence.",
+    ];
+    let ask = |p: &str| {
+        let (status, v) = server.post("/v1/chat/completions", &chat_body("base", p, 40));
+        assert_eq!(status, 200, "{v}");
+        content(&v)
+    };
+    let alone: Vec<String> = prompts.iter().map(|p| ask(p)).collect();
+    let together: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts.iter().map(|p| scope.spawn(|| ask(p))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    assert_eq!(together, alone);
+}

@@ -411,6 +411,91 @@ impl Llama {
         rms_norm(&x, &self.norm, self.config.rms_norm_eps, k)
     }
 
+    /// Batched decode: one new token for each of several sequences, each with its own cache
+    /// at its own position (`ids[j]` continues `caches[j]`). The projections and the MLP run
+    /// once on all the rows (`[n, hidden]`); rotary embedding and attention run per
+    /// sequence against its own cache. Returns the next-token logits `[n, vocab]` (f32; f64
+    /// for an f64 model). Each row equals what [`Llama::forward_step`] gives that sequence
+    /// alone: the kernels compute rows independently.
+    ///
+    /// # Errors
+    /// [`candle_core::Error`] when `ids` and `caches` differ in length, either is empty, or a
+    /// cache is full.
+    pub fn forward_decode(&self, ids: &[u32], caches: &mut [&mut Cache]) -> Result<Tensor> {
+        let n = ids.len();
+        if n == 0 || n != caches.len() {
+            candle_core::bail!("batched decode: {n} tokens for {} caches", caches.len());
+        }
+        let k = Kernels::Fused;
+        let eps = self.config.rms_norm_eps;
+        let ids_t = Tensor::new(ids, self.device())?;
+        let mut x =
+            self.embed_tokens
+                .index_select(&ids_t, 0)?
+                .reshape((n, 1, self.config.hidden_size))?;
+        for (i, block) in self.layers.iter().enumerate() {
+            let h = rms_norm(&x, &block.input_layernorm, eps, k)?;
+            x = (x + self.attention_decode(block, &h, i, caches)?)?;
+            let h = rms_norm(&x, &block.post_attention_layernorm, eps, k)?;
+            x = (x + Self::mlp(block, &h)?)?;
+        }
+        for cache in caches.iter_mut() {
+            cache.position += 1;
+        }
+        let h = rms_norm(&x, &self.norm, eps, k)?.squeeze(1)?;
+        self.lm_head.forward(&h)?.to_dtype(self.logits_dtype())
+    }
+
+    /// [`Llama::attention`] for one new token of each of `caches`' sequences: `x` `[n, 1,
+    /// hidden]`; the projections batched, rotary embedding and attention per sequence (at
+    /// its cache's position, against its keys and values of layer `layer`).
+    fn attention_decode(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        layer: usize,
+        caches: &mut [&mut Cache],
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let n = x.dim(0)?;
+        let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let [q, key, value]: [Tensor; 3] =
+            Linear::forward_shared(&[&block.q_proj, &block.k_proj, &block.v_proj], x)?
+                .try_into()
+                .map_err(|_| candle_core::Error::Msg("q, k, v projections".into()))?;
+        let q = q.reshape((n, 1, nh, hd))?.transpose(1, 2)?;
+        let key = key.reshape((n, 1, nkv, hd))?.transpose(1, 2)?;
+        let value = value.reshape((n, 1, nkv, hd))?.transpose(1, 2)?;
+        let rep = nh / nkv;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut ys = Vec::with_capacity(n);
+        for (j, cache) in caches.iter_mut().enumerate() {
+            let offset = cache.position;
+            let kv = cache
+                .layers
+                .get_mut(layer)
+                .ok_or_else(|| candle_core::Error::Msg(format!("no cache for layer {layer}")))?;
+            let qj = self.rope(&q.narrow(0, j, 1)?, offset, Kernels::Fused)?;
+            let kj = self.rope(&key.narrow(0, j, 1)?, offset, Kernels::Fused)?;
+            let vj = value.narrow(0, j, 1)?.contiguous()?;
+            let (kj, vj) = kv.append(&kj, &vj)?;
+            let (kj, vj) = (kj.contiguous()?, vj.contiguous()?);
+            let y = if rep > 1 {
+                let qj = qj.reshape((1, nkv, rep, hd))?;
+                let probs = candle_nn::ops::softmax_last_dim(&(qj.matmul(&kj.t()?)? * scale)?)?;
+                probs.matmul(&vj)?.reshape((1, nh, 1, hd))?
+            } else {
+                let probs = candle_nn::ops::softmax_last_dim(&(qj.matmul(&kj.t()?)? * scale)?)?;
+                probs.matmul(&vj)?
+            };
+            ys.push(y);
+        }
+        let y = Tensor::cat(&ys, 0)?
+            .transpose(1, 2)?
+            .reshape((n, 1, nh * hd))?;
+        block.o_proj.forward(&y)
+    }
+
     /// Generation step: feeds `ids` `[b, t]` (the prompt, then one token at a time) at the
     /// cache's position and returns the logits of the last position, `[b, vocab]` in f32 (f64
     /// for an f64 model). A prompt of more than 96 tokens attends in chunks of 96 queries,

@@ -3,10 +3,12 @@
 //! cache and sampler, taking one decode step per sequence per round, so requests for any mix
 //! of models advance together and a new request starts after at most one round.
 //!
-//! Sequences are stepped one after another within a round, not stacked into one batched
-//! forward: the forward pass takes one cache per call (batched decode over several caches is
-//! the speed issue's work). A sequence whose client has gone (its event channel closed) is
-//! dropped at its next step.
+//! Each round, every sequence chooses its next token from its logits, then the sequences of
+//! each model (the base, or one adapter) run one batched decode step together
+//! ([`crate::model::Llama::forward_decode`]: the projections on all their rows at once,
+//! attention per sequence against its own cache). A new request's prompt runs when it is
+//! admitted, between rounds. A sequence whose client has gone (its event channel closed) is
+//! dropped at its next round.
 
 use super::metrics::Metrics;
 use crate::model::{ChatTemplate, Decoding, LoadedModel, ModelError, Sampling, StopReason};
@@ -187,18 +189,66 @@ fn decode_loop(mut rx: mpsc::Receiver<Job>, max_running: usize, metrics: &Metric
             return;
         }
         metrics.running.set(active.len() as i64);
-        active.retain_mut(|seq| match seq.advance(metrics) {
-            Ok(more) => more,
-            Err(e) => {
-                let _ = seq.events.send(Event::Failed {
-                    index: seq.index,
-                    message: e.to_string(),
-                });
-                false
+        let mut next: Vec<u32> = Vec::with_capacity(active.len());
+        active.retain_mut(|seq| match seq.choose(metrics) {
+            Ok(Some(token)) => {
+                next.push(token);
+                true
             }
+            Ok(None) => false,
+            Err(e) => seq.fail(&e),
         });
+        decode_round(&mut active, &next);
         metrics.running.set(active.len() as i64);
     }
+}
+
+/// One batched decode step per model for the sequences in `active`, fed `next` (one token
+/// each, in order); a group whose step fails reports it and its sequences end.
+fn decode_round(active: &mut Vec<Sequence>, next: &[u32]) {
+    let mut failed = vec![false; active.len()];
+    let mut done = vec![false; active.len()];
+    for first in 0..active.len() {
+        if done[first] {
+            continue;
+        }
+        let model = active[first].model.clone();
+        let members: Vec<usize> = (first..active.len())
+            .filter(|&j| !done[j] && Arc::ptr_eq(&active[j].model, &model))
+            .collect();
+        let tokens: Vec<u32> = members.iter().map(|&j| next[j]).collect();
+        let result = {
+            let mut caches: Vec<&mut crate::model::Cache> = active
+                .iter_mut()
+                .enumerate()
+                .filter(|(j, _)| members.contains(j))
+                .map(|(_, s)| &mut s.cache)
+                .collect();
+            model.loaded.model.forward_decode(&tokens, &mut caches)
+        };
+        for (row, &j) in members.iter().enumerate() {
+            done[j] = true;
+            match result
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .and_then(|logits| logits.get(row).map_err(|e| e.to_string()))
+            {
+                Ok(logits) => active[j].logits = logits,
+                Err(message) => {
+                    let _ = active[j].events.send(Event::Failed {
+                        index: active[j].index,
+                        message,
+                    });
+                    failed[j] = true;
+                }
+            }
+        }
+    }
+    let mut j = 0;
+    active.retain(|_| {
+        j += 1;
+        !failed[j - 1]
+    });
 }
 
 /// The `k` most likely entries of `row` (log-probabilities), most likely first.
@@ -294,11 +344,21 @@ impl Sequence {
         })
     }
 
-    /// One token; `Ok(false)` once the sequence has ended (or its client has gone).
-    fn advance(&mut self, metrics: &Metrics) -> Result<bool, ModelError> {
+    /// Reports `e` to the client; `false`, to drop the sequence.
+    fn fail(&self, e: &ModelError) -> bool {
+        let _ = self.events.send(Event::Failed {
+            index: self.index,
+            message: e.to_string(),
+        });
+        false
+    }
+
+    /// Chooses the next token and reports it; `Ok(Some(token))` when the model is to be run
+    /// on it, `Ok(None)` once the sequence has ended (or its client has gone).
+    fn choose(&mut self, metrics: &Metrics) -> Result<Option<u32>, ModelError> {
         if self.events.is_closed() {
             metrics.cancelled.inc();
-            return Ok(false);
+            return Ok(None);
         }
         let loaded = &self.model.loaded;
         let row = match self.logprobs {
@@ -349,17 +409,9 @@ impl Sequence {
                 prompt_tokens: self.prompt_tokens,
                 completion_tokens: self.decoding.generated(),
             });
-            return Ok(false);
+            return Ok(None);
         }
-        let Some(token) = step.token else {
-            return Ok(true);
-        };
-        let input = Tensor::new(&[token], loaded.model.device())?.unsqueeze(0)?;
-        self.logits = loaded
-            .model
-            .forward_step(&input, &mut self.cache)?
-            .squeeze(0)?;
-        Ok(true)
+        Ok(step.token)
     }
 }
 

@@ -209,3 +209,68 @@ pub fn benchmark(relative: &str) -> PathBuf {
             .join(" or ")
     );
 }
+
+/// Runs `prompts` (of different lengths) through `m` one at a time and, from the same
+/// prompt caches, decodes `steps` greedy tokens each both alone (`forward_step`) and all
+/// together (`forward_decode`); returns the largest difference between the two paths'
+/// logits over every step and sequence.
+pub fn batched_decode_difference(
+    m: &bioinstruct::model::LoadedModel,
+    prompts: &[&str],
+    steps: usize,
+) -> f32 {
+    use candle_core::{Device, Tensor, D};
+    let model = &m.model;
+    let mut alone = Vec::new();
+    let mut together = Vec::new();
+    let mut next = Vec::new();
+    for p in prompts {
+        let ids = m.encode(p).expect("encodes");
+        let mut cache = model.new_cache(ids.len() + steps + 1);
+        let input = Tensor::new(ids.as_slice(), &Device::Cpu)
+            .and_then(|t| t.unsqueeze(0))
+            .expect("tensor");
+        let logits = model.forward_step(&input, &mut cache).expect("prompt");
+        next.push(
+            logits
+                .argmax(D::Minus1)
+                .and_then(|t| t.to_vec1::<u32>())
+                .expect("argmax")[0],
+        );
+        together.push(cache.branch());
+        alone.push(cache);
+    }
+    let mut worst = 0f32;
+    for _ in 0..steps {
+        let mut refs: Vec<&mut bioinstruct::model::Cache> = together.iter_mut().collect();
+        let batched = model
+            .forward_decode(&next, &mut refs)
+            .expect("batched decode");
+        for (j, cache) in alone.iter_mut().enumerate() {
+            let input = Tensor::new(&[next[j]], &Device::Cpu)
+                .and_then(|t| t.unsqueeze(0))
+                .expect("tensor");
+            let single = model
+                .forward_step(&input, cache)
+                .expect("step")
+                .squeeze(0)
+                .expect("squeeze");
+            let row = batched.get(j).expect("row");
+            let d = (&row - &single)
+                .and_then(|d| d.abs())
+                .and_then(|d| d.max(0))
+                .and_then(|d| d.to_scalar::<f32>())
+                .expect("diff");
+            worst = worst.max(d);
+            next[j] = single
+                .argmax(0)
+                .and_then(|t| t.to_scalar::<u32>())
+                .expect("argmax");
+        }
+        assert!(together
+            .iter()
+            .zip(&alone)
+            .all(|(a, b)| a.position == b.position));
+    }
+    worst
+}
