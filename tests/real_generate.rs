@@ -77,33 +77,49 @@ impl Drop for Server {
     }
 }
 
-fn start_server() -> (Server, u16) {
+/// Starts `command` (given a free port) and waits up to `limit` until it listens there.
+fn start_listening(
+    what: &str,
+    limit: Duration,
+    command: impl FnOnce(u16) -> Command,
+) -> (Server, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/teacher-server.sh");
     let mut server = Server(
-        Command::new(script)
-            .arg(port.to_string())
-            .env("THREADS", "2")
+        command(port)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("start scripts/teacher-server.sh"),
+            .unwrap_or_else(|e| panic!("start {what}: {e}")),
     );
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = server.0.try_wait() {
-            panic!("scripts/teacher-server.sh exited ({status}); run it by hand to see why");
+            panic!("{what} exited ({status}); run it by hand to see why");
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(900),
-            "the server did not start"
-        );
+        assert!(start.elapsed() < limit, "{what} did not start");
         std::thread::sleep(Duration::from_millis(200));
     }
     (server, port)
+}
+
+/// llama.cpp's server (`scripts/teacher-server.sh`), up to 15 minutes to start (it may
+/// compile llama.cpp first).
+fn start_server() -> (Server, u16) {
+    start_listening(
+        "scripts/teacher-server.sh",
+        Duration::from_secs(900),
+        |port| {
+            let mut c = Command::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/teacher-server.sh"
+            ));
+            c.arg(port.to_string()).env("THREADS", "2");
+            c
+        },
+    )
 }
 
 #[test]
@@ -128,32 +144,13 @@ fn llama_cpp_server_as_teacher_reaches_3_after_a_kill() {
 
 /// `bioinstruct serve` on the real model, on a free port.
 fn start_bioinstruct_server() -> (Server, u16) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
     let gguf = common::gguf_path();
-    let mut server = Server(
-        Command::new(common::BIN)
-            .args(["serve", "--model", gguf.to_str().expect("utf-8 path")])
-            .args(["--port", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start bioinstruct serve"),
-    );
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = server.0.try_wait() {
-            panic!("bioinstruct serve exited ({status})");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "serve did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (server, port)
+    start_listening("bioinstruct serve", Duration::from_secs(120), |port| {
+        let mut c = Command::new(common::BIN);
+        c.args(["serve", "--model", gguf.to_str().expect("utf-8 path")])
+            .args(["--port", &port.to_string()]);
+        c
+    })
 }
 
 #[test]

@@ -180,6 +180,19 @@ fn random_adapter(dir: &Path, seed: u64) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// A server with two random adapters, `one` and `two`; returns it and their folders.
+fn with_two_adapters(ws: &Workspace) -> (Server, PathBuf, PathBuf) {
+    let a = random_adapter(&ws.home.path().join("adapters/one"), 10);
+    let b = random_adapter(&ws.home.path().join("adapters/two"), 20);
+    let args = [
+        "--adapter",
+        a.to_str().expect("a"),
+        "--adapter",
+        b.to_str().expect("b"),
+    ];
+    (Server::start(ws, &args, &[]), a, b)
+}
+
 fn chat_body(model: &str, prompt: &str, max_tokens: u32) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens, "temperature": 0})
@@ -195,18 +208,7 @@ fn content(v: &Value) -> String {
 #[test]
 fn serves_the_base_and_two_adapters_with_chat_streaming_and_completion_logprobs() {
     let ws = Workspace::new();
-    let a = random_adapter(&ws.home.path().join("adapters/one"), 10);
-    let b = random_adapter(&ws.home.path().join("adapters/two"), 20);
-    let server = Server::start(
-        &ws,
-        &[
-            "--adapter",
-            a.to_str().expect("a"),
-            "--adapter",
-            b.to_str().expect("b"),
-        ],
-        &[],
-    );
+    let (server, a, b) = with_two_adapters(&ws);
 
     let (status, models) = server.get("/v1/models");
     assert_eq!(status, 200);
@@ -599,18 +601,7 @@ fn a_public_address_needs_a_key_and_the_key_is_checked_and_never_logged() {
 #[test]
 fn the_official_openai_client_lists_chats_streams_and_scores() {
     let ws = Workspace::new();
-    let a = random_adapter(&ws.home.path().join("adapters/one"), 10);
-    let b = random_adapter(&ws.home.path().join("adapters/two"), 20);
-    let server = Server::start(
-        &ws,
-        &[
-            "--adapter",
-            a.to_str().expect("a"),
-            "--adapter",
-            b.to_str().expect("b"),
-        ],
-        &[],
-    );
+    let (server, _, _) = with_two_adapters(&ws);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check-serve-openai.sh");
     let out = std::process::Command::new(script)
         .arg(format!("{}/v1", server.url))

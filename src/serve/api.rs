@@ -128,6 +128,26 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
+/// The sampling and streaming fields both endpoints take.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Generation {
+    /// 0 to 2 (default 1); 0 is greedy.
+    pub temperature: Option<f64>,
+    /// Nucleus threshold, in (0, 1] (default 1).
+    pub top_p: Option<f64>,
+    /// Stop strings, not included in the output.
+    pub stop: Option<OneOrMany>,
+    /// Sampling seed (choice `i` uses `seed + i`).
+    pub seed: Option<u64>,
+    /// Choices to generate (1 to 8; per prompt for Completions).
+    pub n: Option<u32>,
+    /// Server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+    /// `stream_options`.
+    pub stream_options: Option<StreamOptions>,
+}
+
 /// The body of `POST /v1/chat/completions`. Fields not listed are ignored.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatRequest {
@@ -135,25 +155,13 @@ pub struct ChatRequest {
     pub model: String,
     /// The conversation.
     pub messages: Vec<Message>,
-    /// 0 to 2 (default 1); 0 is greedy.
-    pub temperature: Option<f64>,
-    /// Nucleus threshold, in (0, 1] (default 1).
-    pub top_p: Option<f64>,
+    /// Sampling and streaming.
+    #[serde(flatten)]
+    pub generation: Generation,
     /// The most tokens to generate (deprecated name).
     pub max_tokens: Option<u32>,
     /// The most tokens to generate.
     pub max_completion_tokens: Option<u32>,
-    /// Stop strings, not included in the output.
-    pub stop: Option<OneOrMany>,
-    /// Sampling seed (choice `i` uses `seed + i`).
-    pub seed: Option<u64>,
-    /// Choices to generate (1 to 8).
-    pub n: Option<u32>,
-    /// Server-sent events.
-    #[serde(default)]
-    pub stream: bool,
-    /// `stream_options`.
-    pub stream_options: Option<StreamOptions>,
     /// Return each output token's log-probability.
     #[serde(default)]
     pub logprobs: bool,
@@ -182,23 +190,11 @@ pub struct CompletionRequest {
     pub model: String,
     /// The prompt(s).
     pub prompt: Prompt,
+    /// Sampling and streaming.
+    #[serde(flatten)]
+    pub generation: Generation,
     /// The most tokens to generate (default 16, as OpenAI's); 0 scores the prompt only.
     pub max_tokens: Option<u32>,
-    /// 0 to 2 (default 1); 0 is greedy.
-    pub temperature: Option<f64>,
-    /// Nucleus threshold, in (0, 1] (default 1).
-    pub top_p: Option<f64>,
-    /// Stop strings.
-    pub stop: Option<OneOrMany>,
-    /// Sampling seed.
-    pub seed: Option<u64>,
-    /// Choices per prompt (1 to 8).
-    pub n: Option<u32>,
-    /// Server-sent events.
-    #[serde(default)]
-    pub stream: bool,
-    /// `stream_options`.
-    pub stream_options: Option<StreamOptions>,
     /// Return log-probabilities with this many alternatives per position (0 to 20).
     pub logprobs: Option<u32>,
     /// Put the prompt before the completion (with its log-probabilities, under `logprobs`).

@@ -541,8 +541,9 @@ async fn chat_completions(
         .max_completion_tokens
         .or(req.max_tokens)
         .unwrap_or((context - ids.len()) as u32);
-    let base = sampling(req.temperature, req.top_p, max_tokens, req.stop, req.seed)?;
-    let n = choices(req.n)?;
+    let g = req.generation;
+    let base = sampling(g.temperature, g.top_p, max_tokens, g.stop, g.seed)?;
+    let n = choices(g.n)?;
     let logprobs = match (req.logprobs, req.top_logprobs) {
         (true, k) => Some(alternatives("top_logprobs", k.unwrap_or(0))?),
         (false, Some(_)) => {
@@ -573,9 +574,18 @@ async fn chat_completions(
     let id = request_id("chatcmpl");
     let created = now_secs();
     let label = model.label.clone();
-    if req.stream {
-        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-        return Ok(stream_chat(rx, n, id, created, label, include_usage));
+    if g.stream {
+        let include_usage = g.stream_options.is_some_and(|o| o.include_usage);
+        return Ok(stream(
+            StreamKind::Chat,
+            rx,
+            n,
+            n,
+            id,
+            created,
+            label,
+            include_usage,
+        ));
     }
     let out = collect(rx, n).await?;
     let prompt_tokens = out.first().map_or(0, |c| c.prompt_tokens);
@@ -644,81 +654,6 @@ async fn next_event(
 fn error_payload(message: &str) -> String {
     json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}})
         .to_string()
-}
-
-fn stream_chat(
-    mut rx: mpsc::UnboundedReceiver<Event>,
-    n: usize,
-    id: String,
-    created: u64,
-    model: String,
-    include_usage: bool,
-) -> Response {
-    sse(move |out| async move {
-        let chunk = |choices: Value, usage: Option<Value>| {
-            let mut v = json!({
-                "id": id, "object": "chat.completion.chunk", "created": created,
-                "model": model, "choices": choices,
-            });
-            if include_usage {
-                v["usage"] = usage.unwrap_or(Value::Null);
-            }
-            v.to_string()
-        };
-        for i in 0..n {
-            let first = json!([{"index": i, "delta": {"role": "assistant", "content": ""},
-                "logprobs": null, "finish_reason": null}]);
-            if out.send(chunk(first, None)).await.is_err() {
-                return;
-            }
-        }
-        let (mut done, mut prompt_tokens, mut completion) = (0, 0, 0);
-        while done < n {
-            let Some(event) = next_event(&mut rx, &out).await else {
-                return;
-            };
-            let payload = match event {
-                Event::Token {
-                    index,
-                    text,
-                    logprob,
-                } => chunk(
-                    json!([{"index": index, "delta": {"content": text},
-                        "logprobs": logprob.map(|lp| json!({"content": [chat_logprob(&lp)]})),
-                        "finish_reason": null}]),
-                    None,
-                ),
-                Event::Done {
-                    index,
-                    reason,
-                    prompt_tokens: p,
-                    completion_tokens: c,
-                } => {
-                    done += 1;
-                    prompt_tokens = p;
-                    completion += c;
-                    chunk(
-                        json!([{"index": index, "delta": {}, "logprobs": null,
-                            "finish_reason": finish_reason(&reason)}]),
-                        None,
-                    )
-                }
-                Event::Failed { message, .. } => {
-                    let _ = out.send(error_payload(&message)).await;
-                    return;
-                }
-                Event::Prompt { .. } => continue,
-            };
-            if out.send(payload).await.is_err() {
-                return;
-            }
-        }
-        if include_usage {
-            let _ = out
-                .send(chunk(json!([]), Some(usage(prompt_tokens, completion))))
-                .await;
-        }
-    })
 }
 
 /// Legacy Completions' `logprobs` object: `first` (an echoed prompt's first token, which
@@ -799,20 +734,21 @@ async fn completions(
             e
         })?;
     }
+    let g = req.generation;
     let base = sampling(
-        req.temperature,
-        req.top_p,
+        g.temperature,
+        g.top_p,
         req.max_tokens.unwrap_or(16),
-        req.stop,
-        req.seed,
+        g.stop,
+        g.seed,
     )?;
-    let n = choices(req.n)?;
+    let n = choices(g.n)?;
     let logprobs = req
         .logprobs
         .map(|k| alternatives("logprobs", k))
         .transpose()?;
     let echo = req.echo;
-    if echo && req.stream {
+    if echo && g.stream {
         return Err(ApiError::invalid(
             Some("echo"),
             "echo is not supported with stream",
@@ -841,11 +777,13 @@ async fn completions(
     submit_all(&state, jobs)?;
     let id = request_id("cmpl");
     let created = now_secs();
-    if req.stream {
-        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-        return Ok(stream_completions(
+    if g.stream {
+        let include_usage = g.stream_options.is_some_and(|o| o.include_usage);
+        return Ok(stream(
+            StreamKind::Completions,
             rx,
             total,
+            n,
             id,
             created,
             model.label.clone(),
@@ -896,9 +834,54 @@ async fn completions(
     .into_response())
 }
 
-fn stream_completions(
+/// Which API's chunks a stream sends.
+#[derive(Debug, Clone, Copy)]
+enum StreamKind {
+    /// `chat.completion.chunk`: a `delta` per choice, the role first.
+    Chat,
+    /// `text_completion`: `text` per choice.
+    Completions,
+}
+
+impl StreamKind {
+    fn object(self) -> &'static str {
+        match self {
+            StreamKind::Chat => "chat.completion.chunk",
+            StreamKind::Completions => "text_completion",
+        }
+    }
+
+    /// The choice a chunk carries for a token's text.
+    fn token(self, index: usize, text: String, logprob: Option<TokenLogprob>) -> Value {
+        match self {
+            StreamKind::Chat => json!({"index": index, "delta": {"content": text},
+                "logprobs": logprob.map(|lp| json!({"content": [chat_logprob(&lp)]})),
+                "finish_reason": null}),
+            StreamKind::Completions => json!({"index": index, "text": text,
+                "logprobs": logprob.map(|lp| completion_logprobs(None, &[lp], 0)),
+                "finish_reason": null}),
+        }
+    }
+
+    /// The choice a chunk carries when the choice ends.
+    fn done(self, index: usize, reason: &StopReason) -> Value {
+        let mut v = self.token(index, String::new(), None);
+        if let StreamKind::Chat = self {
+            v["delta"] = json!({});
+        }
+        v["finish_reason"] = json!(finish_reason(reason));
+        v
+    }
+}
+
+/// Streams `choices` choices' events as `kind` chunks (`per_prompt` choices share a prompt,
+/// whose tokens `usage` counts once), then a `usage` chunk when asked, then `[DONE]`.
+#[allow(clippy::too_many_arguments)]
+fn stream(
+    kind: StreamKind,
     mut rx: mpsc::UnboundedReceiver<Event>,
-    n: usize,
+    choices: usize,
+    per_prompt: usize,
     id: String,
     created: u64,
     model: String,
@@ -907,7 +890,7 @@ fn stream_completions(
     sse(move |out| async move {
         let chunk = |choices: Value, usage: Option<Value>| {
             let mut v = json!({
-                "id": id, "object": "text_completion", "created": created,
+                "id": id, "object": kind.object(), "created": created,
                 "model": model, "choices": choices,
             });
             if include_usage {
@@ -915,8 +898,17 @@ fn stream_completions(
             }
             v.to_string()
         };
+        if let StreamKind::Chat = kind {
+            for i in 0..choices {
+                let first = json!([{"index": i, "delta": {"role": "assistant", "content": ""},
+                    "logprobs": null, "finish_reason": null}]);
+                if out.send(chunk(first, None)).await.is_err() {
+                    return;
+                }
+            }
+        }
         let (mut done, mut prompt_tokens, mut completion) = (0, 0, 0);
-        while done < n {
+        while done < choices {
             let Some(event) = next_event(&mut rx, &out).await else {
                 return;
             };
@@ -925,12 +917,7 @@ fn stream_completions(
                     index,
                     text,
                     logprob,
-                } => chunk(
-                    json!([{"index": index, "text": text,
-                        "logprobs": logprob.map(|lp| completion_logprobs(None, &[lp], 0)),
-                        "finish_reason": null}]),
-                    None,
-                ),
+                } => chunk(json!([kind.token(index, text, logprob)]), None),
                 Event::Done {
                     index,
                     reason,
@@ -938,13 +925,11 @@ fn stream_completions(
                     completion_tokens: c,
                 } => {
                     done += 1;
-                    prompt_tokens += p;
+                    if index % per_prompt.max(1) == 0 {
+                        prompt_tokens += p;
+                    }
                     completion += c;
-                    chunk(
-                        json!([{"index": index, "text": "", "logprobs": null,
-                            "finish_reason": finish_reason(&reason)}]),
-                        None,
-                    )
+                    chunk(json!([kind.done(index, &reason)]), None)
                 }
                 Event::Failed { message, .. } => {
                     let _ = out.send(error_payload(&message)).await;
