@@ -39,6 +39,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
+/// The most tokens a chat reply gets when the request names no `max_tokens` (or
+/// `max_completion_tokens`), in tokens, besides what the context leaves. Each sequence's
+/// key/value cache is allocated for its prompt plus this budget at once (for SmolLM2-135M in
+/// f32, about 46 KB a position; for Llama-2-7B in bf16, about 512 KB), so an unbounded default
+/// would reserve a whole context per request.
+pub const DEFAULT_CHAT_MAX_TOKENS: usize = 2048;
+
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -326,7 +333,12 @@ fn sampling(
         top_p,
         repetition_penalty: 1.0,
         repeat_last_n: 64,
-        seed: seed.unwrap_or_else(|| now_secs() ^ u64::from(std::process::id())),
+        seed: seed.unwrap_or_else(|| {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+        }),
         max_new_tokens: max_tokens as usize,
         stop,
     })
@@ -540,7 +552,7 @@ async fn chat_completions(
     let max_tokens = req
         .max_completion_tokens
         .or(req.max_tokens)
-        .unwrap_or((context - ids.len()) as u32);
+        .unwrap_or(DEFAULT_CHAT_MAX_TOKENS.min(context - ids.len()) as u32);
     let g = req.generation;
     let base = sampling(g.temperature, g.top_p, max_tokens, g.stop, g.seed)?;
     let n = choices(g.n)?;
