@@ -241,7 +241,7 @@ pub fn train(
 /// Trainers this process started and has not reaped yet.
 static LAUNCHED: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
 
-/// Reaps the trainers this process started ([`spawn_detached`]) that have exited, so none
+/// Reaps the trainers this process started (`spawn_detached`) that have exited, so none
 /// stays a zombie (`<defunct>`) while a long-lived caller (the workbench) runs; never blocks.
 /// A short-lived caller (the CLI) need not call it: its children are reparented to init,
 /// which reaps them. Returns how many were reaped.

@@ -81,7 +81,7 @@ impl EvalStatus {
         }
     }
 
-    /// Whether the worker should still be at it (it may have been killed: see [`label`]).
+    /// Whether the worker should still be at it (it may have been killed: see [`Self::label`]).
     pub fn active(&self) -> bool {
         self.state.is_active()
     }

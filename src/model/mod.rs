@@ -2,7 +2,7 @@
 //! GGUF), its tokenizer and chat template, the forward pass, and streaming generation.
 //!
 //! Everything that prompts a model (the teacher, the side-by-side chat, evaluation) goes
-//! through [`LoadedModel`] and [`generate`].
+//! through [`LoadedModel`] and [`generate()`].
 
 pub mod attn512;
 pub mod autograd;

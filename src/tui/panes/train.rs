@@ -258,7 +258,7 @@ fn field_text(config: &TrainConfig, key: &str) -> String {
 /// typed with the trainer's own checks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunForm {
-    /// The fields (config keys), in [`FIELDS`] order.
+    /// The fields (config keys), in `FIELDS` order.
     pub inputs: FieldForm,
     /// The configuration the fields are laid over.
     pub base: TrainConfig,
