@@ -481,7 +481,7 @@ fn a_full_queue_answers_429_with_retry_after() {
             .map(|_| {
                 let url = url.clone();
                 scope.spawn(move || {
-                    let body = chat_body("base", "Describe the heart.", 80).to_string();
+                    let body = chat_body("base", "Describe the heart.", 40).to_string();
                     match ureq::post(&url)
                         .set("content-type", "application/json")
                         .send_string(&body)

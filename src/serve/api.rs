@@ -36,6 +36,18 @@ impl ApiError {
         }
     }
 
+    /// 500 `server_error`: the model or the decode loop failed.
+    pub fn server(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+            kind: "server_error",
+            param: None,
+            code: None,
+            retry_after: None,
+        }
+    }
+
     /// Sets `code`.
     pub fn with_code(mut self, code: &'static str) -> ApiError {
         self.code = Some(code);

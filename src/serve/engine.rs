@@ -140,14 +140,16 @@ impl Engine {
     /// # Errors
     /// [`SubmitError::Full`] when the queue is full, [`SubmitError::Closed`] after shutdown.
     pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
-        match self.jobs.try_send(job) {
-            Ok(()) => {
-                self.metrics.queue_depth.inc();
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(SubmitError::Full),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SubmitError::Closed),
+        // Counted before the send, so the decode loop never takes it below zero.
+        self.metrics.queue_depth.inc();
+        let sent = self.jobs.try_send(job);
+        if sent.is_err() {
+            self.metrics.queue_depth.dec();
         }
+        sent.map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SubmitError::Full,
+            mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
+        })
     }
 }
 

@@ -100,21 +100,20 @@ impl ServerState {
     }
 
     fn model(&self, id: &str) -> Result<Arc<ServedModel>, ApiError> {
-        self.read()
-            .iter()
-            .find(|m| m.label == id)
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    Some("model"),
-                    format!(
-                        "The model `{id}` does not exist. Served: {}.",
-                        self.labels().join(", ")
-                    ),
-                )
-                .with_status(StatusCode::NOT_FOUND)
-                .with_code("model_not_found")
-            })
+        let models = self.read();
+        if let Some(m) = models.iter().find(|m| m.label == id) {
+            return Ok(m.clone());
+        }
+        let served: Vec<&str> = models.iter().map(|m| m.label.as_str()).collect();
+        Err(ApiError::invalid(
+            Some("model"),
+            format!(
+                "The model `{id}` does not exist. Served: {}.",
+                served.join(", ")
+            ),
+        )
+        .with_status(StatusCode::NOT_FOUND)
+        .with_code("model_not_found"))
     }
 }
 
@@ -401,7 +400,7 @@ fn submit_all(state: &ServerState, jobs: Vec<Job>) -> Result<(), ApiError> {
                 code: Some("queue_full"),
                 retry_after: Some(1),
             },
-            SubmitError::Closed => ApiError::invalid(None, "the server is shutting down")
+            SubmitError::Closed => ApiError::server("the server is shutting down")
                 .with_status(StatusCode::SERVICE_UNAVAILABLE),
         })?;
     }
@@ -428,8 +427,7 @@ async fn collect(
     let mut done = 0;
     while done < n {
         let Some(event) = rx.recv().await else {
-            return Err(ApiError::invalid(None, "the decode loop stopped")
-                .with_status(StatusCode::INTERNAL_SERVER_ERROR));
+            return Err(ApiError::server("the decode loop stopped"));
         };
         match event {
             Event::Prompt {
@@ -458,9 +456,7 @@ async fn collect(
                 done += 1;
             }
             Event::Failed { message, .. } => {
-                return Err(
-                    ApiError::invalid(None, message).with_status(StatusCode::INTERNAL_SERVER_ERROR)
-                );
+                return Err(ApiError::server(message));
             }
         }
     }
