@@ -228,6 +228,8 @@ enum DataCommand {
     },
 }
 
+// Parsed once per process: the size of the `Run` variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum EvalCommand {
     /// Run tasks on the base model and each adapter; write report.json, report.md and
@@ -256,8 +258,21 @@ enum EvalCommand {
         #[arg(long, value_enum)]
         mode: Option<bioinstruct::eval::Mode>,
         /// Base model: Hub id, folder or GGUF file (default: [model] base), labelled `base`.
+        /// With --endpoint: a served model's id, as /v1/models lists it (repeatable); the
+        /// served base is evaluated too, first, as the reference of the differences.
         #[arg(long, short, value_name = "SPEC")]
-        model: Option<String>,
+        model: Vec<String>,
+        /// Evaluate models an OpenAI-compatible server serves (`bioinstruct serve` on the GPU
+        /// machine) instead of loading them here: its URL, e.g. http://gpu-host:8000. The
+        /// server tokenizes (POST /tokenize, /detokenize) and scores (POST /v1/completions,
+        /// token ids, echo with logprobs); the results are cached under the URL and the
+        /// model, like local ones.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// With --endpoint: the environment variable holding the server's API key (sent as a
+        /// Bearer token; never written anywhere).
+        #[arg(long, value_name = "VAR", requires = "endpoint")]
+        api_key_env: Option<String>,
         /// How GGUF projections are multiplied.
         #[arg(long, value_enum)]
         gguf_compute: Option<GgufCompute>,
@@ -782,6 +797,8 @@ fn run(cli: Cli) -> Result<()> {
                 data,
                 mode,
                 model,
+                endpoint,
+                api_key_env,
                 gguf_compute,
                 adapters,
                 limit,
@@ -794,8 +811,14 @@ fn run(cli: Cli) -> Result<()> {
                 detach,
             } => {
                 let m = &mut settings.config.model;
-                if let Some(v) = model {
-                    m.base = v;
+                let mut models = Vec::new();
+                match (&endpoint, model.as_slice()) {
+                    (Some(_), _) => models = model,
+                    (None, [one]) => m.base = one.clone(),
+                    (None, []) => {}
+                    (None, _) => return Err(anyhow::anyhow!(
+                        "--model names one base model here (several --model need --endpoint URL)"
+                    )),
                 }
                 if let Some(v) = gguf_compute {
                     m.gguf_compute = v;
@@ -815,6 +838,9 @@ fn run(cli: Cli) -> Result<()> {
                     max_new_tokens,
                     judge,
                     progress_bar: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                    endpoint,
+                    models,
+                    api_key_env,
                 };
                 if detach {
                     eval::run_detached(&settings, &args, stdout)

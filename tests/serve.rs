@@ -711,3 +711,123 @@ fn concurrent_requests_for_one_model_decode_together_and_answer_as_they_do_alone
     });
     assert_eq!(together, alone);
 }
+
+/// Every prediction line of `task` for `label` in the report folder `dir`.
+fn predictions(dir: &Path, task: &str, label: &str) -> Vec<Value> {
+    let path = dir
+        .join("predictions")
+        .join(task)
+        .join(format!("{label}.jsonl"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn eval_run_against_the_endpoint_gives_the_local_evaluation_of_the_same_weights() {
+    let ws = Workspace::new();
+    let adapter = random_adapter(&ws.home.path().join("adapters/one"), 10);
+    let server = Server::start(&ws, &["--adapter", adapter.to_str().expect("adapter")], &[]);
+    let (status, v) = server.post(
+        "/tokenize",
+        &json!({"model": "one", "messages": [{"role": "user", "content": "Define sepsis."}]}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let ids = v["tokens"].clone();
+    let (status, back) = server.post("/detokenize", &json!({"model": "one", "tokens": ids}));
+    assert_eq!(status, 200, "{back}");
+    let text = back["prompt"].as_str().expect("prompt");
+    assert!(
+        text.contains("Define sepsis.") && text.contains("<|im_start|>assistant"),
+        "{text}"
+    );
+
+    let tasks = [
+        ("pubmedqa", "pubmedqa/pqal_trainval.json"),
+        ("mts_dialog", "mts-dialog/MTS-Dialog-ValidationSet.csv"),
+    ];
+    let run = |out: &Path, extra: &[&str]| {
+        let mut c = ws.cmd();
+        c.args(["eval", "run", "--max-new-tokens", "12", "--out"])
+            .arg(out)
+            .args(extra);
+        for (task, file) in tasks {
+            c.args(["--task", task, "--data"])
+                .arg(common::benchmark(file));
+        }
+        c.args(["--limit", "2"]);
+        let out = c.output().expect("eval run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let local = ws.home.path().join("local");
+    let remote = ws.home.path().join("remote");
+    let model = gguf_path();
+    run(
+        &local,
+        &[
+            "--model",
+            model.to_str().expect("model"),
+            "--adapter",
+            adapter.to_str().expect("adapter"),
+        ],
+    );
+    let said = run(&remote, &["--endpoint", &server.url, "--model", "one"]);
+    assert!(said.contains("2 tasks × 2 models"), "{said}");
+    for label in ["base", "one"] {
+        for (task, _) in tasks {
+            let (l, r) = (
+                predictions(&local, task, label),
+                predictions(&remote, task, label),
+            );
+            assert_eq!(l.len(), r.len(), "{task} {label}");
+            for (a, b) in l.iter().zip(&r) {
+                assert_eq!(a["id"], b["id"]);
+                assert_eq!(
+                    a["prediction"], b["prediction"],
+                    "{task} {label} {}",
+                    a["id"]
+                );
+                assert_eq!(a["prompt_tokens"], b["prompt_tokens"], "{task} {label}");
+                if task == "pubmedqa" {
+                    let (x, y) = (
+                        a["loglikelihoods"].as_array().expect("lls"),
+                        b["loglikelihoods"].as_array().expect("lls"),
+                    );
+                    for (p, q) in x.iter().zip(y) {
+                        let (p, q) = (p.as_f64().expect("ll"), q.as_f64().expect("ll"));
+                        assert!((p - q).abs() < 2e-3 * p.abs().max(1.0), "{p} vs {q}");
+                    }
+                    assert_eq!(a["is_greedy"], b["is_greedy"]);
+                } else {
+                    assert_eq!(a["raw"], b["raw"], "{task} {label}");
+                    assert_eq!(a["generated_tokens"], b["generated_tokens"]);
+                }
+            }
+        }
+    }
+    // A second run is answered from the cache, keyed by the endpoint and the model.
+    let again = run(&remote, &["--endpoint", &server.url, "--model", "one"]);
+    assert!(again.contains("0 to compute"), "{again}");
+
+    // A model the server does not serve is named, with those it serves.
+    let out = ws
+        .cmd()
+        .args(["eval", "run", "--task", "pubmedqa", "--data"])
+        .arg(common::benchmark("pubmedqa/pqal_trainval.json"))
+        .args(["--endpoint", &server.url, "--model", "two", "--limit", "1"])
+        .output()
+        .expect("eval run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("\"two\"") && err.contains("base, one"),
+        "{err}"
+    );
+}

@@ -140,6 +140,7 @@ fn running(root: &Path, id: &str, pid: u32, state: RunState, done: usize) -> Pat
         max_new_tokens: None,
         model: "SmolLM2-135M-Instruct".into(),
         offline: true,
+        ..Default::default()
     })
     .expect("job");
     let mut s = EvalStatus::queued(pid);

@@ -5,8 +5,9 @@ use crate::commands::chat::load_model;
 use crate::config::Settings;
 use crate::eval::cache::{CacheKey, ResultCache};
 use crate::eval::job::{self, EvalStatus, Job, JobDir};
+use crate::eval::remote::Endpoint;
 use crate::eval::report::{self, ModelEntry, Scored, TaskResults};
-use crate::eval::score::{self, Outcome, PromptStyle, Request};
+use crate::eval::score::{self, EvalModel, LocalModel, Outcome, PromptStyle, Request};
 use crate::eval::{fetch, tasks, Mode, Scorer, Task};
 use crate::model::lora::Lora;
 use crate::model::LoadedModel;
@@ -45,13 +46,22 @@ pub struct RunArgs {
     pub judge: Option<String>,
     /// Draw a progress bar on stderr.
     pub progress_bar: bool,
+    /// Evaluate models an OpenAI-compatible server serves (`bioinstruct serve`) instead of
+    /// loading them: its URL.
+    pub endpoint: Option<String>,
+    /// With `endpoint`: the served models to evaluate, by id (the base is always evaluated
+    /// first, as the reference of the differences).
+    pub models: Vec<String>,
+    /// With `endpoint`: the environment variable holding its API key.
+    pub api_key_env: Option<String>,
 }
 
 /// One model under evaluation.
 struct Candidate {
     entry: ModelEntry,
-    loaded: LoadedModel,
-    style: PromptStyle,
+    model: Box<dyn EvalModel>,
+    /// What tells this model's results from others' of the same base: SHA-256 of its
+    /// adapter (empty for the base), or the served model's key.
     adapter_hash: String,
 }
 
@@ -255,7 +265,73 @@ fn adapter_hash(dir: &Path) -> Result<String> {
     Ok(crate::eval::sha256_hex(&bytes))
 }
 
-fn load_candidates(settings: &Settings, adapters: &[String]) -> Result<Vec<Candidate>> {
+/// The models to evaluate, the base first, and the cache's key for the base.
+fn load_candidates(settings: &Settings, args: &RunArgs) -> Result<(Vec<Candidate>, String)> {
+    match &args.endpoint {
+        Some(url) => {
+            if !args.adapters.is_empty() {
+                bail!("--adapter loads adapters here; with --endpoint, name served models with --model");
+            }
+            served_candidates(url, &args.models, args.api_key_env.as_deref())
+        }
+        None => {
+            if !args.models.is_empty() {
+                bail!("--model names served models: it needs --endpoint URL");
+            }
+            let candidates = local_candidates(settings, &args.adapters)?;
+            let key = model_key(&candidates.0, settings);
+            Ok((candidates.1, key))
+        }
+    }
+}
+
+/// The served models `labels` name at `url`, the base first (see [`Endpoint::pick`]).
+fn served_candidates(
+    url: &str,
+    labels: &[String],
+    api_key_env: Option<&str>,
+) -> Result<(Vec<Candidate>, String)> {
+    let api_key = match api_key_env {
+        Some(var) => Some(std::env::var(var).with_context(|| {
+            format!("--api-key-env {var}: the variable is not set (it holds the server's API key)")
+        })?),
+        None => None,
+    };
+    let endpoint = Endpoint::new(url, api_key)?;
+    let picked = endpoint.pick(labels)?;
+    let base_key = format!("scoring {SCORING_VERSION}|{}", picked[0].key());
+    let base_id = picked[0].info.id.clone();
+    let candidates = picked
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| Candidate {
+            entry: ModelEntry {
+                label: if i == 0 {
+                    "base".into()
+                } else {
+                    m.info.id.clone()
+                },
+                model: format!("{base_id} at {}", endpoint.url()),
+                adapter: (i > 0).then(|| {
+                    m.info
+                        .root
+                        .clone()
+                        .unwrap_or_else(|| format!("{} at {}", m.info.id, endpoint.url()))
+                }),
+                prompt: m.style_name(),
+            },
+            adapter_hash: if i == 0 { String::new() } else { m.key() },
+            model: Box::new(m),
+        })
+        .collect();
+    Ok((candidates, base_key))
+}
+
+/// The base model loaded here and each adapter in a copy of it (the weights shared).
+fn local_candidates(
+    settings: &Settings,
+    adapters: &[String],
+) -> Result<(LoadedModel, Vec<Candidate>)> {
     let base = load_model(settings)?;
     let chat = PromptStyle::Chat(base.template(None)?);
     let spec = settings.config.model.base.clone();
@@ -266,8 +342,10 @@ fn load_candidates(settings: &Settings, adapters: &[String]) -> Result<Vec<Candi
             adapter: None,
             prompt: chat.name(),
         },
-        loaded: base.clone(),
-        style: chat.clone(),
+        model: Box::new(LocalModel {
+            loaded: base.clone(),
+            style: chat.clone(),
+        }),
         adapter_hash: String::new(),
     }];
     for arg in adapters {
@@ -293,11 +371,10 @@ fn load_candidates(settings: &Settings, adapters: &[String]) -> Result<Vec<Candi
                 prompt: style.name(),
             },
             adapter_hash: adapter_hash(&dir)?,
-            loaded,
-            style,
+            model: Box::new(LocalModel { loaded, style }),
         });
     }
-    Ok(out)
+    Ok((base, out))
 }
 
 /// The judge's prompt for one answer.
@@ -331,7 +408,7 @@ fn cache_key(base_key: &str, c: &Candidate, task: &Task, mode: &str) -> CacheKey
     CacheKey {
         model: base_key.to_string(),
         adapter: c.adapter_hash.clone(),
-        prompt_style: c.style.name(),
+        prompt_style: c.model.style_name(),
         task: format!("{}@{}", task.name, source.display()),
         mode: mode.to_string(),
     }
@@ -411,12 +488,11 @@ pub fn run_with(
         }
         modes.push(mode);
     }
-    let candidates = load_candidates(settings, &args.adapters)?;
+    let (candidates, base_key) = load_candidates(settings, args)?;
     let judge: Option<Arc<dyn Teacher>> = match &args.judge {
         Some(name) => Some(crate::commands::generate::open_teacher(settings, name, None, 0)?.0),
         None => None,
     };
-    let base_key = model_key(&candidates[0].loaded, settings);
     let cache_dir = settings.workspace.data_dir.join("eval-cache");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -440,7 +516,7 @@ pub fn run_with(
             let mut have = Vec::with_capacity(task.items.len());
             for (ii, item) in task.items.iter().enumerate() {
                 total_items += 1;
-                let request = score::prepare(&c.loaded, &c.style, task, item, *mode, max_new)?;
+                let request = score::prepare(c.model.as_ref(), task, item, *mode, max_new)?;
                 let hash = request.hash();
                 match cache.get(&item.id, &hash) {
                     Some(o) => have.push(Some(o.clone())),
@@ -514,7 +590,7 @@ pub fn run_with(
         let current = format!("{} · {}", task.name, c.entry.label);
         report_progress(computed, Some(current.clone()));
         bar.set_message(current);
-        let outcome = score::run(&c.loaded, &w.request, &stop)?;
+        let outcome = c.model.run(&w.request, &stop)?;
         if stop.load(Ordering::Relaxed) {
             break; // a generation cut short is not a result
         }
@@ -777,6 +853,9 @@ pub fn job_of(settings: &Settings, args: &RunArgs) -> Result<Job> {
             model.base.clone()
         },
         offline: model.offline,
+        endpoint: args.endpoint.clone(),
+        models: args.models.clone(),
+        api_key_env: args.api_key_env.clone(),
     })
 }
 
@@ -796,6 +875,9 @@ fn args_of(settings: &Settings, job: &Job, out: &Path) -> (Settings, RunArgs) {
         max_new_tokens: job.max_new_tokens,
         judge: None,
         progress_bar: false,
+        endpoint: job.endpoint.clone(),
+        models: job.models.clone(),
+        api_key_env: job.api_key_env.clone(),
     };
     (settings, args)
 }

@@ -535,6 +535,7 @@ fn run_in(settings: &Settings, dir: &ExperimentDir, out: &mut dyn Write) -> Resu
             max_new_tokens: config.eval.max_new_tokens,
             judge: None,
             progress_bar: false,
+            ..Default::default()
         };
         let mut eval_settings = settings.clone();
         eval_settings.config.model.base = train.model.base.clone();

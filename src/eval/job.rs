@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// What an evaluation job runs: `eval run`'s arguments and the model settings it was given.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     /// Task names, in order.
     pub tasks: Vec<String>,
@@ -36,6 +36,16 @@ pub struct Job {
     pub model: String,
     /// Read caches only.
     pub offline: bool,
+    /// The server whose models are evaluated (`--endpoint`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// With `endpoint`: the served models' ids (`--model`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// With `endpoint`: the environment variable holding its API key (the worker inherits
+    /// the environment; the key itself is never written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
 }
 
 /// `status.json` of an evaluation job.
@@ -219,6 +229,9 @@ mod tests {
             max_new_tokens: None,
             model: "m.gguf".into(),
             offline: true,
+            endpoint: Some("http://gpu:8000".into()),
+            models: vec!["run-a/final".into()],
+            api_key_env: Some("BIOINSTRUCT_KEY".into()),
         };
         job.write_job(&spec).expect("job");
         let mut status = EvalStatus::queued(std::process::id());

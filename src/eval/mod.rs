@@ -14,6 +14,7 @@
 //! - [`instructions`] turns a benchmark's training split into instruction records.
 //! - [`job`] is an evaluation in the background: its folder, job and status.
 //! - [`fetch`] downloads the benchmark files, pinned by commit and SHA-256.
+//! - [`remote`] evaluates a model another machine serves (`eval run --endpoint`).
 
 pub mod cache;
 pub mod extract;
@@ -21,6 +22,7 @@ pub mod fetch;
 pub mod instructions;
 pub mod job;
 pub mod metrics;
+pub mod remote;
 pub mod report;
 pub mod score;
 pub mod tasks;

@@ -116,6 +116,103 @@ pub struct Outcome {
     pub truncated_tokens: usize,
 }
 
+/// What [`prepare`] needs of a model under evaluation, and how a request is run on it: a
+/// model in this process ([`LocalModel`]) or one a server serves
+/// ([`super::remote::RemoteModel`], `eval run --endpoint`).
+pub trait EvalModel {
+    /// A name for errors (the model's file, or its label at the endpoint).
+    fn name(&self) -> String;
+    /// The token ids of `text`: special tokens written in it become their ids, none are added.
+    ///
+    /// # Errors
+    /// Tokenizer (or, remote, request) errors.
+    fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError>;
+    /// The text of token ids.
+    ///
+    /// # Errors
+    /// [`ModelError::Decode`] (or, remote, request errors).
+    fn decode(&self, ids: &[u32]) -> Result<String, ModelError>;
+    /// The token ids of a `generate` prompt: the instruction and input written in the model's
+    /// prompt style, tokenized.
+    ///
+    /// # Errors
+    /// Template or tokenizer errors.
+    fn prompt(&self, instruction: &str, input: &str) -> Result<Vec<u32>, ModelError>;
+    /// How `generate` prompts are written (`chat:<template>`, `alpaca`): for labels and
+    /// cache keys.
+    fn style_name(&self) -> String;
+    /// The model's context, in tokens.
+    fn max_context(&self) -> usize;
+    /// The most tokens a `loglikelihood` request's context and longest continuation may hold
+    /// together.
+    fn scoring_window(&self) -> usize;
+    /// The token an empty context is replaced by (the end-of-text token, else the
+    /// beginning-of-text one), as the harness does.
+    fn empty_context_token(&self) -> Option<u32>;
+    /// Runs `request`; `cancel` stops a generation between tokens, where the model can.
+    ///
+    /// # Errors
+    /// Tensor, tokenizer, context or request errors ([`ModelError`]).
+    fn run(&self, request: &Request, cancel: &AtomicBool) -> Result<Outcome, ModelError>;
+}
+
+/// A model in this process with the style its `generate` prompts are written in.
+#[derive(Debug, Clone)]
+pub struct LocalModel {
+    /// The weights, tokenizer and template (with an adapter in its slots, for a tuned model).
+    pub loaded: LoadedModel,
+    /// How `generate` prompts are written.
+    pub style: PromptStyle,
+}
+
+impl EvalModel for LocalModel {
+    fn name(&self) -> String {
+        self.loaded.name.clone()
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        self.loaded.encode(text)
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
+        self.loaded
+            .tokenizer
+            .decode(ids, false)
+            .map_err(|e| ModelError::Decode(e.to_string()))
+    }
+
+    fn prompt(&self, instruction: &str, input: &str) -> Result<Vec<u32>, ModelError> {
+        self.loaded.encode(&self.style.render(instruction, input)?)
+    }
+
+    fn style_name(&self) -> String {
+        self.style.name()
+    }
+
+    fn max_context(&self) -> usize {
+        self.loaded.model.config.max_context
+    }
+
+    /// The context and every continuation token but the last are fed: one more than the
+    /// context.
+    fn scoring_window(&self) -> usize {
+        self.max_context() + 1
+    }
+
+    fn empty_context_token(&self) -> Option<u32> {
+        let config = &self.loaded.model.config;
+        config
+            .eos_token_ids
+            .first()
+            .copied()
+            .or(config.bos_token_id)
+    }
+
+    fn run(&self, request: &Request, cancel: &AtomicBool) -> Result<Outcome, ModelError> {
+        run(&self.loaded, request, cancel)
+    }
+}
+
 /// lm-evaluation-harness's `_encode_pair` for every continuation of one context: trailing
 /// spaces of the context move to the continuations; a continuation's tokens are those of
 /// `context + continuation` after as many tokens as the context alone has. The context is
@@ -124,7 +221,7 @@ pub struct Outcome {
 /// # Errors
 /// Tokenizer errors.
 pub fn encode_pairs(
-    model: &LoadedModel,
+    model: &dyn EvalModel,
     context: &str,
     continuations: &[String],
 ) -> Result<(Vec<u32>, Vec<Vec<u32>>), ModelError> {
@@ -147,33 +244,25 @@ pub fn encode_pairs(
 /// [`ModelError`] from the tokenizer or the template; [`ModelError::PromptTooLong`] when even
 /// the instruction alone does not fit the context.
 pub fn prepare(
-    model: &LoadedModel,
-    style: &PromptStyle,
+    model: &dyn EvalModel,
     task: &Task,
     item: &Item,
     mode: Mode,
     max_new_tokens: usize,
 ) -> Result<Request, ModelError> {
-    let context_len = model.model.config.max_context;
+    let context_len = model.max_context();
     match mode {
         Mode::Loglikelihood => {
             let context = item.context.as_deref().unwrap_or_default();
             let spaced: Vec<String> = item.choices.iter().map(|c| format!(" {c}")).collect();
             let (mut ctx, continuations) = encode_pairs(model, context, &spaced)?;
             let longest = continuations.iter().map(Vec::len).max().unwrap_or(0);
-            // Fed: context then each continuation but its last token.
-            let room = (context_len + 1).saturating_sub(longest).max(1);
+            let room = model.scoring_window().saturating_sub(longest).max(1);
             let truncated_tokens = ctx.len().saturating_sub(room);
             ctx.drain(..truncated_tokens);
             if ctx.is_empty() {
                 // The harness starts an empty context with the end-of-text token.
-                ctx.extend(
-                    model.model.config.eos_token_ids.first().or(model
-                        .model
-                        .config
-                        .bos_token_id
-                        .as_ref()),
-                );
+                ctx.extend(model.empty_context_token());
             }
             Ok(Request::Loglikelihood {
                 context: ctx,
@@ -187,7 +276,7 @@ pub fn prepare(
             let mut input = item.input.clone();
             let mut truncated_tokens = 0;
             loop {
-                let prompt = model.encode(&style.render(&item.instruction, &input)?)?;
+                let prompt = model.prompt(&item.instruction, &input)?;
                 if prompt.len() <= room {
                     return Ok(Request::Generate {
                         prompt,
@@ -201,16 +290,13 @@ pub fn prepare(
                     return Err(ModelError::PromptTooLong {
                         prompt_tokens: prompt.len(),
                         context: context_len,
-                        model: format!("{} (task {}, item {})", model.name, task.name, item.id),
+                        model: format!("{} (task {}, item {})", model.name(), task.name, item.id),
                     });
                 }
                 // Cut a little more than the excess: tokens may merge differently at the cut.
                 let keep = input_ids.len() - excess - excess.min(8);
                 truncated_tokens += input_ids.len() - keep;
-                input = model
-                    .tokenizer
-                    .decode(&input_ids[..keep], false)
-                    .map_err(|e| ModelError::Decode(e.to_string()))?;
+                input = model.decode(&input_ids[..keep])?;
             }
         }
     }
@@ -233,7 +319,7 @@ fn argmax(row: &[f32]) -> usize {
         .0
 }
 
-/// Runs `request` on `model`. `cancel` stops a generation between tokens.
+/// Runs `request` on `model` in this process. `cancel` stops a generation between tokens.
 ///
 /// # Errors
 /// Tensor, tokenizer or context errors ([`ModelError`]).

@@ -94,6 +94,15 @@ pub enum ModelError {
     /// Token ids could not be decoded.
     #[error("cannot decode tokens: {0}")]
     Decode(String),
+    /// A served model's endpoint failed or refused a request: the URL, the HTTP status (if
+    /// any) and the server's whole message.
+    #[error("{url}: {problem}")]
+    Remote {
+        /// The request's URL.
+        url: String,
+        /// What went wrong.
+        problem: String,
+    },
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

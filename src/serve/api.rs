@@ -214,6 +214,32 @@ pub struct CompletionRequest {
     pub echo: bool,
 }
 
+/// The body of `POST /tokenize` (vLLM's): a text, or a conversation rendered through the
+/// model's chat template. Fields not listed are ignored.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenizeRequest {
+    /// A model id from `/v1/models` (its tokenizer and template).
+    pub model: String,
+    /// The text to tokenize.
+    pub prompt: Option<String>,
+    /// Or a conversation, rendered first.
+    pub messages: Option<Vec<Message>>,
+    /// With `messages`: end with the assistant turn's opening (default true).
+    pub add_generation_prompt: Option<bool>,
+    /// Let the tokenizer add its special tokens (vLLM's defaults: true for `prompt`, false
+    /// for `messages`, whose template writes them).
+    pub add_special_tokens: Option<bool>,
+}
+
+/// The body of `POST /detokenize` (vLLM's).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DetokenizeRequest {
+    /// A model id from `/v1/models`.
+    pub model: String,
+    /// Token ids.
+    pub tokens: Vec<u32>,
+}
+
 /// Parses a JSON body, naming the line and column of a syntax error and the field of a
 /// type error.
 ///

@@ -8,7 +8,8 @@
 //! modules), `POST /v1/chat/completions`, `POST /v1/completions` (prompt text or token ids;
 //! `echo` with `logprobs` gives the prompt tokens' log-probabilities, which is how
 //! lm-evaluation-harness's `local-completions` scores loglikelihood), `GET /health`,
-//! `GET /metrics` (Prometheus text). Errors are OpenAI's error JSON.
+//! `GET /metrics` (Prometheus text), and vLLM's `POST /tokenize` and `POST /detokenize`
+//! (behind the API key like `/v1`). Errors are OpenAI's error JSON.
 //!
 //! Security: binds 127.0.0.1 unless told otherwise; any other address needs an API key
 //! (`Authorization: Bearer`, compared in constant time with `subtle`), which is never
@@ -19,7 +20,9 @@ pub mod engine;
 pub mod metrics;
 
 use crate::model::{ChatMessage, Sampling, StopReason};
-use api::{ApiError, ChatRequest, CompletionRequest, Content, Prompt};
+use api::{
+    ApiError, ChatRequest, CompletionRequest, Content, DetokenizeRequest, Prompt, TokenizeRequest,
+};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -123,6 +126,8 @@ pub fn router(state: Arc<ServerState>, options: &ServeOptions) -> Router {
         .route("/v1/models", get(list_models))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let mut app = Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -259,10 +264,85 @@ async fn list_models(State(state): State<Arc<ServerState>>) -> Json<Value> {
                 ),
                 "parent": if m.adapter.is_some() { base.clone() } else { None },
                 "max_model_len": m.loaded.model.config.max_context,
+                "template": m.template.name,
+                "bos_token_id": m.loaded.model.config.bos_token_id,
+                "eos_token_id": m.loaded.model.config.eos_token_ids.first(),
             })
         })
         .collect();
     Json(json!({"object": "list", "data": data}))
+}
+
+/// `POST /tokenize` (vLLM's): the token ids of a text, or of a conversation rendered through
+/// the model's chat template, with `count` and `max_model_len`. Clients that score prompts
+/// themselves (`eval run --endpoint`) use it to tokenize exactly as the server does.
+async fn tokenize(
+    State(state): State<Arc<ServerState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let req: TokenizeRequest = api::parse(&body_bytes(body)?)?;
+    let model = state.model(&req.model)?;
+    let (text, special, param) = match (&req.prompt, &req.messages) {
+        (Some(text), None) => (
+            text.clone(),
+            req.add_special_tokens.unwrap_or(true),
+            "prompt",
+        ),
+        (None, Some(messages)) => {
+            let rendered = model
+                .template
+                .render(
+                    &conversation(messages)?,
+                    req.add_generation_prompt.unwrap_or(true),
+                )
+                .map_err(|e| ApiError::invalid(Some("messages"), e.to_string()))?;
+            (
+                rendered,
+                req.add_special_tokens.unwrap_or(false),
+                "messages",
+            )
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                None,
+                "give exactly one of prompt and messages",
+            ))
+        }
+    };
+    let tokens: Vec<u32> = model
+        .loaded
+        .tokenizer
+        .encode(text.as_str(), special)
+        .map_err(|e| ApiError::invalid(Some(param), e.to_string()))?
+        .get_ids()
+        .to_vec();
+    Ok(Json(json!({
+        "count": tokens.len(),
+        "max_model_len": model.loaded.model.config.max_context,
+        "tokens": tokens,
+    })))
+}
+
+/// `POST /detokenize` (vLLM's): the text of token ids, special tokens written out.
+async fn detokenize(
+    State(state): State<Arc<ServerState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let req: DetokenizeRequest = api::parse(&body_bytes(body)?)?;
+    let model = state.model(&req.model)?;
+    let vocab = model.loaded.tokenizer.get_vocab_size(true) as u32;
+    if let Some(bad) = req.tokens.iter().find(|&&t| t >= vocab) {
+        return Err(ApiError::invalid(
+            Some("tokens"),
+            format!("token id {bad} is outside the vocabulary of {vocab}"),
+        ));
+    }
+    let text = model
+        .loaded
+        .tokenizer
+        .decode(&req.tokens, false)
+        .map_err(|e| ApiError::invalid(Some("tokens"), e.to_string()))?;
+    Ok(Json(json!({ "prompt": text })))
 }
 
 fn now_secs() -> u64 {
