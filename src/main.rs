@@ -816,9 +816,11 @@ fn run(cli: Cli) -> Result<()> {
                     (Some(_), _) => models = model,
                     (None, [one]) => m.base = one.clone(),
                     (None, []) => {}
-                    (None, _) => return Err(anyhow::anyhow!(
+                    (None, _) => {
+                        return Err(anyhow::anyhow!(
                         "--model names one base model here (several --model need --endpoint URL)"
-                    )),
+                    ))
+                    }
                 }
                 if let Some(v) = gguf_compute {
                     m.gguf_compute = v;

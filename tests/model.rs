@@ -754,3 +754,97 @@ fn batched_decode_of_sequences_at_different_positions_equals_decoding_each_alone
         common::batched_decode_difference(&m, &["Aspirin.", "Metformin lowers glucose.", "BP"], 6);
     assert!(d < 1e-5, "{d}");
 }
+
+/// A clone of `m` with a LoRA adapter on `targets`, its `lora_B` seeded random so that it
+/// changes the output.
+fn with_adapter(m: &LoadedModel, targets: &[&str], seed: u64) -> LoadedModel {
+    use bioinstruct::model::lora::{Lora, LoraConfig};
+    let mut tuned = m.clone();
+    let config = LoraConfig {
+        target_modules: targets.iter().map(|t| t.to_string()).collect(),
+        ..LoraConfig::default()
+    };
+    let lora = Lora::init(&mut tuned.model, &config, seed).expect("lora");
+    lora.set_training(false); // no dropout
+    for (i, module) in lora.modules.iter().enumerate() {
+        let b = module.lora_b.as_tensor();
+        let t = candle_core::Tensor::from_vec(
+            tiny::values(b.elem_count(), seed * 100 + i as u64, 0.5),
+            b.dims(),
+            &candle_core::Device::Cpu,
+        )
+        .expect("values");
+        module.lora_b.set(&t).expect("set");
+    }
+    tuned
+}
+
+#[test]
+fn one_batched_decode_step_mixes_the_base_and_two_adapters_each_row_as_alone() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let base = load(dir.path());
+    let a = with_adapter(&base, &["all-linear"], 1);
+    let b = with_adapter(&base, &["q_proj", "v_proj"], 2);
+    let rows = [
+        (&a, "Aspirin."),
+        (&base, "Metformin lowers glucose."),
+        (&b, "BP"),
+        (&a, "Sepsis is"),
+    ];
+    let d = common::mixed_decode_difference(&rows, 6);
+    assert!(d < 1e-5, "{d}");
+    // The adapters change the rows: the same prompt through the base and through each
+    // adapter decodes differently (so the rows' adapters are not mixed up).
+    let same = common::mixed_decode_difference(&[(&base, "Aspirin."), (&a, "Aspirin.")], 1);
+    assert!(same < 1e-5, "{same}");
+    let ids = base.encode("Aspirin.").expect("ids");
+    let logits = |m: &LoadedModel| {
+        let mut cache = m.model.new_cache(ids.len() + 1);
+        let x = candle_core::Tensor::new(ids.as_slice(), &candle_core::Device::Cpu)
+            .and_then(|t| t.unsqueeze(0))
+            .expect("ids");
+        m.model
+            .forward_step(&x, &mut cache)
+            .and_then(|l| l.flatten_all())
+            .and_then(|l| l.to_vec1::<f32>())
+            .expect("logits")
+    };
+    let (lb, la, lbb) = (logits(&base), logits(&a), logits(&b));
+    let apart = |x: &[f32], y: &[f32]| {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max)
+    };
+    assert!(apart(&lb, &la) > 1e-3 && apart(&lb, &lbb) > 1e-3 && apart(&la, &lbb) > 1e-3);
+}
+
+#[test]
+fn a_batch_refuses_a_model_with_other_base_weights() {
+    let dir = tempfile::tempdir().expect("dir");
+    tiny::write(dir.path());
+    let one = load(dir.path());
+    let other = load(dir.path()); // the same files, loaded again: other tensors
+    let ids = one.encode("BP").expect("ids");
+    let mut caches: Vec<_> = [&one, &other]
+        .iter()
+        .map(|m| {
+            let mut c = m.model.new_cache(ids.len() + 2);
+            let x = candle_core::Tensor::new(ids.as_slice(), &candle_core::Device::Cpu)
+                .and_then(|t| t.unsqueeze(0))
+                .expect("ids");
+            m.model.forward_step(&x, &mut c).expect("prompt");
+            c
+        })
+        .collect();
+    let mut refs: Vec<&mut bioinstruct::model::Cache> = caches.iter_mut().collect();
+    let e = one
+        .model
+        .forward_decode_rows(&[5, 5], &mut refs, &[&one.model, &other.model])
+        .expect_err("refused");
+    assert!(
+        e.to_string().contains("row 1's model does not share"),
+        "{e}"
+    );
+}

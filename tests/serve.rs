@@ -688,22 +688,26 @@ fn cors_answers_only_the_origin_it_was_given() {
 }
 
 #[test]
-fn concurrent_requests_for_one_model_decode_together_and_answer_as_they_do_alone() {
+fn concurrent_requests_for_the_base_and_adapters_decode_together_and_answer_as_alone() {
     let ws = Workspace::new();
-    let server = Server::start(&ws, &[], &[]);
-    let prompts = [
-        "What does insulin do?",
-        "List two side effects of ibuprofen.",
-        "Define tachycardia in one sentence.",
+    let (server, _, _) = with_two_adapters(&ws);
+    // Two requests for the base and one for each adapter: one batched step a round mixes
+    // the base and both adapters.
+    let asks = [
+        ("base", "What does insulin do?"),
+        ("one", "List two side effects of ibuprofen."),
+        ("base", "Define tachycardia in one sentence."),
+        ("two", "What does insulin do?"),
     ];
-    let ask = |p: &str| {
-        let (status, v) = server.post("/v1/chat/completions", &chat_body("base", p, 40));
+    let ask = |(model, p): &(&str, &str)| {
+        let (status, v) = server.post("/v1/chat/completions", &chat_body(model, p, 40));
         assert_eq!(status, 200, "{v}");
         content(&v)
     };
-    let alone: Vec<String> = prompts.iter().map(|p| ask(p)).collect();
+    let alone: Vec<String> = asks.iter().map(ask).collect();
+    assert_ne!(alone[0], alone[3], "the adapter changes the answer");
     let together: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = prompts.iter().map(|p| scope.spawn(|| ask(p))).collect();
+        let handles: Vec<_> = asks.iter().map(|a| scope.spawn(move || ask(a))).collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("thread"))

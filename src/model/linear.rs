@@ -222,6 +222,18 @@ impl Linear {
     /// # Errors
     /// Shape or dtype mismatch.
     pub fn forward_shared(linears: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
+        Self::shared(linears, x, true)
+    }
+
+    /// As [`Linear::forward_shared`], the base weights only: every adapter left out.
+    ///
+    /// # Errors
+    /// Shape or dtype mismatch.
+    pub fn forward_shared_base(linears: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
+        Self::shared(linears, x, false)
+    }
+
+    fn shared(linears: &[&Linear], x: &Tensor, adapters: bool) -> Result<Vec<Tensor>> {
         let k = x.dims().last().copied().unwrap_or(1);
         let rows = x.elem_count() / k.max(1);
         let weights: Option<Vec<&Tensor>> = linears
@@ -244,7 +256,16 @@ impl Linear {
             && rows >= AVX512_MIN_ROWS
             && super::gemm512::available();
         let (Some(weights), true) = (weights, shared) else {
-            return linears.iter().map(|l| l.forward(x)).collect();
+            return linears
+                .iter()
+                .map(|l| {
+                    if adapters {
+                        l.forward(x)
+                    } else {
+                        l.forward_base(x)
+                    }
+                })
+                .collect();
         };
         let x = x.contiguous()?;
         let ys = {
@@ -275,8 +296,8 @@ impl Linear {
             }
             let y = Tensor::from_vec(y, shape, x.device())?;
             out.push(match &l.adapter {
-                Some(a) => (y + a.forward(&x)?)?,
-                None => y,
+                Some(a) if adapters => (y + a.forward(&x)?)?,
+                _ => y,
             });
         }
         Ok(out)
@@ -287,7 +308,19 @@ impl Linear {
     /// # Errors
     /// Shape or dtype mismatch.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match &self.base {
+        let y = self.forward_base(x)?;
+        match &self.adapter {
+            Some(a) => y + a.forward(x)?,
+            None => Ok(y),
+        }
+    }
+
+    /// The base weight's output alone, `x` `[.., in_features]` → `[.., out_features]`.
+    ///
+    /// # Errors
+    /// Shape or dtype mismatch.
+    pub fn forward_base(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match &self.base {
             // Training: the input carries gradients, the weight never does.
             BaseWeight::Float(l) if x.track_op() => x.contiguous()?.apply_op1(FrozenMatmul {
                 weight: l.weight().clone(),
@@ -306,11 +339,57 @@ impl Linear {
             BaseWeight::Float(l) => l.forward(x)?,
             BaseWeight::Quantized(q) => q.forward(x)?,
             BaseWeight::Q4_1(m) => x.contiguous()?.apply_op1_no_bwd(m.as_ref())?,
-        };
-        match &self.adapter {
-            Some(a) => y + a.forward(x)?,
-            None => Ok(y),
+        })
+    }
+
+    /// Whether `other` multiplies by the very same base weight (one tensor or quantized
+    /// matrix in memory, as a model and its adapters' clones share), whatever their adapters.
+    pub fn shares_base(&self, other: &Linear) -> bool {
+        match (&self.base, &other.base) {
+            (BaseWeight::Float(a), BaseWeight::Float(b)) => a.weight().id() == b.weight().id(),
+            (BaseWeight::Quantized(a), BaseWeight::Quantized(b)) => Arc::ptr_eq(a, b),
+            (BaseWeight::Q4_1(a), BaseWeight::Q4_1(b)) => Arc::ptr_eq(a, b),
+            _ => false,
         }
+    }
+
+    /// `y` (the base outputs of this projection for `x`'s rows, `[n, .., out_features]`)
+    /// plus, for each row `j`, the adapter of `rows[j]` (the same projection of another
+    /// model sharing this base weight; `None` for none) on that row. Rows that share an
+    /// adapter run through it together; when every row has the same one, this is
+    /// [`Linear::forward`]'s sum exactly.
+    ///
+    /// # Errors
+    /// Shape mismatch; `rows` not one per row of `x`.
+    pub fn add_row_adapters(y: Tensor, x: &Tensor, rows: &[&Linear]) -> Result<Tensor> {
+        if rows.len() != x.dim(0)? {
+            candle_core::bail!("{} row adapters for {} rows", rows.len(), x.dim(0)?);
+        }
+        let same = |a: Option<&Arc<dyn Adapter>>, b: Option<&Arc<dyn Adapter>>| match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        let mut groups: Vec<(&Arc<dyn Adapter>, Vec<u32>)> = Vec::new();
+        for (j, l) in rows.iter().enumerate() {
+            let Some(a) = l.adapter() else { continue };
+            match groups.iter_mut().find(|(g, _)| same(Some(g), Some(a))) {
+                Some((_, members)) => members.push(j as u32),
+                None => groups.push((a, vec![j as u32])),
+            }
+        }
+        if let [(a, members)] = groups.as_slice() {
+            if members.len() == rows.len() {
+                return y + a.forward(x)?;
+            }
+        }
+        let mut y = y;
+        for (a, members) in groups {
+            let index = Tensor::new(members.as_slice(), x.device())?;
+            let delta = a.forward(&x.index_select(&index, 0)?)?;
+            y = y.index_add(&index, &delta, 0)?;
+        }
+        Ok(y)
     }
 }
 

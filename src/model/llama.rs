@@ -422,9 +422,44 @@ impl Llama {
     /// [`candle_core::Error`] when `ids` and `caches` differ in length, either is empty, or a
     /// cache is full.
     pub fn forward_decode(&self, ids: &[u32], caches: &mut [&mut Cache]) -> Result<Tensor> {
+        let models = vec![self; ids.len()];
+        self.forward_decode_rows(ids, caches, &models)
+    }
+
+    /// As [`Llama::forward_decode`], row `j` through `models[j]`: models that share this
+    /// one's weights (clones of one base, as `bioinstruct serve`'s base and adapters are),
+    /// each with its own adapters in its projections' slots. Every base projection runs
+    /// once on all the rows; each adapter runs on its own rows only (S-LoRA's and Punica's
+    /// batching of several LoRA adapters over one base, Sheng et al. 2023, Chen et al. 2023),
+    /// so a batch may mix the base and any adapters. Each row equals what `models[j]`'s
+    /// [`Llama::forward_step`] gives that sequence alone, as for [`Llama::forward_decode`].
+    ///
+    /// # Errors
+    /// As [`Llama::forward_decode`]; also `models` not one per token, or a model whose
+    /// base weights are not this one's.
+    pub fn forward_decode_rows(
+        &self,
+        ids: &[u32],
+        caches: &mut [&mut Cache],
+        models: &[&Llama],
+    ) -> Result<Tensor> {
         let n = ids.len();
-        if n == 0 || n != caches.len() {
-            candle_core::bail!("batched decode: {n} tokens for {} caches", caches.len());
+        if n == 0 || n != caches.len() || n != models.len() {
+            candle_core::bail!(
+                "batched decode: {n} tokens for {} caches and {} models",
+                caches.len(),
+                models.len()
+            );
+        }
+        for (j, m) in models.iter().enumerate() {
+            if !std::ptr::eq(*m, self)
+                && models[..j].iter().all(|o| !std::ptr::eq(*o, *m))
+                && !self.shares_weights(m)
+            {
+                candle_core::bail!(
+                    "batched decode: row {j}'s model does not share the base weights of the batch"
+                );
+            }
         }
         let k = Kernels::Fused;
         let eps = self.config.rms_norm_eps;
@@ -434,16 +469,57 @@ impl Llama {
                 .index_select(&ids_t, 0)?
                 .reshape((n, 1, self.config.hidden_size))?;
         for (i, block) in self.layers.iter().enumerate() {
+            let rows: Vec<&Block> = models.iter().map(|m| &m.layers[i]).collect();
             let h = rms_norm(&x, &block.input_layernorm, eps, k)?;
-            x = (x + self.attention_decode(block, &h, i, caches)?)?;
+            x = (x + self.attention_decode(block, &rows, &h, i, caches)?)?;
             let h = rms_norm(&x, &block.post_attention_layernorm, eps, k)?;
-            x = (x + Self::mlp(block, &h)?)?;
+            x = (x + Self::mlp_decode(block, &rows, &h)?)?;
         }
         for cache in caches.iter_mut() {
             cache.position += 1;
         }
         let h = rms_norm(&x, &self.norm, eps, k)?.squeeze(1)?;
-        self.lm_head.forward(&h)?.to_dtype(self.logits_dtype())
+        let heads: Vec<&Linear> = models.iter().map(|m| &m.lm_head).collect();
+        Linear::add_row_adapters(self.lm_head.forward_base(&h)?, &h, &heads)?
+            .to_dtype(self.logits_dtype())
+    }
+
+    /// Whether `other` multiplies by this model's very weights, projection by projection
+    /// (the same tensors in memory, whatever the adapters).
+    fn shares_weights(&self, other: &Llama) -> bool {
+        self.layers.len() == other.layers.len()
+            && self.lm_head.shares_base(&other.lm_head)
+            && self.layers.iter().zip(&other.layers).all(|(a, b)| {
+                a.projections()
+                    .iter()
+                    .zip(b.projections())
+                    .all(|((_, p), (_, q))| p.shares_base(q))
+            })
+    }
+
+    /// [`Llama::mlp`] for decode rows `x` `[n, 1, hidden]`, row `j` with the adapters of
+    /// `rows[j]` (the same layer of a model sharing `block`'s weights).
+    fn mlp_decode(block: &Block, rows: &[&Block], x: &Tensor) -> Result<Tensor> {
+        let pick = |f: fn(&Block) -> &Linear| rows.iter().map(|b| f(b)).collect::<Vec<_>>();
+        let [gate, up]: [Tensor; 2] =
+            Linear::forward_shared_base(&[&block.gate_proj, &block.up_proj], x)?
+                .try_into()
+                .map_err(|_| candle_core::Error::Msg("gate and up projections".into()))?;
+        let gate = Linear::add_row_adapters(gate, x, &pick(|b| &b.gate_proj))?;
+        let up = Linear::add_row_adapters(up, x, &pick(|b| &b.up_proj))?;
+        let fused =
+            gate.device().is_cpu() && gate.dtype() == DType::F32 && super::gemm512::available();
+        let hidden = if fused {
+            gate.contiguous()?
+                .apply_op2(&up.contiguous()?, super::silu512::SiluMul)?
+        } else {
+            (candle_nn::ops::silu(&gate)? * up)?
+        };
+        Linear::add_row_adapters(
+            block.down_proj.forward_base(&hidden)?,
+            &hidden,
+            &pick(|b| &b.down_proj),
+        )
     }
 
     /// [`Llama::attention`] for one new token of each of `caches`' sequences: `x` `[n, 1,
@@ -452,6 +528,7 @@ impl Llama {
     fn attention_decode(
         &self,
         block: &Block,
+        rows: &[&Block],
         x: &Tensor,
         layer: usize,
         caches: &mut [&mut Cache],
@@ -459,10 +536,14 @@ impl Llama {
         let c = &self.config;
         let n = x.dim(0)?;
         let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let pick = |f: fn(&Block) -> &Linear| rows.iter().map(|b| f(b)).collect::<Vec<_>>();
         let [q, key, value]: [Tensor; 3] =
-            Linear::forward_shared(&[&block.q_proj, &block.k_proj, &block.v_proj], x)?
+            Linear::forward_shared_base(&[&block.q_proj, &block.k_proj, &block.v_proj], x)?
                 .try_into()
                 .map_err(|_| candle_core::Error::Msg("q, k, v projections".into()))?;
+        let q = Linear::add_row_adapters(q, x, &pick(|b| &b.q_proj))?;
+        let key = Linear::add_row_adapters(key, x, &pick(|b| &b.k_proj))?;
+        let value = Linear::add_row_adapters(value, x, &pick(|b| &b.v_proj))?;
         let q = q.reshape((n, 1, nh, hd))?.transpose(1, 2)?;
         let key = key.reshape((n, 1, nkv, hd))?.transpose(1, 2)?;
         let value = value.reshape((n, 1, nkv, hd))?.transpose(1, 2)?;
@@ -493,7 +574,7 @@ impl Llama {
         let y = Tensor::cat(&ys, 0)?
             .transpose(1, 2)?
             .reshape((n, 1, nh * hd))?;
-        block.o_proj.forward(&y)
+        Linear::add_row_adapters(block.o_proj.forward_base(&y)?, &y, &pick(|b| &b.o_proj))
     }
 
     /// Generation step: feeds `ids` `[b, t]` (the prompt, then one token at a time) at the

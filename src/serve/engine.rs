@@ -3,10 +3,10 @@
 //! cache and sampler, taking one decode step per sequence per round, so requests for any mix
 //! of models advance together and a new request starts after at most one round.
 //!
-//! Each round, every sequence chooses its next token from its logits, then the sequences of
-//! each model (the base, or one adapter) run one batched decode step together
-//! ([`crate::model::Llama::forward_decode`]: the projections on all their rows at once,
-//! attention per sequence against its own cache). A new request's prompt runs when it is
+//! Each round, every sequence chooses its next token from its logits, then all the sequences
+//! run one batched decode step together, whatever their models
+//! ([`crate::model::Llama::forward_decode_rows`]: the base projections on all the rows at
+//! once, each adapter on its own rows, attention per sequence against its own cache). A new request's prompt runs when it is
 //! admitted, between rounds. A sequence whose client has gone (its event channel closed) is
 //! dropped at its next round.
 
@@ -205,44 +205,37 @@ fn decode_loop(mut rx: mpsc::Receiver<Job>, max_running: usize, metrics: &Metric
     }
 }
 
-/// One batched decode step per model for the sequences in `active`, fed `next` (one token
-/// each, in order); a group whose step fails reports it and its sequences end.
+/// One batched decode step for every sequence in `active`, fed `next` (one token each, in
+/// order), whatever their models: the base weights run once on all the rows and each
+/// adapter on its own rows ([`crate::model::Llama::forward_decode_rows`]). A step that fails
+/// is reported to every sequence in it, and they end.
 fn decode_round(active: &mut Vec<Sequence>, next: &[u32]) {
+    let Some(first) = active.first() else { return };
+    let batch = first.model.clone();
+    let models: Vec<Arc<ServedModel>> = active.iter().map(|s| s.model.clone()).collect();
+    let rows: Vec<&crate::model::Llama> = models.iter().map(|m| &m.loaded.model).collect();
+    let result = {
+        let mut caches: Vec<&mut crate::model::Cache> =
+            active.iter_mut().map(|s| &mut s.cache).collect();
+        batch
+            .loaded
+            .model
+            .forward_decode_rows(next, &mut caches, &rows)
+    };
     let mut failed = vec![false; active.len()];
-    let mut done = vec![false; active.len()];
-    for first in 0..active.len() {
-        if done[first] {
-            continue;
-        }
-        let model = active[first].model.clone();
-        let members: Vec<usize> = (first..active.len())
-            .filter(|&j| !done[j] && Arc::ptr_eq(&active[j].model, &model))
-            .collect();
-        let tokens: Vec<u32> = members.iter().map(|&j| next[j]).collect();
-        let result = {
-            let mut caches: Vec<&mut crate::model::Cache> = active
-                .iter_mut()
-                .enumerate()
-                .filter(|(j, _)| members.contains(j))
-                .map(|(_, s)| &mut s.cache)
-                .collect();
-            model.loaded.model.forward_decode(&tokens, &mut caches)
-        };
-        for (row, &j) in members.iter().enumerate() {
-            done[j] = true;
-            match result
-                .as_ref()
-                .map_err(|e| e.to_string())
-                .and_then(|logits| logits.get(row).map_err(|e| e.to_string()))
-            {
-                Ok(logits) => active[j].logits = logits,
-                Err(message) => {
-                    let _ = active[j].events.send(Event::Failed {
-                        index: active[j].index,
-                        message,
-                    });
-                    failed[j] = true;
-                }
+    for (row, seq) in active.iter_mut().enumerate() {
+        match result
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|logits| logits.get(row).map_err(|e| e.to_string()))
+        {
+            Ok(logits) => seq.logits = logits,
+            Err(message) => {
+                let _ = seq.events.send(Event::Failed {
+                    index: seq.index,
+                    message,
+                });
+                failed[row] = true;
             }
         }
     }

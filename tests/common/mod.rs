@@ -219,12 +219,27 @@ pub fn batched_decode_difference(
     prompts: &[&str],
     steps: usize,
 ) -> f32 {
+    let rows: Vec<(&bioinstruct::model::LoadedModel, &str)> =
+        prompts.iter().map(|p| (m, *p)).collect();
+    mixed_decode_difference(&rows, steps)
+}
+
+/// As [`batched_decode_difference`], each prompt with its own model (clones of one base
+/// with different adapters): alone through its model's `forward_step`, together through the
+/// first model's `forward_decode_rows`.
+#[allow(dead_code)]
+pub fn mixed_decode_difference(
+    rows: &[(&bioinstruct::model::LoadedModel, &str)],
+    steps: usize,
+) -> f32 {
     use candle_core::{Device, Tensor, D};
-    let model = &m.model;
+    let models: Vec<&bioinstruct::model::Llama> = rows.iter().map(|(m, _)| &m.model).collect();
+    let batch = models[0];
     let mut alone = Vec::new();
     let mut together = Vec::new();
     let mut next = Vec::new();
-    for p in prompts {
+    for (m, p) in rows {
+        let model = &m.model;
         let ids = m.encode(p).expect("encodes");
         let mut cache = model.new_cache(ids.len() + steps + 1);
         let input = Tensor::new(ids.as_slice(), &Device::Cpu)
@@ -243,10 +258,11 @@ pub fn batched_decode_difference(
     let mut worst = 0f32;
     for _ in 0..steps {
         let mut refs: Vec<&mut bioinstruct::model::Cache> = together.iter_mut().collect();
-        let batched = model
-            .forward_decode(&next, &mut refs)
+        let batched = batch
+            .forward_decode_rows(&next, &mut refs, &models)
             .expect("batched decode");
         for (j, cache) in alone.iter_mut().enumerate() {
+            let model = models[j];
             let input = Tensor::new(&[next[j]], &Device::Cpu)
                 .and_then(|t| t.unsqueeze(0))
                 .expect("tensor");
