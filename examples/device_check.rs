@@ -56,7 +56,13 @@ fn speed(m: &LoadedModel) -> anyhow::Result<serde_json::Value> {
         true,
     )?;
     let ids = m.encode(&prompt)?;
-    let stats = generate(m, &ids, &Sampling::greedy(128), &AtomicBool::new(false), |_| {})?;
+    let stats = generate(
+        m,
+        &ids,
+        &Sampling::greedy(128),
+        &AtomicBool::new(false),
+        |_| {},
+    )?;
     Ok(json!({
         "prompt_tokens": stats.prompt_tokens,
         "prompt_tokens_per_s": stats.prompt_tokens_per_second(),
@@ -82,7 +88,8 @@ fn main() -> anyhow::Result<()> {
         a.argmax(1)?.to_vec1::<u32>()?,
         b.argmax(1)?.to_vec1::<u32>()?,
     );
-    let agree = top_a.iter().zip(&top_b).filter(|(x, y)| x == y).count() as f64 / top_a.len() as f64;
+    let agree =
+        top_a.iter().zip(&top_b).filter(|(x, y)| x == y).count() as f64 / top_a.len() as f64;
     let max_diff = (&a - &b)?.abs()?.max_all()?.to_scalar::<f32>()?;
     let ppl_rel = (ppl_dev - ppl_cpu).abs() / ppl_cpu;
     let ok = ppl_rel <= 0.03 && agree >= 0.95;

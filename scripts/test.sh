@@ -36,6 +36,9 @@ fi
 (source scripts/py-venv.sh && py_venv eval scripts/eval-requirements.txt)
 # The official OpenAI Python client that tests/serve.rs drives `bioinstruct serve` with.
 scripts/check-serve-openai.sh --install
+# PyTorch, transformers, PEFT and accelerate (the torch venv): tests/watch.rs follows a real
+# Hugging Face Trainer run with `runs watch`.
+scripts/hf-trainer-run.sh --install
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

@@ -349,12 +349,24 @@ enum EvalCommand {
 enum RunsCommand {
     /// Every run: state, step/total, latest loss and validation loss.
     List,
-    /// One run's state, losses, latest checkpoint and adapter.
+    /// One run's state, losses, latest checkpoint and adapter. Also reads folders other
+    /// trainers write: a Hugging Face Trainer (or axolotl) output_dir, a LLaMA-Factory one.
     Show {
         /// Run id (e.g. run-1764170000) or folder.
         run: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
     },
-    /// A run's metrics, one JSON object a line.
+    /// Follow a run live, a line per logged step and evaluation, until it ends: a run of
+    /// the workbench's, or a folder another trainer is writing (Hugging Face Trainer or
+    /// axolotl: trainer_state.json in its checkpoint-N/; LLaMA-Factory: trainer_log.jsonl).
+    /// Read-only.
+    Watch {
+        /// Run id or folder.
+        run: String,
+    },
+    /// A run's metrics, one JSON object a line (other trainers' folders too, as `show`).
     Tail {
         /// Run id or folder.
         run: String,
@@ -859,7 +871,8 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Runs(cmd) => match cmd {
             RunsCommand::List => train::list(&settings, stdout),
-            RunsCommand::Show { run } => train::show(&settings, &run, stdout),
+            RunsCommand::Show { run, json } => train::show(&settings, &run, json, stdout),
+            RunsCommand::Watch { run } => train::watch(&settings, &run, stdout),
             RunsCommand::Tail { run, follow } => train::tail(&settings, &run, follow, stdout),
             RunsCommand::Stop { run, wait } => train::stop(&settings, &run, wait, stdout),
             RunsCommand::Resume { run, detach } => train::resume(&settings, &run, detach, stdout),

@@ -5,6 +5,7 @@ use crate::data::{read_any, Instruction};
 use crate::model::{GgufCompute, LoadOptions, LoadedModel};
 use crate::train::config::TrainConfig;
 use crate::train::data::{build_examples, shuffle_split, BuildOptions};
+use crate::train::foreign::{self, Format};
 use crate::train::run::{Metric, RunDir, RunState, Status};
 use crate::train::trainer::{train as run_training, TrainSettings};
 use anyhow::{bail, Context, Result};
@@ -609,60 +610,296 @@ pub fn list(settings: &Settings, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// `runs show RUN`: the status, the latest losses, checkpoints and the final adapter.
+/// A run folder as `runs show|tail|watch` read it: the workbench's own, or one another
+/// trainer writes ([`foreign`]: Hugging Face Trainer, axolotl, LLaMA-Factory).
+#[derive(Debug, Clone)]
+struct Observed {
+    path: PathBuf,
+    status: Status,
+    metrics: Vec<Metric>,
+    /// The other trainer, for a folder the workbench did not start.
+    format: Option<Format>,
+}
+
+impl Observed {
+    /// The state to show; a foreign run records no process, so its state is taken as read.
+    fn label(&self) -> String {
+        match self.format {
+            Some(_) => self.status.state.label(true),
+            None => state_label(&self.status),
+        }
+    }
+
+    /// Whether more is to come: the run is active (and, for our own, its trainer lives).
+    fn active(&self) -> bool {
+        self.status.state.is_active() && (self.format.is_some() || process_alive(self.status.pid))
+    }
+
+    fn losses(&self) -> (Option<f64>, Option<f64>) {
+        let loss = self.metrics.iter().rev().find_map(|m| match m {
+            Metric::Step { loss, .. } => Some(*loss),
+            Metric::Eval { .. } => None,
+        });
+        let val = self.metrics.iter().rev().find_map(|m| match m {
+            Metric::Eval { val_loss, .. } => Some(*val_loss),
+            Metric::Step { .. } => None,
+        });
+        (loss, val)
+    }
+
+    /// The latest checkpoint folder: ours (`checkpoint-N/` with a state) or any
+    /// `checkpoint-N/`.
+    fn checkpoint(&self) -> Option<(usize, PathBuf)> {
+        if self.format.is_none() {
+            return RunDir {
+                path: self.path.clone(),
+            }
+            .latest_checkpoint();
+        }
+        std::fs::read_dir(&self.path)
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let n = e
+                    .file_name()
+                    .to_string_lossy()
+                    .strip_prefix("checkpoint-")?
+                    .parse::<usize>()
+                    .ok()?;
+                Some((n, e.path()))
+            })
+            .max_by_key(|(n, _)| *n)
+    }
+
+    /// The adapter the run ended with: our `final/`, or a PEFT adapter at the folder's top.
+    fn adapter(&self) -> Option<PathBuf> {
+        [self.path.join("final"), self.path.clone()]
+            .into_iter()
+            .find(|p| p.join("adapter_config.json").is_file())
+    }
+}
+
+/// Reads the run `name`: a run id or folder of the workbench's, else a folder another
+/// trainer writes.
+fn observe(settings: &Settings, name: &str) -> Result<Observed> {
+    match find_run(settings, name) {
+        Ok(run) => Ok(Observed {
+            status: run.read_status()?,
+            metrics: run.read_metrics()?,
+            path: run.path,
+            format: None,
+        }),
+        Err(own) => {
+            let dir = PathBuf::from(name);
+            if !dir.is_dir() {
+                return Err(own);
+            }
+            let snapshot = foreign::read(&dir)?;
+            Ok(Observed {
+                path: dir,
+                status: snapshot.status,
+                metrics: snapshot.metrics,
+                format: Some(snapshot.format),
+            })
+        }
+    }
+}
+
+fn or_dash(v: f64, digits: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.digits$}")
+    } else {
+        "-".into()
+    }
+}
+
+/// `runs show RUN`: the status, the latest losses, checkpoints and the final adapter; of a
+/// run of the workbench's, or of a folder another trainer writes (HF Trainer, axolotl,
+/// LLaMA-Factory). With `json`, one JSON object.
 ///
 /// # Errors
-/// No such run, or writing to `out`.
-pub fn show(settings: &Settings, name: &str, out: &mut dyn Write) -> Result<()> {
-    let run = find_run(settings, name)?;
-    let s = run.read_status()?;
-    let (loss, val) = last_losses(&run);
+/// No such run, a foreign folder that cannot be read (file, line, field), or writing to
+/// `out`.
+pub fn show(settings: &Settings, name: &str, json: bool, out: &mut dyn Write) -> Result<()> {
+    let run = observe(settings, name)?;
+    let (loss, val) = run.losses();
+    let checkpoint = run.checkpoint();
+    let adapter = run.adapter();
+    if json {
+        let v = serde_json::json!({
+            "run": run.path,
+            "trainer": run.format.map_or("bioinstruct", Format::label),
+            "state": run.label(),
+            "pid": (run.format.is_none()).then_some(run.status.pid),
+            "step": run.status.step,
+            "total_steps": run.status.total_steps,
+            "loss": loss,
+            "val_loss": val,
+            "checkpoint": checkpoint.as_ref().map(|(_, p)| p),
+            "adapter": adapter,
+            "error": run.status.error,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
     writeln!(out, "run        {}", run.path.display())?;
-    writeln!(out, "state      {}", state_label(&s))?;
-    writeln!(out, "pid        {}", s.pid)?;
-    writeln!(out, "step       {}/{}", s.step, s.total_steps)?;
+    if let Some(f) = run.format {
+        writeln!(out, "trainer    {} (read-only)", f.label())?;
+    }
+    writeln!(out, "state      {}", run.label())?;
+    if run.format.is_none() {
+        writeln!(out, "pid        {}", run.status.pid)?;
+    }
+    writeln!(
+        out,
+        "step       {}/{}",
+        run.status.step, run.status.total_steps
+    )?;
     if let Some(l) = loss {
         writeln!(out, "loss       {l:.4}")?;
     }
     if let Some(v) = val {
         writeln!(out, "val_loss   {v:.4}")?;
     }
-    if let Some((step, path)) = run.latest_checkpoint() {
+    if let Some((step, path)) = checkpoint {
         writeln!(out, "checkpoint {} (step {step})", path.display())?;
     }
-    if run.path.join("final").is_dir() {
-        writeln!(out, "adapter    {}", run.path.join("final").display())?;
+    if let Some(a) = adapter {
+        writeln!(out, "adapter    {}", a.display())?;
     }
-    if let Some(e) = &s.error {
+    if let Some(e) = &run.status.error {
         writeln!(out, "error      {e}")?;
     }
     Ok(())
 }
 
-/// `runs tail RUN [--follow]`: the metrics lines; with `follow`, keeps printing new ones
-/// (polling every 250 ms) until the run has ended.
+/// Prints `name`'s metrics with `line`, and with `follow` keeps printing new ones (polling
+/// every 250 ms) until the run has ended; a run whose history got shorter (restarted) is
+/// printed again from its start.
+fn follow_metrics(
+    settings: &Settings,
+    name: &str,
+    follow: bool,
+    out: &mut dyn Write,
+    line: &mut dyn FnMut(&Observed, &Metric, &mut dyn Write) -> Result<()>,
+) -> Result<Observed> {
+    let mut shown = 0;
+    let mut misses = 0;
+    loop {
+        // Another trainer writes its files in place: a read may catch one half-written.
+        // Once the run has been read, such a miss is retried for up to 5 s.
+        let run = match observe(settings, name) {
+            Ok(run) => {
+                misses = 0;
+                run
+            }
+            Err(_) if shown > 0 && misses < 20 => {
+                misses += 1;
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if run.metrics.len() < shown {
+            shown = 0;
+        }
+        for m in &run.metrics[shown..] {
+            line(&run, m, out)?;
+        }
+        out.flush()?;
+        shown = run.metrics.len();
+        if !follow {
+            return Ok(run);
+        }
+        if !run.active() {
+            // One more read: lines written between the last read and the end.
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            if let Ok(last) = observe(settings, name) {
+                if last.metrics.len() == shown {
+                    return Ok(last);
+                }
+            }
+            continue;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// `runs tail RUN [--follow]`: the metrics lines (JSON; a value the trainer did not record is
+/// `null`); with `follow`, keeps printing new ones until the run has ended. Reads foreign
+/// folders as [`show`] does.
 ///
 /// # Errors
 /// No such run, or writing to `out`.
 pub fn tail(settings: &Settings, name: &str, follow: bool, out: &mut dyn Write) -> Result<()> {
-    let run = find_run(settings, name)?;
-    let mut shown = 0;
-    loop {
-        let metrics = run.read_metrics()?;
-        for m in &metrics[shown.min(metrics.len())..] {
-            writeln!(out, "{}", serde_json::to_string(m)?)?;
+    follow_metrics(settings, name, follow, out, &mut |_, m, out| {
+        writeln!(out, "{}", serde_json::to_string(m)?)?;
+        Ok(())
+    })
+    .map(|_| ())
+}
+
+/// `runs watch RUN|DIR`: follows a run live, a line per logged step and evaluation (step,
+/// epoch, loss, learning rate, grad norm, tokens/s, ETA; `-` where the trainer records no
+/// value), until it ends: any run of the workbench's, or a folder another trainer is
+/// writing (Hugging Face Trainer's `trainer_state.json` in its `checkpoint-N/`, axolotl's,
+/// LLaMA-Factory's `trainer_log.jsonl`). Read-only.
+///
+/// # Errors
+/// No such run, a folder no known trainer writes, or writing to `out`.
+pub fn watch(settings: &Settings, name: &str, out: &mut dyn Write) -> Result<()> {
+    let first = observe(settings, name)?;
+    writeln!(
+        out,
+        "watching {} ({}, {}); Ctrl-C to stop watching",
+        first.path.display(),
+        first.format.map_or("bioinstruct", Format::label),
+        first.label()
+    )?;
+    let last = follow_metrics(settings, name, true, out, &mut |run, m, out| {
+        let total = run.status.total_steps;
+        match m {
+            Metric::Step {
+                step,
+                epoch,
+                loss,
+                lr,
+                grad_norm,
+                tokens_per_s,
+                eta_s,
+                ..
+            } => writeln!(
+                out,
+                "step {step:>6}/{total:<6} epoch {:>5}  loss {loss:.4}  lr {}  grad_norm {}  tokens/s {}  ETA {}",
+                or_dash(*epoch, 2),
+                if lr.is_finite() { format!("{lr:.2e}") } else { "-".into() },
+                or_dash(*grad_norm, 3),
+                or_dash(*tokens_per_s, 0),
+                if eta_s.is_finite() { crate::tui::panes::train_view::duration(*eta_s) } else { "-".into() },
+            )?,
+            Metric::Eval {
+                step,
+                epoch,
+                val_loss,
+            } => writeln!(
+                out,
+                "step {step:>6}/{total:<6} epoch {:>5}  eval_loss {val_loss:.4}",
+                or_dash(*epoch, 2)
+            )?,
         }
-        out.flush()?;
-        shown = metrics.len();
-        let ended = matches!(
-            run.read_status()?.state,
-            RunState::Finished | RunState::Stopped | RunState::Failed
-        );
-        if !follow || (ended && run.read_metrics()?.len() == shown) {
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+        Ok(())
+    })?;
+    let (loss, val) = last.losses();
+    writeln!(
+        out,
+        "{} at step {}/{}; last loss {}, eval_loss {}",
+        last.label(),
+        last.status.step,
+        last.status.total_steps,
+        loss.map_or_else(|| "-".into(), |l| format!("{l:.4}")),
+        val.map_or_else(|| "-".into(), |l| format!("{l:.4}"))
+    )?;
+    Ok(())
 }
 
 /// Trains `config` in the run folder `dir`, in this process, for callers that run several
