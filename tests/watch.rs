@@ -220,3 +220,127 @@ fn runs_watch_follows_a_llama_factory_log_as_it_is_written() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("trainer_log.jsonl:2: not JSON"), "{err}");
 }
+
+/// `step N/TOTAL` values on the screen (the table's and the gauge's), the largest.
+fn steps_on_screen(screen: &str, total: usize) -> usize {
+    let suffix = format!("/{total}");
+    screen
+        .split_whitespace()
+        .filter_map(|w| w.strip_suffix(suffix.as_str())?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_train_pane_follows_an_hf_trainer_run_and_a_llama_factory_log_live_in_tmux() {
+    use common::tmux::Tmux;
+    let ws = Workspace::new();
+    let hf = ws.home.path().join("hf-live");
+    let lf = ws.home.path().join("lf-live");
+    std::fs::create_dir_all(&lf).expect("dir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/hf-trainer-run.sh");
+    let mut trainer = Command::new(script)
+        .arg(&hf)
+        .args(["16", "0.8"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the HF Trainer run");
+    // LLaMA-Factory's log, a line every 300 ms up to step 30.
+    let log = lf.join("trainer_log.jsonl");
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::File::create(&log).expect("log");
+        for step in 1..=30usize {
+            let v = serde_json::json!({"current_steps": step, "total_steps": 30,
+                "loss": 3.0 - step as f64 * 0.05, "lr": 2e-4, "epoch": step as f64 / 30.0,
+                "percentage": step as f64 * 100.0 / 30.0, "elapsed_time": "0:00:01",
+                "remaining_time": "0:00:09"});
+            writeln!(f, "{v}").expect("write");
+            f.flush().expect("flush");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !hf.join("checkpoint-2/trainer_state.json").is_file() {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint-2 from the trainer"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let command = format!(
+        "env BIOINSTRUCT_HOME='{}' HF_HUB_OFFLINE=1 '{}'",
+        ws.home.path().display(),
+        common::BIN
+    );
+    let tmux = Tmux::start("watch", &command, 120, 40);
+    tmux.wait_for("Seeds");
+    tmux.keys(&["Tab"]);
+    tmux.wait_for("No runs in");
+    // A folder that is no run is refused in the form, with the reason.
+    tmux.keys(&["w"]);
+    tmux.wait_for("Follow another trainer's run");
+    tmux.text(ws.home.path().to_str().expect("utf-8"));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("not a run folder");
+    tmux.keys(&["Escape"]);
+    for dir in [&lf, &hf] {
+        tmux.keys(&["w"]);
+        tmux.wait_for("Follow another trainer's run");
+        tmux.text(dir.to_str().expect("utf-8"));
+        tmux.keys(&["Enter"]);
+        tmux.wait_for("(read-only)");
+    }
+    let screen = tmux.wait_for("HF Trainer (read-only)");
+    assert!(
+        screen.contains("hf-live") && screen.contains("lf-live"),
+        "{screen}"
+    );
+    // The selected HF run moves on while it trains.
+    let first = steps_on_screen(&screen, 16);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut later = first;
+    while later <= first {
+        assert!(
+            Instant::now() < deadline,
+            "the HF run never moved on:\n{}",
+            tmux.screen()
+        );
+        assert!(
+            trainer.try_wait().expect("poll").is_none() || later > first,
+            "the trainer ended before the pane showed it move"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        later = steps_on_screen(&tmux.screen(), 16);
+    }
+    assert!(tmux.screen().contains("┌ loss"), "the loss chart is drawn");
+    assert!(trainer.wait().expect("trainer").success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while steps_on_screen(&tmux.screen(), 16) < 16 || !tmux.screen().contains("finished") {
+        assert!(
+            Instant::now() < deadline,
+            "not shown finished:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    writer.join().expect("writer");
+    // The LLaMA-Factory run (listed first: by name, newest first), selected, reached its
+    // last step too; stopping it is refused.
+    tmux.keys(&["Up"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !tmux.screen().contains("LLaMA-Factory (read-only)")
+        || steps_on_screen(&tmux.screen(), 30) < 30
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the LLaMA-Factory run:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    tmux.keys(&["x"]);
+    tmux.wait_for("followed read-only");
+    tmux.keys(&["q"]);
+    tmux.wait_exit();
+}

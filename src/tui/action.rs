@@ -103,6 +103,9 @@ pub enum Action {
     StopRun,
     /// Train pane: resume the selected run (asks first).
     ResumeRun,
+    /// Train pane: open the form that adds a run folder another trainer writes (Hugging Face
+    /// Trainer, axolotl, LLaMA-Factory) to follow, read-only.
+    WatchRun,
     /// A character typed into the focused field of a form (new run, sampling popup).
     FieldChar(char),
     /// Delete the last character of the focused field.

@@ -13,6 +13,7 @@
 use super::fields::FieldForm;
 use super::list::ListSelection;
 use crate::train::config::TrainConfig;
+use crate::train::foreign::{self, Format};
 use crate::train::run::{Metric, RunDir, RunState, Status};
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
@@ -85,6 +86,8 @@ pub struct RunEntry {
     pub metrics: Vec<Metric>,
     /// The last lines of `train.log`.
     pub log: VecDeque<String>,
+    /// The trainer that writes it, for a folder the workbench did not start (read-only).
+    pub foreign: Option<Format>,
     metrics_offset: u64,
     log_offset: u64,
 }
@@ -104,6 +107,7 @@ impl RunEntry {
             status,
             metrics: Vec::new(),
             log: VecDeque::new(),
+            foreign: None,
             metrics_offset: 0,
             log_offset: 0,
         }
@@ -113,6 +117,7 @@ impl RunEntry {
     fn apply(&mut self, update: RunUpdate) {
         self.status = update.status;
         self.alive = update.alive;
+        self.foreign = update.foreign;
         if update.metrics_reset {
             self.metrics.clear();
         }
@@ -130,7 +135,11 @@ impl RunEntry {
     /// The state to show: `interrupted` when the status says the run is active but its
     /// trainer is gone.
     pub fn state_label(&self) -> String {
-        crate::commands::train::state_label(&self.status)
+        match self.foreign {
+            // Its trainer records no process: the state is taken as read (see `foreign`).
+            Some(_) => self.status.state.label(true),
+            None => crate::commands::train::state_label(&self.status),
+        }
     }
 
     /// Whether the trainer is working on it now.
@@ -180,7 +189,10 @@ impl RunEntry {
         self.metrics
             .iter()
             .filter_map(|m| match m {
-                Metric::Step { step, .. } => pick(m).map(|v| (*step as f64, v)),
+                // A value the trainer did not record (NaN) is left out.
+                Metric::Step { step, .. } => {
+                    pick(m).filter(|v| v.is_finite()).map(|v| (*step as f64, v))
+                }
                 Metric::Eval { .. } => None,
             })
             .collect()
@@ -359,6 +371,8 @@ struct Cursor {
 pub struct RunsScan {
     root: PathBuf,
     known: Vec<Cursor>,
+    /// Folders other trainers write, followed too.
+    watched: Vec<PathBuf>,
     /// The Chat pane's runs folder, when its adapters are wanted too.
     pub adapters_root: Option<PathBuf>,
 }
@@ -375,6 +389,7 @@ pub struct RunUpdate {
     log: Vec<String>,
     metrics_offset: u64,
     log_offset: u64,
+    foreign: Option<Format>,
 }
 
 /// What a [`RunsScan`] found: every run folder with a readable `status.json`, and the
@@ -431,8 +446,41 @@ impl RunsScan {
                     log,
                     metrics_offset,
                     log_offset,
+                    foreign: None,
                 });
             }
+        }
+        for path in self.watched {
+            // Another trainer's files are small and rewritten in place: read whole each
+            // time; a read that fails (a file half-written) keeps what was known.
+            let update = match foreign::read(&path) {
+                Ok(s) => RunUpdate {
+                    path,
+                    alive: s.status.state.is_active(),
+                    status: s.status,
+                    metrics_reset: true,
+                    metrics: s.metrics,
+                    log: Vec::new(),
+                    metrics_offset: 0,
+                    log_offset: 0,
+                    foreign: Some(s.format),
+                },
+                Err(_) => match known.get(&path) {
+                    Some(c) => RunUpdate {
+                        path,
+                        status: c.status.clone(),
+                        alive: c.alive,
+                        metrics_reset: false,
+                        metrics: Vec::new(),
+                        log: Vec::new(),
+                        metrics_offset: 0,
+                        log_offset: 0,
+                        foreign: foreign::detect(&c.path),
+                    },
+                    None => continue,
+                },
+            };
+            runs.push(update);
         }
         RunsScanned {
             runs,
@@ -458,6 +506,12 @@ pub struct TrainPane {
     pub launching: bool,
     /// The configuration new runs start from.
     pub defaults: TrainConfig,
+    /// The form that adds a folder to follow, while open.
+    pub watch_form: Option<FieldForm>,
+    /// Folders other trainers write, followed beside the runs (this session only).
+    pub watched: Vec<PathBuf>,
+    /// The folder just added, selected once a scan has read it.
+    select: Option<PathBuf>,
     /// A rescan is in flight; `scan_again` asks for another once it is back.
     scanning: bool,
     scan_again: bool,
@@ -473,6 +527,9 @@ impl TrainPane {
             form: None,
             launching: false,
             defaults,
+            watch_form: None,
+            watched: Vec::new(),
+            select: None,
             scanning: false,
             scan_again: false,
         };
@@ -512,8 +569,27 @@ impl TrainPane {
                     log_offset: r.log_offset,
                 })
                 .collect(),
+            watched: self.watched.clone(),
             adapters_root,
         }
+    }
+
+    /// Follows the run folder `dir` another trainer writes ([`foreign`]), from the next scan
+    /// on, and selects it once read.
+    ///
+    /// # Errors
+    /// The folder holds no run a known trainer writes (the reason, whole).
+    pub fn watch(&mut self, dir: &Path) -> Result<(), String> {
+        let dir = std::path::absolute(dir).map_err(|e| e.to_string())?;
+        if dir.join("status.json").is_file() {
+            return Err("a bioinstruct run: open it from its own runs folder".into());
+        }
+        foreign::read(&dir).map_err(|e| e.to_string())?;
+        if !self.watched.contains(&dir) {
+            self.watched.push(dir.clone());
+        }
+        self.select = Some(dir);
+        Ok(())
     }
 
     /// Takes in a rescan: new runs appear, statuses update, appended metrics and log lines
@@ -542,8 +618,12 @@ impl TrainPane {
         }
         runs.sort_by(|a, b| b.id.cmp(&a.id));
         self.runs = runs;
-        self.cursor.selected = selected_id
-            .and_then(|id| self.runs.iter().position(|r| r.id == id))
+        let select = self
+            .select
+            .take_if(|p| self.runs.iter().any(|r| &r.dir.path == p));
+        self.cursor.selected = select
+            .and_then(|p| self.runs.iter().position(|r| r.dir.path == p))
+            .or_else(|| selected_id.and_then(|id| self.runs.iter().position(|r| r.id == id)))
             .unwrap_or(0)
             .min(self.runs.len().saturating_sub(1));
         std::mem::take(&mut self.scan_again)
@@ -563,9 +643,9 @@ impl TrainPane {
 impl super::Pane for TrainPane {
     fn mode(&self) -> crate::tui::mode::Mode {
         use crate::tui::mode::Mode;
-        match self.form {
-            Some(_) => Mode::RunForm,
-            None => Mode::Runs,
+        match (&self.form, &self.watch_form) {
+            (None, None) => Mode::Runs,
+            _ => Mode::RunForm,
         }
     }
 
@@ -573,6 +653,48 @@ impl super::Pane for TrainPane {
         use super::{Ask, Reply};
         use crate::tui::effect::{Effect, Job};
         use crate::tui::Action;
+        if let Some(form) = &mut self.watch_form {
+            if form.edit(&action) {
+                if let Some(f) = form.get_mut("folder") {
+                    f.error = None;
+                }
+                return Reply::default();
+            }
+            match action {
+                Action::Cancel => self.watch_form = None,
+                Action::LaunchRun => {
+                    let text = form
+                        .get_mut("folder")
+                        .map(|f| f.value.trim().to_string())
+                        .unwrap_or_default();
+                    let dir = match text.strip_prefix("~/") {
+                        Some(rest) => std::env::var_os("HOME")
+                            .map_or_else(|| PathBuf::from(&text), |h| PathBuf::from(h).join(rest)),
+                        None => PathBuf::from(&text),
+                    };
+                    match self.watch(&dir) {
+                        Ok(()) => {
+                            self.watch_form = None;
+                            return Reply::info(format!(
+                                "Following {} (read-only).",
+                                dir.display()
+                            ));
+                        }
+                        Err(e) => {
+                            if let Some(f) = self
+                                .watch_form
+                                .as_mut()
+                                .and_then(|form| form.get_mut("folder"))
+                            {
+                                f.error = Some(e);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            return Reply::default();
+        }
         if let Some(form) = &mut self.form {
             if form.inputs.edit(&action) {
                 // Each keystroke is checked at once: the fields show ✗ as they are typed.
@@ -604,6 +726,20 @@ impl super::Pane for TrainPane {
             Action::Top => self.move_selection(isize::MIN / 2),
             Action::Bottom => self.move_selection(isize::MAX / 2),
             Action::NewRun => self.form = Some(RunForm::new(self.defaults.clone())),
+            Action::WatchRun => {
+                self.watch_form = Some(FieldForm::new([("folder", String::new())]));
+            }
+            Action::StopRun | Action::ResumeRun
+                if self.selected().is_some_and(|r| r.foreign.is_some()) =>
+            {
+                let run = self.selected().map(|r| (r.id.clone(), r.foreign));
+                if let Some((id, Some(f))) = run {
+                    return Reply::info(format!(
+                        "{id} is {}'s run, followed read-only: stop or resume it with its own tool.",
+                        f.label()
+                    ));
+                }
+            }
             Action::StopRun => match self.selected() {
                 Some(run) if run.is_active() => {
                     return Reply {

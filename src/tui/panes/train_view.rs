@@ -46,8 +46,47 @@ fn step_fields(run: &RunEntry) -> Option<(f64, f64, f64, u64)> {
     }
 }
 
+/// `v` with no decimals, or `-` for a value the trainer did not record (NaN).
+fn whole(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.0}")
+    } else {
+        "-".into()
+    }
+}
+
+/// [`duration`], or `-` for an unknown time.
+fn eta_text(seconds: f64) -> String {
+    if seconds.is_finite() {
+        duration(seconds)
+    } else {
+        "-".into()
+    }
+}
+
 /// Draws the pane into `area`.
 pub fn draw(frame: &mut Frame, area: Rect, pane: &TrainPane) {
+    if let Some(form) = &pane.watch_form {
+        let block = Block::bordered()
+            .title(" Follow another trainer's run (Enter follows it, Esc cancels) ");
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        let mut lines = field_lines(form);
+        lines.push(Line::from(""));
+        lines.extend(
+            [
+                "A Hugging Face Trainer or axolotl output_dir (trainer_state.json in it or in",
+                "its checkpoint-N/), or a LLaMA-Factory output_dir (trainer_log.jsonl).",
+                "It is read, never written: stop and resume it with its own tool.",
+            ]
+            .map(|t| Line::from(t).dim()),
+        );
+        frame.render_widget(
+            Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: false }),
+            inner,
+        );
+        return;
+    }
     if let Some(form) = &pane.form {
         draw_form(frame, area, form, pane.launching);
         return;
@@ -92,9 +131,9 @@ fn draw_table(frame: &mut Frame, area: Rect, pane: &TrainPane) {
             let (loss, tps, eta) = match step_fields(r) {
                 Some((loss, tps, eta, _)) => (
                     format!("{loss:.4}"),
-                    format!("{tps:.0}"),
+                    whole(tps),
                     if r.is_active() {
-                        duration(eta)
+                        eta_text(eta)
                     } else {
                         "-".into()
                     },
@@ -159,10 +198,14 @@ fn bounds(points: &[(f64, f64)]) -> (f64, f64) {
 
 fn draw_run(frame: &mut Frame, area: Rect, run: &RunEntry) {
     let label = run.state_label();
-    let block = Block::bordered().title(Line::from(vec![
+    let mut title = vec![
         format!(" {} ", run.id).bold(),
         Span::styled(format!("{label} "), Style::new().fg(state_color(&label))),
-    ]));
+    ];
+    if let Some(f) = run.foreign {
+        title.push(Span::from(format!("· {} (read-only) ", f.label())).dim());
+    }
+    let block = Block::bordered().title(Line::from(title));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     if inner.height < 4 {
@@ -184,13 +227,15 @@ fn draw_run(frame: &mut Frame, area: Rect, run: &RunEntry) {
     };
     let mut text = format!("step {}/{}", s.step, s.total_steps);
     if let Some((_, tps, eta, mem)) = step_fields(run) {
-        if run.is_active() {
+        if run.is_active() && eta.is_finite() {
             text.push_str(&format!(" · ETA {}", duration(eta)));
         }
-        text.push_str(&format!(
-            " · {tps:.0} tokens/s · {:.2} GB",
-            mem as f64 / 1e9
-        ));
+        if tps.is_finite() {
+            text.push_str(&format!(" · {tps:.0} tokens/s"));
+        }
+        if mem > 0 {
+            text.push_str(&format!(" · {:.2} GB", mem as f64 / 1e9));
+        }
     }
     frame.render_widget(
         Gauge::default()
