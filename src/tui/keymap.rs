@@ -221,7 +221,7 @@ fn hint_table() -> Vec<Hint> {
         h(Runs, "n", "new run", Action::NewRun),
         h(Runs, "x", "stop", Action::StopRun),
         h(Runs, "r", "resume", Action::ResumeRun),
-        h(Runs, "w", "watch a folder", Action::WatchRun),
+        h(Runs, "w", "watch", Action::WatchRun),
         h(Runs, "Tab", "pane", Action::NextTab),
         h(Runs, "?", "help", Action::ToggleHelp),
         h(Runs, "q", "quit", Action::Quit),
