@@ -62,6 +62,29 @@ enum Command {
         /// Train in the background and return at once.
         #[arg(long)]
         detach: bool,
+        /// bioinstruct (its own trainer), or accelerate: Hugging Face transformers' Trainer
+        /// with PEFT under `accelerate launch` (DDP; FSDP or DeepSpeed with
+        /// --accelerate-config), on the same examples, LoRA settings and schedule, the run
+        /// folder the workbench's own (status, metrics, checkpoints, final/ adapter; `runs
+        /// stop|resume|watch`).
+        #[arg(long, value_enum, default_value = "bioinstruct")]
+        engine: bioinstruct::train::engine::Engine,
+        /// With --engine accelerate: processes (`--num_processes`; one per GPU, or CPU
+        /// processes when [model] device is cpu, joined by gloo).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        num_processes: usize,
+        /// With --engine accelerate: the Python with torch, transformers, peft and
+        /// accelerate (scripts/torch-venv.sh builds one).
+        #[arg(
+            long,
+            value_name = "PATH",
+            env = "BIOINSTRUCT_PYTHON",
+            default_value = "python3"
+        )]
+        python: PathBuf,
+        /// With --engine accelerate: an accelerate config file (FSDP, DeepSpeed).
+        #[arg(long, value_name = "FILE")]
+        accelerate_config: Option<PathBuf>,
     },
     /// BioInstruct's category analysis: train an adapter per instruction subset (all; only
     /// qa, ie, gen or other; all but one; named files) on the same number of tokens, evaluate
@@ -802,7 +825,32 @@ fn run(cli: Cli) -> Result<()> {
                 &mut std::io::stderr(),
             )
         }
-        Command::Train { config, detach } => train::train(&settings, &config, detach, stdout),
+        Command::Train {
+            config,
+            detach,
+            engine,
+            num_processes,
+            python,
+            accelerate_config,
+        } => {
+            let launch = match engine {
+                bioinstruct::train::engine::Engine::Bioinstruct => None,
+                bioinstruct::train::engine::Engine::Accelerate => {
+                    let device = bioinstruct::train::config::TrainConfig::from_file(&config)
+                        .map(|c| c.model.device)
+                        .unwrap_or_else(|_| "cpu".into());
+                    Some(bioinstruct::train::engine::Launch {
+                        python,
+                        num_processes,
+                        cpu: device == "cpu",
+                        config_file: accelerate_config
+                            .map(|p| std::path::absolute(&p))
+                            .transpose()?,
+                    })
+                }
+            };
+            train::train_on(&settings, &config, detach, launch, stdout)
+        }
         Command::Eval(cmd) => match cmd {
             EvalCommand::Run {
                 tasks,

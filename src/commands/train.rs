@@ -5,6 +5,7 @@ use crate::data::{read_any, Instruction};
 use crate::model::{GgufCompute, LoadOptions, LoadedModel};
 use crate::train::config::TrainConfig;
 use crate::train::data::{build_examples, shuffle_split, BuildOptions};
+use crate::train::engine;
 use crate::train::foreign::{self, Format};
 use crate::train::run::{Metric, RunDir, RunState, Status};
 use crate::train::trainer::{train as run_training, TrainSettings};
@@ -186,6 +187,23 @@ pub fn train(
     detach: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
+    train_on(settings, config_path, detach, None, out)
+}
+
+/// [`train`] on `engine` (`None`: bioinstruct's own trainer): the run folder, its config and
+/// status are made here; an engine run is then written ([`engine::write_inputs`]) and
+/// launched detached ([`engine::launch`]); in the foreground, it is followed as
+/// `runs watch` follows a run until it ends.
+///
+/// # Errors
+/// As [`train`]; the engine cannot start.
+pub fn train_on(
+    settings: &Settings,
+    config_path: &Path,
+    detach: bool,
+    engine: Option<engine::Launch>,
+    out: &mut dyn Write,
+) -> Result<()> {
     let config = TrainConfig::from_file(config_path).map_err(anyhow::Error::msg)?;
     let config = resolve(settings, config, config_path)?;
     let root = config.run.output_dir.clone();
@@ -226,6 +244,18 @@ pub fn train(
         error: None,
         updated_unix_s: crate::train::run::unix_now(),
     })?;
+    if let Some(launch) = engine {
+        engine::write_inputs(
+            &run.path,
+            &prepared.config,
+            &prepared.train_set,
+            &prepared.validation,
+            prepared.end_token,
+            &launch,
+        )?;
+        drop(prepared);
+        return start_engine(settings, &run, detach, out);
+    }
     if detach {
         drop(prepared);
         let pid = spawn_detached(settings, &run)?;
@@ -242,6 +272,14 @@ pub fn train(
 /// Trainers this process started and has not reaped yet.
 static LAUNCHED: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
 
+/// Keeps `child` (a trainer started detached) for [`reap_children`].
+pub fn keep_child(child: std::process::Child) {
+    LAUNCHED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(child);
+}
+
 /// Reaps the trainers this process started (`spawn_detached`) that have exited, so none
 /// stays a zombie (`<defunct>`) while a long-lived caller (the workbench) runs; never blocks.
 /// A short-lived caller (the CLI) need not call it: its children are reparented to init,
@@ -251,6 +289,39 @@ pub fn reap_children() -> usize {
     let before = launched.len();
     launched.retain_mut(|child| !matches!(child.try_wait(), Ok(Some(_)) | Err(_)));
     before - launched.len()
+}
+
+/// Launches the engine run in `run` (it resumes from its newest checkpoint, if any) and, in
+/// the foreground, follows it until it ends.
+fn start_engine(
+    settings: &Settings,
+    run: &RunDir,
+    detach: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let pid = engine::launch(&run.path)?;
+    let mut status = run.read_status()?;
+    status.pid = pid;
+    status.updated_unix_s = crate::train::run::unix_now();
+    run.write_status(&status)?;
+    let id = run.id();
+    if detach {
+        writeln!(
+            out,
+            "training on accelerate in the background (launcher pid {pid}); follow it with `bioinstruct runs watch {id}`, stop it with `bioinstruct runs stop {id}`"
+        )?;
+        return Ok(());
+    }
+    watch(settings, &run.path.display().to_string(), out)?;
+    let end = run.read_status()?;
+    if end.state == RunState::Failed {
+        bail!(
+            "run {id} failed: {} (see {})",
+            end.error.unwrap_or_default(),
+            run.path.join("train.log").display()
+        );
+    }
+    Ok(())
 }
 
 /// Starts `bioinstruct runs worker RUN` as a process of its own session (setsid), with no
@@ -472,6 +543,22 @@ pub fn stop(settings: &Settings, name: &str, wait: bool, out: &mut dyn Write) ->
             state_label(&status)
         );
     }
+    if engine::is_engine_run(&run.path) {
+        engine::request_stop(&run.path)?;
+        writeln!(
+            out,
+            "asked the engine run (launcher pid {}) to stop: every process checkpoints the same step",
+            status.pid
+        )?;
+        if wait {
+            while process_alive(status.pid) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            let now = run.read_status()?;
+            writeln!(out, "run is {} at step {}", state_label(&now), now.step)?;
+        }
+        return Ok(());
+    }
     let pid = i32::try_from(status.pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -515,6 +602,15 @@ pub fn resume(settings: &Settings, name: &str, detach: bool, out: &mut dyn Write
             "run {} has finished; its adapter is in final/",
             run.path.display()
         );
+    }
+    if engine::is_engine_run(&run.path) {
+        run.write_status(&Status {
+            state: RunState::Queued,
+            error: None,
+            updated_unix_s: crate::train::run::unix_now(),
+            ..status
+        })?;
+        return start_engine(settings, &run, detach, out);
     }
     let from = run.latest_checkpoint();
     match &from {

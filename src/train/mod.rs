@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod data;
+pub mod engine;
 pub mod foreign;
 pub mod optim;
 pub mod run;

@@ -1,0 +1,242 @@
+//! `bioinstruct train --engine accelerate`: a real two-process distributed LoRA run
+//! (`accelerate launch`, two CPU processes joined by gloo) of SmolLM2-135M on the bundled
+//! seeds, in the torch venv (`scripts/torch-python.sh`). Its metrics stream into the Train
+//! pane while it runs (tmux), it is stopped from the pane and resumed with `runs resume`, and
+//! its adapter gives the same greedy tokens in `bioinstruct chat --adapter` as in PEFT.
+
+mod common;
+
+use common::tmux::Tmux;
+use common::{gguf_path, Workspace, BIN};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn torch_python() -> PathBuf {
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/torch-python.sh"))
+        .output()
+        .expect("scripts/torch-python.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn read_status(run: &Path) -> serde_json::Value {
+    std::fs::read_to_string(run.join("status.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The steps of the metrics' step lines, in file order.
+fn logged_steps(run: &Path) -> Vec<u64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("loss").is_some())
+        .filter_map(|v| v["step"].as_u64())
+        .collect()
+}
+
+/// The step of the selected run's progress gauge (`step N/TOTAL`).
+fn screen_step(screen: &str) -> u64 {
+    let words: Vec<&str> = screen.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0].ends_with("step"))
+        .filter_map(|w| w[1].split_once('/')?.0.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_two_process_accelerate_run_streams_into_the_train_pane_stops_resumes_and_matches_peft() {
+    let ws = Workspace::new();
+    let python = torch_python();
+    let gguf = gguf_path();
+    ws.ok(&["seeds", "list"]); // the workspace's seed file
+    let config = ws.home.path().join("engine.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nbase = {:?}\n[data]\nfiles = [\"seeds\"]\nmax_seq_len = 256\nvalidation_fraction = 0.1\n\
+             [lora]\nr = 8\nlora_alpha = 16\ntarget_modules = [\"q_proj\", \"v_proj\"]\n\
+             [optim]\nlearning_rate = 2e-3\nepochs = 1\nmicro_batch_size = 1\nwarmup_steps = 2\n\
+             [run]\ncheckpoint_every = 4\n",
+            gguf.display().to_string()
+        ),
+    )
+    .expect("config");
+    let out = ws.run(&[
+        "train",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--engine",
+        "accelerate",
+        "--num-processes",
+        "2",
+        "--python",
+        python.to_str().expect("utf-8"),
+        "--detach",
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = common::run_id(&said);
+    let run = ws.home.path().join("data/runs").join(&id);
+    for f in [
+        "train.jsonl",
+        "validation.jsonl",
+        "args.json",
+        "train.py",
+        "launch.json",
+    ] {
+        assert!(run.join("engine").join(f).is_file(), "engine/{f}");
+    }
+
+    // The Train pane shows it like any run, moving on while it trains.
+    let command = format!(
+        "env BIOINSTRUCT_HOME='{}' HF_HUB_OFFLINE=1 '{BIN}'",
+        ws.home.path().display()
+    );
+    let tmux = Tmux::start("engine", &command, 120, 40);
+    tmux.wait_for("Seeds");
+    tmux.keys(&["Tab"]);
+    tmux.wait_for(&id);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut first = 0;
+    while first == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no step shown; train.log:\n{}\nscreen:\n{}",
+            std::fs::read_to_string(run.join("train.log")).unwrap_or_default(),
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let screen = tmux.screen();
+        if screen.contains("running") {
+            first = screen_step(&screen);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while screen_step(&tmux.screen()) <= first {
+        assert!(
+            Instant::now() < deadline,
+            "the run never moved on:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(tmux.screen().contains("┌ loss"), "the loss chart is drawn");
+    // Stop it from the pane: both processes checkpoint the same step and end.
+    tmux.keys(&["x"]);
+    tmux.wait_for(&format!("Stop {id}?"));
+    tmux.keys(&["y"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while read_status(&run)["state"] != "stopped" {
+        assert!(
+            Instant::now() < deadline,
+            "not stopped: {}",
+            read_status(&run)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    tmux.wait_for("stopped");
+    tmux.keys(&["q"]);
+    tmux.wait_exit();
+    let stopped_at = read_status(&run)["step"].as_u64().expect("step");
+    let total = read_status(&run)["total_steps"].as_u64().expect("total");
+    assert!(
+        stopped_at < total,
+        "stopped before the end ({stopped_at}/{total})"
+    );
+    assert!(
+        run.join(format!("checkpoint-{stopped_at}/trainer_state.json"))
+            .is_file(),
+        "the stop checkpointed its step"
+    );
+
+    // `runs resume` goes on from that checkpoint to the end (in the foreground).
+    let resumed = ws.run(&["runs", "resume", &id]);
+    assert!(
+        resumed.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&resumed.stdout),
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(read_status(&run)["state"], "finished");
+    assert_eq!(
+        logged_steps(&run),
+        (1..=total).collect::<Vec<_>>(),
+        "each step once"
+    );
+    let log = std::fs::read_to_string(run.join("train.log")).expect("log");
+    assert!(
+        log.contains(&format!("resuming from checkpoint-{stopped_at}")),
+        "{log}"
+    );
+    let adapter = run.join("final");
+    assert!(adapter.join("adapter_config.json").is_file());
+    // Trained: its lora_B (zero at initialisation) moved.
+    let tensors = candle_core::safetensors::load(
+        adapter.join("adapter_model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .expect("adapter weights");
+    let moved = tensors
+        .iter()
+        .filter(|(k, _)| k.contains("lora_B"))
+        .map(|(_, t)| {
+            t.abs()
+                .and_then(|a| a.sum_all())
+                .and_then(|a| a.to_dtype(candle_core::DType::F32))
+                .and_then(|a| a.to_scalar::<f32>())
+                .expect("sum")
+        })
+        .sum::<f32>();
+    assert!(moved > 0.0, "lora_B is still zero");
+
+    // The adapter in bioinstruct chat and in PEFT: the same greedy tokens.
+    let prompt = "List three symptoms of sepsis.";
+    let ours = ws.ok(&[
+        "chat",
+        "--model",
+        gguf.to_str().expect("utf-8"),
+        "--gguf-compute",
+        "float",
+        "--adapter",
+        adapter.to_str().expect("utf-8"),
+        "--temperature",
+        "0",
+        "--repetition-penalty",
+        "1.0",
+        "--max-new-tokens",
+        "16",
+        prompt,
+    ]);
+    let peft = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/peft_check.py"))
+        .arg(&gguf)
+        .arg(&adapter)
+        .arg(prompt)
+        .args(["--max-new-tokens", "16"])
+        .output()
+        .expect("peft_check.py");
+    assert!(
+        peft.status.success(),
+        "{}",
+        String::from_utf8_lossy(&peft.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&peft.stdout).expect("json");
+    assert_eq!(
+        ours.trim(),
+        v["peft"]["text"].as_str().expect("text").trim()
+    );
+}
