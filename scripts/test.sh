@@ -39,6 +39,8 @@ scripts/check-serve-openai.sh --install
 # PyTorch, transformers, PEFT and accelerate (the torch venv): tests/watch.rs follows a real
 # Hugging Face Trainer run with `runs watch`.
 scripts/hf-trainer-run.sh --install
+# axolotl (its config loader validates the YAML `train --export-axolotl` writes; tests/engine.rs).
+scripts/check-axolotl.sh --install
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

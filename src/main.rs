@@ -85,6 +85,12 @@ enum Command {
         /// With --engine accelerate: an accelerate config file (FSDP, DeepSpeed).
         #[arg(long, value_name = "FILE")]
         accelerate_config: Option<PathBuf>,
+        /// Do not train: write the run as an axolotl config instead (DIR/axolotl.yaml:
+        /// base_model, adapter lora, lora_r, lora_alpha, lora_dropout, lora_target_modules,
+        /// the schedule; DIR/data.jsonl: the records as Alpaca JSON lines), for `axolotl
+        /// train DIR/axolotl.yaml`.
+        #[arg(long, value_name = "DIR", conflicts_with = "detach")]
+        export_axolotl: Option<PathBuf>,
     },
     /// BioInstruct's category analysis: train an adapter per instruction subset (all; only
     /// qa, ie, gen or other; all but one; named files) on the same number of tokens, evaluate
@@ -832,7 +838,11 @@ fn run(cli: Cli) -> Result<()> {
             num_processes,
             python,
             accelerate_config,
+            export_axolotl,
         } => {
+            if let Some(dir) = export_axolotl {
+                return train::export_axolotl(&settings, &config, &dir, stdout);
+            }
             let launch = match engine {
                 bioinstruct::train::engine::Engine::Bioinstruct => None,
                 bioinstruct::train::engine::Engine::Accelerate => {

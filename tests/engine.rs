@@ -240,3 +240,70 @@ fn a_two_process_accelerate_run_streams_into_the_train_pane_stops_resumes_and_ma
         v["peft"]["text"].as_str().expect("text").trim()
     );
 }
+
+#[test]
+fn the_default_run_exported_for_axolotl_passes_axolotl_s_own_validation() {
+    let ws = Workspace::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = root.join("configs/smollm2-135m-cpu.toml");
+    let dir = ws.home.path().join("axolotl");
+    let said = ws.ok(&[
+        "train",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--export-axolotl",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert!(said.contains("axolotl train"), "{said}");
+    let records = std::fs::read_to_string(dir.join("data.jsonl")).expect("data");
+    assert_eq!(records.lines().count(), 80, "the bundled seeds");
+    let out = Command::new(root.join("scripts/check-axolotl.sh"))
+        .arg(dir.join("axolotl.yaml"))
+        .output()
+        .expect("scripts/check-axolotl.sh");
+    assert!(
+        out.status.success(),
+        "axolotl refused the config: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let c = bioinstruct::train::config::TrainConfig::from_file(&config).expect("config");
+    assert_eq!(v["base_model"], c.model.base);
+    assert_eq!(v["adapter"], "lora");
+    assert_eq!(v["lora_r"].as_u64(), Some(c.lora.r as u64));
+    assert_eq!(v["lora_alpha"].as_f64(), Some(c.lora.lora_alpha));
+    assert_eq!(
+        v["lora_target_modules"],
+        serde_json::json!(c.lora.target_modules)
+    );
+    assert_eq!(v["sequence_len"].as_u64(), Some(c.data.max_seq_len as u64));
+    assert_eq!(
+        v["micro_batch_size"].as_u64(),
+        Some(c.optim.micro_batch_size as u64)
+    );
+    assert_eq!(v["num_epochs"].as_f64(), Some(c.optim.epochs as f64));
+    assert_eq!(v["learning_rate"].as_f64(), Some(c.optim.learning_rate));
+    assert_eq!(v["train_on_inputs"], false);
+    assert_eq!(v["dataset"]["type"], "alpaca");
+    assert!(v["dataset"]["path"]
+        .as_str()
+        .expect("path")
+        .ends_with("data.jsonl"));
+    // A GGUF base is refused with the field named: axolotl loads Hugging Face models.
+    let gguf_config = ws.home.path().join("gguf.toml");
+    std::fs::write(
+        &gguf_config,
+        format!("[model]\nbase = {:?}\n", gguf_path().display().to_string()),
+    )
+    .expect("config");
+    let refused = ws.run(&[
+        "train",
+        "--config",
+        gguf_config.to_str().expect("utf-8"),
+        "--export-axolotl",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("model.base: axolotl loads"));
+}

@@ -291,6 +291,61 @@ pub fn reap_children() -> usize {
     before - launched.len()
 }
 
+/// `train --config FILE --export-axolotl DIR`: the run as an axolotl config: `DIR/data.jsonl`
+/// (the run's records after its category filter, as Alpaca `instruction`, `input`, `output`)
+/// and `DIR/axolotl.yaml` ([`engine::axolotl_yaml`], its `output_dir` `DIR/out`).
+///
+/// # Errors
+/// The config or the data; a GGUF base model (axolotl loads Hugging Face models); a file
+/// that cannot be written.
+pub fn export_axolotl(
+    settings: &Settings,
+    config_path: &Path,
+    dir: &Path,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let config = TrainConfig::from_file(config_path).map_err(anyhow::Error::msg)?;
+    let config = resolve(settings, config, config_path)?;
+    if config.model.base.to_ascii_lowercase().ends_with(".gguf") {
+        bail!(
+            "{}: model.base: axolotl loads Hugging Face models (a Hub id or a folder), not a GGUF file ({})",
+            config_path.display(),
+            config.model.base
+        );
+    }
+    let records = read_data(&config, config_path)?;
+    let categories = &config.data.categories;
+    let mut lines = Vec::new();
+    for r in records
+        .iter()
+        .filter(|r| categories.is_empty() || categories.contains(&r.category))
+    {
+        serde_json::to_writer(
+            &mut lines,
+            &serde_json::json!({"instruction": r.instruction, "input": r.input, "output": r.output}),
+        )?;
+        lines.push(b'\n');
+    }
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    let dir = std::path::absolute(dir)?;
+    let data = dir.join("data.jsonl");
+    crate::data::replace_atomic(&data, &lines)?;
+    let yaml = dir.join("axolotl.yaml");
+    crate::data::replace_atomic(
+        &yaml,
+        engine::axolotl_yaml(&config, &data, &dir.join("out")).as_bytes(),
+    )?;
+    writeln!(
+        out,
+        "wrote {} ({} records) and {}; train with: axolotl train {}",
+        data.display(),
+        lines.iter().filter(|&&b| b == b'\n').count(),
+        yaml.display(),
+        yaml.display()
+    )?;
+    Ok(())
+}
+
 /// Launches the engine run in `run` (it resumes from its newest checkpoint, if any) and, in
 /// the foreground, follows it until it ends.
 fn start_engine(
@@ -550,27 +605,20 @@ pub fn stop(settings: &Settings, name: &str, wait: bool, out: &mut dyn Write) ->
             "asked the engine run (launcher pid {}) to stop: every process checkpoints the same step",
             status.pid
         )?;
-        if wait {
-            while process_alive(status.pid) {
-                std::thread::sleep(std::time::Duration::from_millis(200));
-            }
-            let now = run.read_status()?;
-            writeln!(out, "run is {} at step {}", state_label(&now), now.step)?;
-        }
-        return Ok(());
+    } else {
+        let pid = i32::try_from(status.pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .context("status.json: pid is not a process id")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .with_context(|| format!("signalling trainer pid {}", status.pid))?;
+        writeln!(
+            out,
+            "asked the trainer (pid {}) to stop: it finishes step {} and checkpoints",
+            status.pid,
+            status.step + 1
+        )?;
     }
-    let pid = i32::try_from(status.pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-        .context("status.json: pid is not a process id")?;
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM)
-        .with_context(|| format!("signalling trainer pid {}", status.pid))?;
-    writeln!(
-        out,
-        "asked the trainer (pid {}) to stop: it finishes step {} and checkpoints",
-        status.pid,
-        status.step + 1
-    )?;
     if wait {
         while process_alive(status.pid) {
             std::thread::sleep(std::time::Duration::from_millis(200));

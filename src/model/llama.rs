@@ -371,16 +371,20 @@ impl Llama {
             Linear::forward_shared(&[&block.gate_proj, &block.up_proj], x)?
                 .try_into()
                 .map_err(|_| candle_core::Error::Msg("gate and up projections".into()))?;
+        block.down_proj.forward(&Self::silu_mul(&gate, &up)?)
+    }
+
+    /// `silu(gate) * up`, the MLP's hidden activation: on a CPU with AVX-512, one pass on all
+    /// cores instead of candle's serial scalar `exp`.
+    fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         let fused =
             gate.device().is_cpu() && gate.dtype() == DType::F32 && super::gemm512::available();
-        let hidden = if fused {
-            // One AVX-512 pass on all cores instead of candle's serial scalar `exp`.
+        if fused {
             gate.contiguous()?
-                .apply_op2(&up.contiguous()?, super::silu512::SiluMul)?
+                .apply_op2(&up.contiguous()?, super::silu512::SiluMul)
         } else {
-            (candle_nn::ops::silu(&gate)? * up)?
-        };
-        block.down_proj.forward(&hidden)
+            candle_nn::ops::silu(gate)? * up
+        }
     }
 
     fn blocks(
@@ -507,14 +511,7 @@ impl Llama {
                 .map_err(|_| candle_core::Error::Msg("gate and up projections".into()))?;
         let gate = Linear::add_row_adapters(gate, x, &pick(|b| &b.gate_proj))?;
         let up = Linear::add_row_adapters(up, x, &pick(|b| &b.up_proj))?;
-        let fused =
-            gate.device().is_cpu() && gate.dtype() == DType::F32 && super::gemm512::available();
-        let hidden = if fused {
-            gate.contiguous()?
-                .apply_op2(&up.contiguous()?, super::silu512::SiluMul)?
-        } else {
-            (candle_nn::ops::silu(&gate)? * up)?
-        };
+        let hidden = Self::silu_mul(&gate, &up)?;
         Linear::add_row_adapters(
             block.down_proj.forward_base(&hidden)?,
             &hidden,

@@ -244,6 +244,80 @@ pub fn request_stop(run: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A string as YAML reads it: JSON's quoting (YAML 1.2 reads JSON strings as they are).
+fn yaml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// The run `config` as an axolotl config (its own keys: `base_model`, `adapter: lora`,
+/// `lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`, `datasets` of
+/// `type: alpaca`, `sequence_len`, `micro_batch_size`, `gradient_accumulation_steps`,
+/// `num_epochs`, `learning_rate`, `output_dir`, and the schedule), training on the Alpaca
+/// records in `data` (JSONL of `instruction`, `input`, `output`), the loss on the responses
+/// only (`train_on_inputs: false`, as bioinstruct's trainer).
+pub fn axolotl_yaml(config: &TrainConfig, data: &Path, output_dir: &Path) -> String {
+    let o = &config.optim;
+    let l = &config.lora;
+    let schedule = match o.schedule {
+        super::optim::ScheduleKind::Cosine => "cosine",
+        super::optim::ScheduleKind::Linear => "linear",
+        super::optim::ScheduleKind::Constant => "constant",
+    };
+    let modules: Vec<String> = l.target_modules.iter().map(|m| yaml_str(m)).collect();
+    let mut y = format!(
+        "# Written by `bioinstruct train --export-axolotl`; train with `axolotl train` on this file.\n\
+         base_model: {}\n\
+         adapter: lora\n\
+         lora_r: {}\n\
+         lora_alpha: {}\n\
+         lora_dropout: {}\n\
+         lora_target_modules: [{}]\n\
+         datasets:\n  - path: {}\n    type: alpaca\n    ds_type: json\n\
+         train_on_inputs: false\n\
+         sequence_len: {}\n\
+         val_set_size: {}\n\
+         micro_batch_size: {}\n\
+         gradient_accumulation_steps: {}\n\
+         num_epochs: {}\n\
+         optimizer: adamw_torch\n\
+         learning_rate: {}\n\
+         lr_scheduler: {schedule}\n\
+         warmup_steps: {}\n\
+         weight_decay: {}\n\
+         max_grad_norm: {}\n\
+         seed: {}\n\
+         logging_steps: 1\n\
+         output_dir: {}\n",
+        yaml_str(&config.model.base),
+        l.r,
+        l.lora_alpha,
+        l.lora_dropout,
+        modules.join(", "),
+        yaml_str(&data.display().to_string()),
+        config.data.max_seq_len,
+        config.data.validation_fraction,
+        o.micro_batch_size,
+        o.gradient_accumulation_steps,
+        o.epochs,
+        o.learning_rate,
+        o.warmup_steps,
+        o.weight_decay,
+        o.max_grad_norm,
+        config.run.seed,
+        yaml_str(&output_dir.display().to_string()),
+    );
+    if l.use_rslora {
+        y.push_str("peft_use_rslora: true\n");
+    }
+    if config.run.eval_every > 0 {
+        y.push_str(&format!("eval_steps: {}\n", config.run.eval_every));
+    }
+    if config.run.checkpoint_every > 0 {
+        y.push_str(&format!("save_steps: {}\n", config.run.checkpoint_every));
+    }
+    y
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,6 +149,29 @@ fn unix_s(path: &Path) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// A [`Snapshot`] of `path`, at `step` of `total`, its state from the file's age.
+fn snapshot(
+    format: Format,
+    path: &Path,
+    step: usize,
+    total: usize,
+    metrics: Vec<Metric>,
+) -> Snapshot {
+    Snapshot {
+        format,
+        source: path.to_path_buf(),
+        status: Status {
+            state: state_of(step, total, modified_s_ago(path)),
+            pid: 0,
+            step,
+            total_steps: total,
+            error: None,
+            updated_unix_s: unix_s(path),
+        },
+        metrics,
+    }
+}
+
 fn state_of(step: usize, total: usize, age_s: f64) -> RunState {
     if total > 0 && step >= total {
         RunState::Finished
@@ -235,19 +258,7 @@ fn read_hf_state(path: &Path) -> Result<Snapshot, ForeignError> {
     }
     let step = state["global_step"].as_u64().unwrap_or(0) as usize;
     let total = state["max_steps"].as_u64().unwrap_or(0) as usize;
-    Ok(Snapshot {
-        format: Format::HfTrainer,
-        source: path.to_path_buf(),
-        status: Status {
-            state: state_of(step, total, modified_s_ago(path)),
-            pid: 0,
-            step,
-            total_steps: total,
-            error: None,
-            updated_unix_s: unix_s(path),
-        },
-        metrics,
-    })
+    Ok(snapshot(Format::HfTrainer, path, step, total, metrics))
 }
 
 /// A `trainer_log.jsonl`.
@@ -310,19 +321,7 @@ fn read_llama_factory(path: &Path) -> Result<Snapshot, ForeignError> {
             });
         }
     }
-    Ok(Snapshot {
-        format: Format::LlamaFactory,
-        source: path.to_path_buf(),
-        status: Status {
-            state: state_of(step, total, modified_s_ago(path)),
-            pid: 0,
-            step,
-            total_steps: total,
-            error: None,
-            updated_unix_s: unix_s(path),
-        },
-        metrics,
-    })
+    Ok(snapshot(Format::LlamaFactory, path, step, total, metrics))
 }
 
 #[cfg(test)]
