@@ -928,16 +928,16 @@ fn follow_metrics(
     line: &mut dyn FnMut(&Observed, &Metric, &mut dyn Write) -> Result<()>,
 ) -> Result<Observed> {
     let mut shown = 0;
-    let mut misses = 0;
+    let (mut read_once, mut misses) = (false, 0);
     loop {
         // Another trainer writes its files in place: a read may catch one half-written.
         // Once the run has been read, such a miss is retried for up to 5 s.
         let run = match observe(settings, name) {
             Ok(run) => {
-                misses = 0;
+                (read_once, misses) = (true, 0);
                 run
             }
-            Err(_) if shown > 0 && misses < 20 => {
+            Err(_) if read_once && misses < 20 => {
                 misses += 1;
                 std::thread::sleep(std::time::Duration::from_millis(250));
                 continue;
