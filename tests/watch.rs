@@ -241,7 +241,7 @@ fn the_train_pane_follows_an_hf_trainer_run_and_a_llama_factory_log_live_in_tmux
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/hf-trainer-run.sh");
     let mut trainer = Command::new(script)
         .arg(&hf)
-        .args(["16", "0.8"])
+        .args(["24", "0.8"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -297,7 +297,7 @@ fn the_train_pane_follows_an_hf_trainer_run_and_a_llama_factory_log_live_in_tmux
         "{screen}"
     );
     // The selected HF run moves on while it trains.
-    let first = steps_on_screen(&screen, 16);
+    let first = steps_on_screen(&screen, 24);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut later = first;
     while later <= first {
@@ -311,12 +311,12 @@ fn the_train_pane_follows_an_hf_trainer_run_and_a_llama_factory_log_live_in_tmux
             "the trainer ended before the pane showed it move"
         );
         std::thread::sleep(Duration::from_millis(200));
-        later = steps_on_screen(&tmux.screen(), 16);
+        later = steps_on_screen(&tmux.screen(), 24);
     }
     assert!(tmux.screen().contains("┌ loss"), "the loss chart is drawn");
     assert!(trainer.wait().expect("trainer").success());
     let deadline = Instant::now() + Duration::from_secs(30);
-    while steps_on_screen(&tmux.screen(), 16) < 16 || !tmux.screen().contains("finished") {
+    while steps_on_screen(&tmux.screen(), 24) < 24 || !tmux.screen().contains("finished") {
         assert!(
             Instant::now() < deadline,
             "not shown finished:\n{}",
