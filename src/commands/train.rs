@@ -651,13 +651,17 @@ pub fn resume(settings: &Settings, name: &str, detach: bool, out: &mut dyn Write
             run.path.display()
         );
     }
-    if engine::is_engine_run(&run.path) {
+    // Queued again, for a trainer started in the background.
+    let requeue = |status: Status| {
         run.write_status(&Status {
             state: RunState::Queued,
             error: None,
             updated_unix_s: crate::train::run::unix_now(),
             ..status
-        })?;
+        })
+    };
+    if engine::is_engine_run(&run.path) {
+        requeue(status)?;
         return start_engine(settings, &run, detach, out);
     }
     let from = run.latest_checkpoint();
@@ -666,12 +670,7 @@ pub fn resume(settings: &Settings, name: &str, detach: bool, out: &mut dyn Write
         None => writeln!(out, "no checkpoint yet: restarting {}", run.path.display())?,
     }
     if detach {
-        run.write_status(&Status {
-            state: RunState::Queued,
-            error: None,
-            updated_unix_s: crate::train::run::unix_now(),
-            ..status
-        })?;
+        requeue(status)?;
         let pid = spawn_detached(settings, &run)?;
         writeln!(out, "training in the background (pid {pid})")?;
         return Ok(());
