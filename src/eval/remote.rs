@@ -12,8 +12,7 @@
 //!
 //! A `429` (the server's queue is full) or `503` is retried after its `Retry-After`.
 
-use super::score::{EvalModel, Outcome, Request};
-use crate::data::{Category, Instruction};
+use super::score::{user_turn, EvalModel, Outcome, PromptStyle, Request};
 use crate::model::ModelError;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -389,21 +388,9 @@ impl EvalModel for RemoteModel {
     /// gets one user turn through the server's chat template.
     fn prompt(&self, instruction: &str, input: &str) -> Result<Vec<u32>, ModelError> {
         if self.is_alpaca() {
-            return self.encode(&crate::train::data::alpaca_prompt(&Instruction {
-                id: String::new(),
-                category: Category::Other,
-                task: String::new(),
-                instruction: instruction.to_string(),
-                input: input.to_string(),
-                output: String::new(),
-                extra: Default::default(),
-            }));
+            return self.encode(&PromptStyle::Alpaca.render(instruction, input)?);
         }
-        let user = if input.trim().is_empty() {
-            instruction.to_string()
-        } else {
-            format!("{instruction}\n\n{input}")
-        };
+        let user = user_turn(instruction, input);
         self.tokenize(&json!({
             "model": self.info.id,
             "messages": [{"role": "user", "content": user}],

@@ -42,14 +42,10 @@ impl PromptStyle {
     /// [`ModelError::Template`] when the template fails.
     pub fn render(&self, instruction: &str, input: &str) -> Result<String, ModelError> {
         match self {
-            PromptStyle::Chat(t) => {
-                let user = if input.trim().is_empty() {
-                    instruction.to_string()
-                } else {
-                    format!("{instruction}\n\n{input}")
-                };
-                t.render(&[ChatMessage::new("user", user)], true)
-            }
+            PromptStyle::Chat(t) => t.render(
+                &[ChatMessage::new("user", user_turn(instruction, input))],
+                true,
+            ),
             PromptStyle::Alpaca => Ok(crate::train::data::alpaca_prompt(&Instruction {
                 id: String::new(),
                 category: Category::Other,
@@ -60,6 +56,16 @@ impl PromptStyle {
                 extra: Default::default(),
             })),
         }
+    }
+}
+
+/// The one user turn a chat prompt is made of: the instruction, then the input after a blank
+/// line (when there is one).
+pub fn user_turn(instruction: &str, input: &str) -> String {
+    if input.trim().is_empty() {
+        instruction.to_string()
+    } else {
+        format!("{instruction}\n\n{input}")
     }
 }
 
