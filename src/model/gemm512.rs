@@ -31,6 +31,8 @@ const NR: usize = 12;
 const NB: usize = 96;
 /// Activation rows in a work item.
 const MB: usize = 64;
+/// Reduction steps a register tile sums before its outputs are stored (added to).
+const KC: usize = 512;
 
 /// Set to `1` to keep candle's matmul even where AVX-512 is present (to compare the two).
 pub const DISABLE_ENV: &str = "BIOINSTRUCT_NO_AVX512";
@@ -94,6 +96,18 @@ pub fn matmul_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Option<V
     matmul_nt_many(x, &[(w, n)], m, k).and_then(|mut ys| ys.pop())
 }
 
+/// `y[m, n] = x[m, k] · w[k, n]`, both row-major and contiguous (`w` not transposed: the
+/// input gradient `g W` of a projection whose weight `W` is `[out, in]`, with `k = out`);
+/// `None` when this CPU has no AVX-512. The same kernel as [`matmul_nt`], reading each
+/// weight value at `w[kk·n + j]` instead of `w[j·k + kk]`: a tile's 12 columns at one `kk`
+/// are 12 consecutive floats.
+///
+/// # Panics
+/// When `x` or `w` is shorter than `m·k` or `k·n`.
+pub fn matmul_nn(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Option<Vec<f32>> {
+    run(x, &[(w, n)], m, k, Weight::KByN).and_then(|mut ys| ys.pop())
+}
+
 /// [`matmul_nt`] of one `x` `[m, k]` by several weights `(w, n)` (`[n, k]` each), as the
 /// query, key and value projections of one input: `x` is packed once, and all products
 /// share one pass of the thread pool. Returns one `[m, n]` per weight, in order; `None`
@@ -107,12 +121,31 @@ pub fn matmul_nt_many(
     m: usize,
     k: usize,
 ) -> Option<Vec<Vec<f32>>> {
+    run(x, ws, m, k, Weight::NByK)
+}
+
+/// How a weight `w` of `n` output columns and `k` reduction steps is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Weight {
+    /// `[n, k]` row-major (Hugging Face's `[out, in]`, multiplied transposed).
+    NByK,
+    /// `[k, n]` row-major (multiplied as it is).
+    KByN,
+}
+
+fn run(
+    x: &[f32],
+    ws: &[(&[f32], usize)],
+    m: usize,
+    k: usize,
+    layout: Weight,
+) -> Option<Vec<Vec<f32>>> {
     if !available() {
         return None;
     }
     assert!(
         x.len() >= m * k && ws.iter().all(|(w, n)| w.len() >= n * k),
-        "matmul_nt: short input"
+        "gemm512: short input"
     );
     let packed = pack(x, m, k);
     let mut ys: Vec<Vec<f32>> = ws.iter().map(|(_, n)| Vec::with_capacity(m * n)).collect();
@@ -133,13 +166,28 @@ pub fn matmul_nt_many(
             let (cb, rb) = (local / row_blocks, local % row_blocks);
             let rows = rb * MB..((rb + 1) * MB).min(m);
             let cols = cb * NB..((cb + 1) * NB).min(n);
+            // Where weight value (column j, step kk) lies: `j·col_stride + kk·k_stride`.
+            let strides = match layout {
+                Weight::NByK => (k, 1),
+                Weight::KByN => (1, n),
+            };
             // SAFETY: AVX-512 F was detected above; every (row, col) output of this item lies
             // in `rows × cols` of output `i`, which no other item covers, inside that output's
             // capacity (m·n), and the outputs outlive the blocking `execute_chunked`; reads
-            // stay within `packed` and `w` (asserted).
+            // stay within `packed` and `w` (asserted: every (j < n, kk < k) is below n·k).
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                avx512::block(&packed, w, y_addrs[i] as *mut f32, m, n, k, rows, cols)
+                avx512::block(
+                    &packed,
+                    w,
+                    strides,
+                    y_addrs[i] as *mut f32,
+                    m,
+                    n,
+                    k,
+                    rows,
+                    cols,
+                )
             };
         }
     };
@@ -154,20 +202,24 @@ pub fn matmul_nt_many(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{MP, NR, PANEL};
+    use super::{KC, MP, NR, PANEL};
     use std::arch::x86_64::*;
 
     /// One work item: outputs `rows × cols` of `y` (`m` rows, row stride `n`); `rows.start`
     /// is a multiple of 16.
     ///
+    /// Weight value (column `j`, step `kk`) is `w[j·strides.0 + kk·strides.1]`.
+    ///
     /// # Safety
     /// AVX-512 F must be available; `rows × cols` must lie inside `y`'s `m × n` and belong to
-    /// this call alone; `packed` holds the panels of `rows`, `w` holds `cols.end` rows of `k`.
+    /// this call alone; `packed` holds the panels of `rows`, `w` holds every value of columns
+    /// `..cols.end` and steps `..k` at those strides.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn block(
         packed: &[f32],
         w: &[f32],
+        strides: (usize, usize),
         y: *mut f32,
         m: usize,
         n: usize,
@@ -176,33 +228,50 @@ mod avx512 {
         cols: std::ops::Range<usize>,
     ) {
         let row_end = rows.end.min(m);
-        let mut j = cols.start;
-        while j < cols.end {
-            let nr = (cols.end - j).min(NR);
-            let mut p = rows.start / PANEL;
-            let last_panel = rows.end.div_ceil(PANEL);
-            while p < last_panel {
-                let mp = (last_panel - p).min(MP);
-                // SAFETY: panels p..p+mp and weight rows j..j+nr exist, and the outputs
-                // written lie in this item's `rows × cols` (the caller's bounds).
-                unsafe {
-                    let out = Out {
-                        y,
-                        n,
-                        row0: p * PANEL,
-                        row_end,
-                        cols: nr,
-                    };
-                    match (mp, nr) {
-                        (MP, NR) => kernel::<MP, NR>(packed, w, p, j, k, out),
-                        (1, NR) => kernel::<1, NR>(packed, w, p, j, k, out),
-                        (MP, _) => kernel::<MP, 1>(packed, w, p, j, k, out),
-                        _ => kernel::<1, 1>(packed, w, p, j, k, out),
+        // Steps in chunks of KC, the first written and the others added, so that a long
+        // reduction (the output head's backward sums over 49152 vocabulary entries) keeps
+        // its packed rows and weight strip in cache.
+        let mut k0 = 0;
+        while k0 < k {
+            let ks = k0..(k0 + KC).min(k);
+            let mut j = cols.start;
+            while j < cols.end {
+                let nr = (cols.end - j).min(NR);
+                let mut p = rows.start / PANEL;
+                let last_panel = rows.end.div_ceil(PANEL);
+                while p < last_panel {
+                    let mp = (last_panel - p).min(MP);
+                    // SAFETY: panels p..p+mp and weight columns j..j+nr exist, and the outputs
+                    // written lie in this item's `rows × cols` (the caller's bounds); with
+                    // `k0 > 0` they were written by the first chunk.
+                    unsafe {
+                        let out = Out {
+                            y,
+                            n,
+                            row0: p * PANEL,
+                            row_end,
+                            cols: nr,
+                            add: k0 > 0,
+                        };
+                        let wt = Tile {
+                            w,
+                            strides,
+                            j,
+                            k,
+                            ks: ks.clone(),
+                        };
+                        match (mp, nr) {
+                            (MP, NR) => kernel::<MP, NR>(packed, wt, p, out),
+                            (1, NR) => kernel::<1, NR>(packed, wt, p, out),
+                            (MP, _) => kernel::<MP, 1>(packed, wt, p, out),
+                            _ => kernel::<1, 1>(packed, wt, p, out),
+                        }
                     }
+                    p += mp;
                 }
-                p += mp;
+                j += nr;
             }
-            j += nr;
+            k0 = ks.end;
         }
     }
 
@@ -215,38 +284,46 @@ mod avx512 {
         row0: usize,
         row_end: usize,
         cols: usize,
+        /// Add to what `y` holds (a later chunk of steps) instead of writing.
+        add: bool,
     }
 
-    /// `P` panels by `C` weight rows, written to `out`: `y[(p + q)·16 + r, j + c] =
+    /// The weight columns of a register tile: column `j + c` at step `kk` is
+    /// `w[(j + c)·strides.0 + kk·strides.1]`, for `kk < k`; this call sums steps `ks`.
+    #[derive(Clone)]
+    struct Tile<'a> {
+        w: &'a [f32],
+        strides: (usize, usize),
+        j: usize,
+        k: usize,
+        ks: std::ops::Range<usize>,
+    }
+
+    /// `P` panels by `C` weight columns, written to `out`: `y[(p + q)·16 + r, j + c] =
     /// x[(p + q)·16 + r] · w[j + c]`. With `C == 1` and `out.cols > 1`, the columns
     /// `j..j + out.cols` are done one after another.
     ///
     /// # Safety
-    /// AVX-512 F; panels `p..p+P` of `packed` and rows `j..j + max(C, out.cols)` of `w`
+    /// AVX-512 F; panels `p..p+P` of `packed` and columns `j..j + max(C, out.cols)` of `w`
     /// exist; `out` lies inside `y` and belongs to the caller.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn kernel<const P: usize, const C: usize>(
-        packed: &[f32],
-        w: &[f32],
-        p: usize,
-        j: usize,
-        k: usize,
-        out: Out,
-    ) {
+    unsafe fn kernel<const P: usize, const C: usize>(packed: &[f32], wt: Tile, p: usize, out: Out) {
+        let (k, (sj, sk)) = (wt.k, wt.strides);
         let columns = if C == 1 { out.cols } else { 1 };
         for step in 0..columns {
-            let j = j + step;
+            let j = wt.j + step;
             let xp = packed.as_ptr().wrapping_add(p * k * PANEL);
-            let wp = w.as_ptr().wrapping_add(j * k);
+            let wp = wt.w.as_ptr().wrapping_add(j * sj);
             let mut acc = [[_mm512_setzero_ps(); P]; C];
-            for kk in 0..k {
-                // SAFETY: kk < k: within each panel and each weight row.
+            for kk in wt.ks.clone() {
+                // SAFETY: kk < k: within each panel and each weight column.
                 let xv: [__m512; P] = std::array::from_fn(|q| unsafe {
                     _mm512_loadu_ps(xp.add((q * k + kk) * PANEL))
                 });
+                let wk = wp.wrapping_add(kk * sk);
                 for (c, acc_c) in acc.iter_mut().enumerate() {
-                    let wv = _mm512_set1_ps(unsafe { *wp.add(c * k + kk) });
+                    let wv = _mm512_set1_ps(unsafe { *wk.add(c * sj) });
                     for (a, x) in acc_c.iter_mut().zip(&xv) {
                         *a = _mm512_fmadd_ps(*x, wv, *a);
                     }
@@ -268,7 +345,15 @@ mod avx512 {
                 let rows = transpose16(t);
                 for (r, v) in rows.iter().enumerate().take(out.row_end - row0) {
                     // SAFETY: row row0 + r < row_end and columns j..j + width are the tile's.
-                    unsafe { _mm512_mask_storeu_ps(out.y.add((row0 + r) * out.n + j), mask, *v) };
+                    unsafe {
+                        let dst = out.y.add((row0 + r) * out.n + j);
+                        let v = if out.add {
+                            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), *v)
+                        } else {
+                            *v
+                        };
+                        _mm512_mask_storeu_ps(dst, mask, v);
+                    }
                 }
             }
         }
@@ -378,6 +463,45 @@ mod tests {
             assert!(
                 worst < 2e-6,
                 "[{m}, {k}] x [{n}, {k}]^T: error {worst:e} (candle's {candle_worst:e})"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_untransposed_product_matches_candles_matmul() -> candle_core::Result<()> {
+        if !available() {
+            assert!(matmul_nn(&[0.0], &[0.0], 1, 1, 1).is_none());
+            return Ok(());
+        }
+        for (m, n, k) in [
+            (1, 1, 1),
+            (7, 13, 37),
+            (33, 97, 64),
+            (70, 200, 576),
+            (17, 576, 1537),
+        ] {
+            let x = random(m * k, 3 + m as u64);
+            let w = random(k * n, 4 + n as u64);
+            let ours = matmul_nn(&x, &w, m, n, k).expect("avx-512");
+            let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu)?;
+            let wt = Tensor::from_vec(w.clone(), (k, n), &Device::Cpu)?;
+            let candle = xt.matmul(&wt)?.flatten_all()?.to_vec1::<f32>()?;
+            let (mut worst, mut candle_worst) = (0f64, 0f64);
+            for i in 0..m {
+                for j in 0..n {
+                    let terms =
+                        (0..k).map(|kk| f64::from(x[i * k + kk]) * f64::from(w[kk * n + j]));
+                    let exact: f64 = terms.clone().sum();
+                    let scale: f64 = terms.map(f64::abs).sum();
+                    let err = |v: f32| (f64::from(v) - exact).abs() / scale.max(1e-30);
+                    worst = worst.max(err(ours[i * n + j]));
+                    candle_worst = candle_worst.max(err(candle[i * n + j]));
+                }
+            }
+            assert!(
+                worst < 2e-6,
+                "[{m}, {k}] x [{k}, {n}]: error {worst:e} (candle's {candle_worst:e})"
             );
         }
         Ok(())
