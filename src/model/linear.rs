@@ -184,8 +184,11 @@ pub enum BaseWeight {
     Float(candle_nn::Linear),
     /// A GGUF tensor multiplied by candle's quantized kernels.
     Quantized(Arc<QMatMul>),
-    /// A Q4_1 GGUF tensor multiplied by this crate's AVX2 kernel (CPU only).
+    /// A Q4_1 GGUF tensor multiplied by [`crate::model::q4_1`]'s kernels (CPU only).
     Q4_1(Arc<crate::model::q4_1::Q4_1Matrix>),
+    /// A Q8_0 GGUF tensor multiplied by [`crate::model::q8_0`]'s AVX-512 VNNI kernel (CPU
+    /// only).
+    Q8_0(Arc<crate::model::q8_0::Q8_0Matrix>),
 }
 
 /// One projection of the model (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`,
@@ -226,6 +229,16 @@ impl Linear {
             in_features: m.in_features(),
             out_features: m.out_features(),
             base: BaseWeight::Q4_1(Arc::new(m)),
+            adapter: None,
+        }
+    }
+
+    /// A projection with a Q8_0 weight multiplied by [`crate::model::q8_0`]'s kernel.
+    pub fn from_q8_0(m: crate::model::q8_0::Q8_0Matrix) -> Linear {
+        Linear {
+            in_features: m.in_features(),
+            out_features: m.out_features(),
+            base: BaseWeight::Q8_0(Arc::new(m)),
             adapter: None,
         }
     }
@@ -380,6 +393,7 @@ impl Linear {
             BaseWeight::Float(l) => l.forward(x)?,
             BaseWeight::Quantized(q) => q.forward(x)?,
             BaseWeight::Q4_1(m) => x.contiguous()?.apply_op1_no_bwd(m.as_ref())?,
+            BaseWeight::Q8_0(m) => x.contiguous()?.apply_op1_no_bwd(m.as_ref())?,
         })
     }
 
@@ -390,6 +404,7 @@ impl Linear {
             (BaseWeight::Float(a), BaseWeight::Float(b)) => a.weight().id() == b.weight().id(),
             (BaseWeight::Quantized(a), BaseWeight::Quantized(b)) => Arc::ptr_eq(a, b),
             (BaseWeight::Q4_1(a), BaseWeight::Q4_1(b)) => Arc::ptr_eq(a, b),
+            (BaseWeight::Q8_0(a), BaseWeight::Q8_0(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }

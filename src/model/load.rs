@@ -171,14 +171,31 @@ impl WeightSource for Gguf {
             )?),
             GgufCompute::Q8_0 if requantize => {
                 let q8 = QTensor::quantize(&q.dequantize(&device)?, GgmlDType::Q8_0)?;
-                Ok(Linear::from_qmatmul(QMatMul::from_qtensor(q8)?, out, inp))
+                Ok(q8_0_linear(q8, out, inp, &device)?)
             }
             _ if q.dtype() == GgmlDType::Q4_1 && device.is_cpu() => Ok(Linear::from_q4_1(
                 crate::model::q4_1::Q4_1Matrix::from_ggml_bytes(&q.data()?, out, inp)?,
             )),
+            _ if q.dtype() == GgmlDType::Q8_0 => Ok(q8_0_linear(q, out, inp, &device)?),
             _ => Ok(Linear::from_qmatmul(QMatMul::from_qtensor(q)?, out, inp)),
         }
     }
+}
+
+/// A Q8_0 projection: [`crate::model::q8_0`]'s kernel on a CPU with AVX-512 VNNI, candle's
+/// elsewhere.
+fn q8_0_linear(
+    q: QTensor,
+    out: usize,
+    inp: usize,
+    device: &candle_core::Device,
+) -> candle_core::Result<Linear> {
+    if device.is_cpu() {
+        if let Some(m) = crate::model::q8_0::Q8_0Matrix::from_ggml_bytes(&q.data()?, out, inp)? {
+            return Ok(Linear::from_q8_0(m));
+        }
+    }
+    Ok(Linear::from_qmatmul(QMatMul::from_qtensor(q)?, out, inp))
 }
 
 struct Safetensors {

@@ -17,6 +17,7 @@ pub mod malloc;
 pub mod merge;
 mod mmap;
 pub mod q4_1;
+pub mod q8_0;
 pub mod silu512;
 pub mod source;
 pub mod template;
