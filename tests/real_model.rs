@@ -43,25 +43,82 @@ fn the_gguf_tokenizer_matches_the_hugging_face_ids() {
     assert_eq!(chat.last(), Some(&2));
 }
 
+/// The clinical paragraph of the perplexity tests.
+const CLINICAL: &str =
+    "Metformin is the preferred initial pharmacologic agent for type 2 diabetes. \
+    It lowers hepatic glucose production, rarely causes hypoglycemia, and is weight neutral. \
+    Gastrointestinal side effects are common at first and can be reduced by starting at a low \
+    dose and taking it with meals. It should be avoided when the eGFR is below 30.";
+
+/// Perplexity of `ids[1..]` under next-token logits `[positions, vocab]` (row `i` predicts
+/// `ids[i + 1]`), and each row's top-1 token.
+fn perplexity_and_top1(logits: &Tensor, ids: &[u32]) -> (f32, Vec<u32>) {
+    let logp = candle_nn::ops::log_softmax(logits, 1).expect("log_softmax");
+    let targets = Tensor::new(&ids[1..], &Device::Cpu)
+        .and_then(|t| t.unsqueeze(1))
+        .expect("targets");
+    let nll = logp
+        .gather(&targets, 1)
+        .and_then(|g| g.mean_all())
+        .and_then(|g| g.to_scalar::<f32>())
+        .expect("nll");
+    let top1 = logits
+        .argmax(1)
+        .and_then(|t| t.to_vec1::<u32>())
+        .expect("argmax");
+    ((-nll).exp(), top1)
+}
+
 #[test]
-fn logits_agree_with_candle_transformers_quantized_llama() {
-    // The same Q4_1 weights through our forward and candle-transformers' quantized_llama:
-    // the prompt (16 tokens) a token at a time, then 20 greedy decode steps. Both multiply
-    // through the same quantized kernels, which quantize activations to 8 bits, so a
-    // different float summation order flips roundings and moves logits by ~0.5 (measured:
-    // 0.42-0.95 with the prompt's attention as one AVX-512 pass, `src/model/attn512.rs`);
-    // one token at a time, both run the same ops in the same shapes and agree bit for bit.
-    // Tolerance: 1e-4 absolute. The prompt path is checked against this token-at-a-time path
-    // in tests/model.rs and against the exact float function below (perplexity).
+fn decoding_a_token_at_a_time_stays_near_the_exact_float_function() {
+    // The decode path (one token a step: the Q4_1 and Q8_0 kernels on 8-bit-quantized
+    // activations, attention against the cache in place) over 400 tokens of clinical text,
+    // against the exact float function of the same weights (every block dequantized, f32
+    // matmuls, all positions at once), with candle-transformers' quantized_llama as the peer
+    // doing the same quantized computation. The kernels are bit-identical to candle's
+    // (src/model/q4_1.rs, q8_0.rs); the decode attention sums in another order, and rounding
+    // activations to 8 bits turns last-bit differences into different roundings downstream:
+    // scaling the attention output by 1 ± 3e-7 moved this perplexity between +0.21% and
+    // +1.12% of the float one, top-1 agreement between 95.2% and 97.5% (AMD EPYC Zen 4);
+    // candle-transformers gives +0.38% and 95.2%. So the bounds are that noise's: perplexity
+    // within 1.5% of the float function's, top-1 equal at 94% of positions or more.
     let m = keep();
-    let prompt = m
-        .encode("The first-line drug for type 2 diabetes is a biguanide called")
-        .expect("encodes");
+    // The paragraph, then the bundled seed tasks' text, 400 tokens in all: on the paragraph
+    // alone (69 positions) the 8-bit roundings' noise alone moves perplexity by about 1%.
+    let seeds = bioinstruct::data::parse_jsonl(
+        std::path::Path::new("seeds.jsonl"),
+        bioinstruct::config::BUNDLED_SEEDS,
+    );
+    let mut text = CLINICAL.to_string();
+    for r in &seeds.records {
+        text.push_str(&format!("\n\n{}\n{}\n{}", r.instruction, r.input, r.output));
+    }
+    let mut ids = m.encode(&text).expect("encodes");
+    ids.truncate(401);
+    let n = ids.len() - 1;
     let tensor = |ids: &[u32]| {
         Tensor::new(ids, &Device::Cpu)
             .and_then(|t| t.unsqueeze(0))
             .expect("tensor")
     };
+
+    let float = load(GgufCompute::Float);
+    let exact = float
+        .model
+        .forward_all(&tensor(&ids[..n]), None)
+        .and_then(|l| l.squeeze(0))
+        .expect("float forward");
+
+    let mut cache = m.model.new_cache(n);
+    let rows: Vec<Tensor> = ids[..n]
+        .iter()
+        .map(|&id| {
+            m.model
+                .forward_step(&tensor(&[id]), &mut cache)
+                .expect("step")
+        })
+        .collect();
+    let decoded = Tensor::cat(&rows, 0).expect("cat");
 
     let path = gguf_path();
     let mut file = std::fs::File::open(&path).expect("open");
@@ -72,45 +129,36 @@ fn logits_agree_with_candle_transformers_quantized_llama() {
         &Device::Cpu,
     )
     .expect("reference loads");
+    let peer_rows: Vec<Tensor> = ids[..n]
+        .iter()
+        .enumerate()
+        .map(|(position, &id)| reference.forward(&tensor(&[id]), position).expect("peer"))
+        .collect();
+    let peer = Tensor::cat(&peer_rows, 0).expect("cat");
 
-    let logits = |t: Tensor| {
-        t.squeeze(0)
-            .and_then(|t| t.to_vec1::<f32>())
-            .expect("logits")
-    };
-    let max_diff = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max)
-    };
-    let mut cache = m.model.new_cache(64);
-    // The prompt, then each greedy token (ours) fed to both.
-    let mut tokens = prompt.clone();
-    for position in 0..prompt.len() + 20 {
-        let token = tokens[position];
-        let a = logits(
-            m.model
-                .forward_step(&tensor(&[token]), &mut cache)
-                .expect("forward"),
-        );
-        let b = logits(
-            reference
-                .forward(&tensor(&[token]), position)
-                .expect("reference"),
-        );
-        let d = max_diff(&a, &b);
-        assert!(d < 1e-4, "position {position}: max |Δlogit| = {d}");
-        if position + 1 >= prompt.len() {
-            let next = a
-                .iter()
-                .enumerate()
-                .max_by(|x, y| x.1.total_cmp(y.1))
-                .map(|(i, _)| i as u32)
-                .expect("argmax");
-            tokens.push(next);
-        }
-    }
+    let (ppl_float, top_float) = perplexity_and_top1(&exact, &ids);
+    let (ppl_ours, top_ours) = perplexity_and_top1(&decoded, &ids);
+    let (ppl_peer, top_peer) = perplexity_and_top1(&peer, &ids);
+    let agree =
+        |top: &[u32]| top.iter().zip(&top_float).filter(|(a, b)| a == b).count() as f64 / n as f64;
+    let rel = |x: f32| (x - ppl_float) / ppl_float;
+    eprintln!(
+        "{n} positions: perplexity float {ppl_float:.4}; decode {ppl_ours:.4} ({:+.3}%, top-1 \
+         {:.1}% equal); candle-transformers {ppl_peer:.4} ({:+.3}%, top-1 {:.1}% equal)",
+        rel(ppl_ours) * 100.0,
+        agree(&top_ours) * 100.0,
+        rel(ppl_peer) * 100.0,
+        agree(&top_peer) * 100.0,
+    );
+    assert!(
+        rel(ppl_ours).abs() < 0.015,
+        "decode {ppl_ours}, float {ppl_float}"
+    );
+    assert!(
+        agree(&top_ours) >= 0.94,
+        "top-1 agreement {}",
+        agree(&top_ours)
+    );
 }
 
 #[test]
@@ -189,10 +237,7 @@ fn each_gguf_mode_s_perplexity_stays_near_the_exact_float_function() {
     // Both quantized paths approximate the float one. Measured here: keep +0.68%, q8_0
     // +4.6% (requantizing moves each weight by ~0.5% RMS), which is why keep is the
     // default. Bounds: keep within 1%, q8_0 within 6% (configs/default.toml says "about 4%").
-    let text = "Metformin is the preferred initial pharmacologic agent for type 2 diabetes. \
-        It lowers hepatic glucose production, rarely causes hypoglycemia, and is weight neutral. \
-        Gastrointestinal side effects are common at first and can be reduced by starting at a low \
-        dose and taking it with meals. It should be avoided when the eGFR is below 30.";
+    let text = CLINICAL;
     let perplexity = |m: &LoadedModel| {
         let ids = m.encode(text).expect("encodes");
         let input = Tensor::new(&ids[..ids.len() - 1], &Device::Cpu)

@@ -189,6 +189,90 @@ impl candle_core::CustomOp3 for CausalAttention {
     }
 }
 
+/// Attention of one new query per head against a key/value cache read in place: the decode
+/// step of generation, where candle's path is two tiny batched matmuls (the `gemm` crate,
+/// which packs its operands for each) with a scale and a softmax between them, on one core.
+/// Here each query head is a work item on candle's thread pool: its scores (one key a row
+/// of `head_dim / 16` vectors, reduced across lanes), the softmax (max subtracted, Cephes'
+/// `expf` 16 lanes at a time) and the values' weighted sum.
+///
+/// `q` `[heads, head_dim]`; key/value head `g`'s key `j` is `k[g·head_stride + j·head_dim..]`
+/// (and likewise in `v`), for `j < keys`: the `[kv_heads, capacity, head_dim]` buffer of a
+/// cache, `head_stride = capacity · head_dim`. Query head `h` reads head `h / (heads /
+/// kv_heads)`. Returns `[heads · head_dim]` (head `h` at `h · head_dim..`), or `None` where
+/// [`supported`] is false. Sums run in another order than candle's, so results differ from
+/// its in the last bits (tests bound them against an f64 reference).
+///
+/// # Panics
+/// When `kv_heads` does not divide `heads`, `keys` is 0, or a slice is shorter than its
+/// shape.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    heads: usize,
+    kv_heads: usize,
+    keys: usize,
+    head_dim: usize,
+    head_stride: usize,
+    scale: f32,
+) -> Option<Vec<f32>> {
+    if !supported(head_dim) {
+        return None;
+    }
+    assert!(
+        kv_heads > 0 && heads % kv_heads == 0 && keys > 0 && head_stride >= keys * head_dim,
+        "decode_attention: bad shape"
+    );
+    let last = (kv_heads - 1) * head_stride + keys * head_dim;
+    assert!(
+        q.len() >= heads * head_dim && k.len() >= last && v.len() >= last,
+        "decode_attention: short input"
+    );
+    let mut y = vec![0f32; heads * head_dim];
+    let y_addr = y.as_mut_ptr() as usize;
+    let rep = heads / kv_heads;
+    let work = |items: std::ops::Range<usize>| {
+        let mut scores = vec![0f32; keys.next_multiple_of(16)];
+        for h in items {
+            let g = h / rep;
+            // SAFETY: AVX-512 F was detected (`supported`); head h writes its own `head_dim`
+            // floats of `y`, which outlives the blocking call; reads stay inside `q`, and
+            // inside `k`, `v` up to `last` (asserted).
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                let one = DecodeHead {
+                    q: q.as_ptr().add(h * head_dim),
+                    k: k.as_ptr().add(g * head_stride),
+                    v: v.as_ptr().add(g * head_stride),
+                    y: (y_addr as *mut f32).add(h * head_dim),
+                    keys,
+                };
+                match head_dim {
+                    16 => avx512::decode_head::<1>(&one, scale, &mut scores),
+                    32 => avx512::decode_head::<2>(&one, scale, &mut scores),
+                    48 => avx512::decode_head::<3>(&one, scale, &mut scores),
+                    64 => avx512::decode_head::<4>(&one, scale, &mut scores),
+                    _ => avx512::decode_head::<8>(&one, scale, &mut scores),
+                }
+            }
+        }
+    };
+    candle_core::utils::barrier_pool().execute_chunked(heads, work);
+    Some(y)
+}
+
+/// One query head of [`decode_attention`]: its query, its key/value head's first key and
+/// value (`head_dim` floats apart), its output, and the number of keys.
+struct DecodeHead {
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    y: *mut f32,
+    keys: usize,
+}
+
 /// One head's pointers and strides for [`avx512::item`].
 struct Item {
     /// Query rows of the head, `hd` floats each.
@@ -277,6 +361,64 @@ mod avx512 {
                 48 => weighted_sum::<3>(it, &rows, scores, &inv_sum, block_keys),
                 64 => weighted_sum::<4>(it, &rows, scores, &inv_sum, block_keys),
                 _ => weighted_sum::<8>(it, &rows, scores, &inv_sum, block_keys),
+            }
+        }
+    }
+
+    /// [`super::decode_attention`] for one query head of `D · 16` floats; `scores` holds
+    /// at least `keys` rounded up to 16.
+    ///
+    /// # Safety
+    /// AVX-512 F; the pointers of `one` cover the head's query, output and `keys` keys and
+    /// values.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn decode_head<const D: usize>(
+        one: &super::DecodeHead,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        let keys = one.keys;
+        // SAFETY (whole body): every pointer stays within the head's query, output, and its
+        // `keys` keys and values (the caller's bounds); `scores` is long enough.
+        unsafe {
+            let q: [__m512; D] = std::array::from_fn(|d| _mm512_loadu_ps(one.q.add(16 * d)));
+            let mut max = f32::NEG_INFINITY;
+            for (j, s) in scores.iter_mut().enumerate().take(keys) {
+                let kj = one.k.add(j * D * 16);
+                let mut acc = _mm512_mul_ps(q[0], _mm512_loadu_ps(kj));
+                for (d, qd) in q.iter().enumerate().skip(1) {
+                    acc = _mm512_fmadd_ps(*qd, _mm512_loadu_ps(kj.add(16 * d)), acc);
+                }
+                *s = _mm512_reduce_add_ps(acc) * scale;
+                max = max.max(*s);
+            }
+            let mv = _mm512_set1_ps(max);
+            let mut sum = _mm512_setzero_ps();
+            let mut j = 0;
+            while j < keys {
+                let left = (keys - j).min(16);
+                let mask: __mmask16 = ((1u32 << left) - 1) as __mmask16;
+                let p = scores.as_mut_ptr().add(j);
+                let e = super::super::silu512::avx512::exp16(_mm512_sub_ps(
+                    _mm512_maskz_loadu_ps(mask, p),
+                    mv,
+                ));
+                let e = _mm512_maskz_mov_ps(mask, e);
+                _mm512_mask_storeu_ps(p, mask, e);
+                sum = _mm512_add_ps(sum, e);
+                j += 16;
+            }
+            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+            let mut y = [_mm512_setzero_ps(); D];
+            for (j, p) in scores.iter().enumerate().take(keys) {
+                let vj = one.v.add(j * D * 16);
+                let pv = _mm512_set1_ps(*p);
+                for (d, yd) in y.iter_mut().enumerate() {
+                    *yd = _mm512_fmadd_ps(pv, _mm512_loadu_ps(vj.add(16 * d)), *yd);
+                }
+            }
+            for (d, yd) in y.iter().enumerate() {
+                _mm512_storeu_ps(one.y.add(16 * d), _mm512_mul_ps(*yd, inv));
             }
         }
     }
@@ -379,6 +521,66 @@ mod tests {
             }
         }
         y
+    }
+
+    #[test]
+    fn one_query_against_a_cache_in_place_matches_the_f64_reference() {
+        if !crate::model::gemm512::available() {
+            assert!(
+                decode_attention(&[0.0; 16], &[0.0; 16], &[0.0; 16], 1, 1, 1, 16, 16, 1.0)
+                    .is_none()
+            );
+            return;
+        }
+        // A cache of `capacity` positions per key/value head, `keys` of them filled.
+        for (heads, kv_heads, keys, capacity, head_dim) in [
+            (1, 1, 1, 1, 16),
+            (2, 1, 17, 40, 32),
+            (9, 3, 161, 300, 64),
+            (4, 2, 33, 33, 48),
+            (4, 4, 5, 9, 128),
+        ] {
+            let q = random(heads * head_dim, 11 + keys as u64);
+            let k = random(kv_heads * capacity * head_dim, 12);
+            let v = random(kv_heads * capacity * head_dim, 13);
+            let q: Vec<f32> = q.iter().map(|x| x * 4.0).collect();
+            let scale = 1.0 / (head_dim as f32).sqrt();
+            let y = decode_attention(
+                &q,
+                &k,
+                &v,
+                heads,
+                kv_heads,
+                keys,
+                head_dim,
+                capacity * head_dim,
+                scale,
+            )
+            .expect("avx-512");
+            // The same keys and values packed `[kv_heads, keys, head_dim]` for the reference.
+            let pack = |x: &[f32]| -> Vec<f32> {
+                (0..kv_heads)
+                    .flat_map(|g| x[g * capacity * head_dim..][..keys * head_dim].to_vec())
+                    .collect()
+            };
+            let s = Shape {
+                heads,
+                kv_heads,
+                queries: 1,
+                keys,
+                head_dim,
+            };
+            let expected = reference(&q, &pack(&k), &pack(&v), s, scale);
+            let worst = y
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (f64::from(*a) - b).abs())
+                .fold(0f64, f64::max);
+            assert!(
+                worst < 1e-5,
+                "{heads}/{kv_heads} heads, {keys} keys: {worst:e}"
+            );
+        }
     }
 
     #[test]

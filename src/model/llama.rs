@@ -148,6 +148,65 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, k: Kernels) -> Result<Tensor>
     }
 }
 
+/// One new query per head, `q` `[1, heads, 1, head_dim]`, against keys and values `[1,
+/// kv_heads, keys, head_dim]` read where they lie (a cache's buffer narrowed to its filled
+/// positions: rows of `head_dim` floats, heads any stride apart), through
+/// [`super::attn512::decode_attention`]: `[1, heads, 1, head_dim]`, or `None` off a CPU with
+/// AVX-512, for other dtypes, head sizes or layouts (candle's ops then).
+fn attend_one(q: &Tensor, key: &Tensor, value: &Tensor, scale: f32) -> Result<Option<Tensor>> {
+    let (Ok((1, heads, 1, hd)), Ok((1, kv_heads, keys, kd))) = (q.dims4(), key.dims4()) else {
+        return Ok(None);
+    };
+    let usable = q.device().is_cpu()
+        && q.dtype() == DType::F32
+        && key.dtype() == DType::F32
+        && value.dtype() == DType::F32
+        && kd == hd
+        && key.dims() == value.dims()
+        && keys > 0
+        && super::attn512::supported(hd);
+    if !usable {
+        return Ok(None);
+    }
+    let q = q.contiguous()?;
+    let (qs, ql) = q.storage_and_layout();
+    let (ks, kl) = key.storage_and_layout();
+    let (vs, vl) = value.storage_and_layout();
+    let head_stride = kl.stride()[1];
+    let rows_packed = |l: &candle_core::Layout| {
+        l.stride()[2] == hd && l.stride()[3] == 1 && l.stride()[1] == head_stride
+    };
+    let (
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(qd)),
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(kd)),
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(vd)),
+        Some((qa, qb)),
+        true,
+    ) = (
+        &*qs,
+        &*ks,
+        &*vs,
+        ql.contiguous_offsets(),
+        rows_packed(kl) && rows_packed(vl) && head_stride >= keys * hd,
+    )
+    else {
+        return Ok(None);
+    };
+    let y = super::attn512::decode_attention(
+        &qd[qa..qb],
+        &kd[kl.start_offset()..],
+        &vd[vl.start_offset()..],
+        heads,
+        kv_heads,
+        keys,
+        hd,
+        head_stride,
+        scale,
+    );
+    y.map(|y| Tensor::from_vec(y, (1, heads, 1, hd), q.device()))
+        .transpose()
+}
+
 /// Additive causal mask `[t, offset + t]`: 0 where query `i` may see key `j`
 /// (`j <= offset + i`), `-inf` elsewhere.
 fn causal_mask(t: usize, offset: usize, device: &Device) -> Result<Tensor> {
@@ -317,7 +376,14 @@ impl Llama {
             let y = q.contiguous()?.apply_op3_no_bwd(&key, &value, &op)?;
             return block.o_proj.forward(&y);
         }
-        let y = if k == Kernels::Differentiable {
+        let one = if k == Kernels::Fused && t == 1 && b == 1 {
+            attend_one(&q, &key, &value, scale as f32)?
+        } else {
+            None
+        };
+        let y = if let Some(y) = one {
+            y
+        } else if k == Kernels::Differentiable {
             // Training: the query heads that share a key/value head side by side, [b, nkv,
             // rep·t, hd], so keys and values are not copied `rep` times (nor their gradients
             // summed back), and scale, mask and softmax as one node with a backward.
@@ -562,7 +628,9 @@ impl Llama {
             let vj = value.narrow(0, j, 1)?.contiguous()?;
             // Read in place, as in `attention`'s one-token case.
             let (kj, vj) = kv.append(&kj, &vj)?;
-            let y = if rep > 1 {
+            let y = if let Some(y) = attend_one(&qj, &kj, &vj, scale as f32)? {
+                y
+            } else if rep > 1 {
                 let qj = qj.reshape((1, nkv, rep, hd))?;
                 let probs = candle_nn::ops::softmax_last_dim(&(qj.matmul(&kj.t()?)? * scale)?)?;
                 probs.matmul(&vj)?.reshape((1, nh, 1, hd))?

@@ -183,7 +183,11 @@ fn quantize_row_q8_0(xs: &[f32]) -> Vec<ActBlock> {
             }
             let mut bias = [0i32; 8];
             for (c, b) in bias.iter_mut().enumerate() {
-                *b = 128 * qs[4 * c..4 * c + 4].iter().map(|&q| i32::from(q)).sum::<i32>();
+                *b = 128
+                    * qs[4 * c..4 * c + 4]
+                        .iter()
+                        .map(|&q| i32::from(q))
+                        .sum::<i32>();
             }
             ActBlock {
                 d: f16::from_f32(d).to_f32(),
@@ -217,9 +221,8 @@ mod x86 {
         for (b, w) in tile.iter().enumerate() {
             // SAFETY: chunk c is bytes 64c..64c + 64 of the 512; `d` holds 16 f16.
             let (q, dx) = unsafe {
-                let q: [__m512i; 8] = std::array::from_fn(|c| {
-                    _mm512_loadu_si512(w.qs.as_ptr().add(64 * c).cast())
-                });
+                let q: [__m512i; 8] =
+                    std::array::from_fn(|c| _mm512_loadu_si512(w.qs.as_ptr().add(64 * c).cast()));
                 (q, _mm512_cvtph_ps(_mm256_loadu_si256(w.d.as_ptr().cast())))
             };
             for r in 0..R {
@@ -233,7 +236,8 @@ mod x86 {
                         y.qs[4 * c + 2] as u8,
                         y.qs[4 * c + 3] as u8,
                     ]);
-                    let sumi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[c], _mm512_set1_epi32(a));
+                    let sumi =
+                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[c], _mm512_set1_epi32(a));
                     let sumi = _mm512_sub_epi32(sumi, _mm512_set1_epi32(y.bias[c]));
                     acc[r][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sumi), acc[r][c]);
                 }
