@@ -215,8 +215,10 @@ pub fn adapter_trained_on_alpaca(dir: &Path) -> bool {
 
 /// Bumped whenever a change to the forward pass, the tokenizer or the scoring makes earlier
 /// cached results stale (1: the first; 2: transformers 5's `rope_parameters` read; 3: Q4_1
-/// prompts multiply dequantized weights in f32, see [`crate::model::q4_1`]).
-const SCORING_VERSION: u32 = 3;
+/// prompts multiply dequantized weights in f32, see [`crate::model::q4_1`]; 4: a decode
+/// step's attention reads the cache in one AVX-512 pass, [`crate::model::attn512`], so
+/// generated replies can differ in a token).
+const SCORING_VERSION: u32 = 4;
 
 /// What identifies the base model's weights: its files with sizes and modification times,
 /// how GGUF blocks are computed, the device.
