@@ -4,7 +4,8 @@
 //! text, tokenized and cut. Both engines train on exactly these ids.
 //!
 //! `bench_train run GGUF IDS_JSON STEPS WARMUP` loads the GGUF dequantized to f32, attaches
-//! LoRA (`r = 8`, `lora_alpha = 16`, `lora_dropout = 0.05`, `q_proj`, `v_proj`), and runs
+//! LoRA (`r = 8`, `lora_alpha = 16`, `lora_dropout = 0.05`, on the projections `TARGETS`
+//! names, comma-separated, default `q_proj,v_proj`), and runs
 //! WARMUP then STEPS optimizer steps of batch 1 (loss on every next token, as transformers'
 //! `labels = input_ids`), with the trainer's own pieces: `forward_all`, `masked_nll_sum`,
 //! `backward`, `clip_grad_norm`, AdamW at `lr = 2e-4`. Prints one JSON object: median
@@ -63,7 +64,11 @@ fn main() -> anyhow::Result<()> {
                 r: 8,
                 lora_alpha: 16.0,
                 lora_dropout: 0.05,
-                target_modules: vec!["q_proj".into(), "v_proj".into()],
+                target_modules: std::env::var("TARGETS")
+                    .unwrap_or_else(|_| "q_proj,v_proj".into())
+                    .split(',')
+                    .map(String::from)
+                    .collect(),
                 use_rslora: false,
             };
             let lora = Lora::init(&mut loaded.model, &config, 0)?;

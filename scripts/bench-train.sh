@@ -7,7 +7,9 @@
 # each engine does WARMUP steps, then STEPS timed ones. Prints every run, the medians of the
 # per-round medians, and the ratios (bioinstruct / PyTorch: below 1 is faster or smaller).
 #
-# Environment: ROUNDS (3), STEPS (6), WARMUP (2), SEQ (256), THREADS (all cores), DEVICE
+# Environment: ROUNDS (3), STEPS (6), WARMUP (2), SEQ (256), THREADS (all cores), TARGETS (the
+# adapted projections, comma-separated: q_proj,v_proj; all seven with
+# TARGETS=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj), DEVICE
 # (cpu; cuda:0 trains both in bf16 on the GPU, in a build with `--features cuda`, which
 # CARGO_FEATURES=cuda asks for).
 set -euo pipefail

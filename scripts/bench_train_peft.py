@@ -24,6 +24,8 @@ from transformers import AutoModelForCausalLM
 
 gguf, ids_path, steps, warmup, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 device = sys.argv[6] if len(sys.argv) > 6 else "cpu"
+# The adapted projections, as bench_train's: TARGETS (comma-separated; default q_proj,v_proj).
+targets = os.environ.get("TARGETS", "q_proj,v_proj").split(",")
 cuda = device.startswith("cuda")
 dtype = torch.bfloat16 if cuda else torch.float32
 torch.set_num_threads(threads)
@@ -47,7 +49,7 @@ folder, name = os.path.split(os.path.abspath(gguf))
 model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=dtype).to(device)
 model = get_peft_model(
     model,
-    LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=targets, task_type="CAUSAL_LM"),
 )
 model.train()
 ids = torch.tensor([json.load(open(ids_path))], device=device)
