@@ -248,16 +248,7 @@ fn each_gguf_mode_s_perplexity_stays_near_the_exact_float_function() {
             .forward_all(&input, None)
             .and_then(|l| l.squeeze(0))
             .expect("forward");
-        let logp = candle_nn::ops::log_softmax(&logits, 1).expect("log_softmax");
-        let targets = Tensor::new(&ids[1..], &Device::Cpu)
-            .and_then(|t| t.unsqueeze(1))
-            .expect("targets");
-        let nll = logp
-            .gather(&targets, 1)
-            .and_then(|g| g.mean_all())
-            .and_then(|g| g.to_scalar::<f32>())
-            .expect("nll");
-        (-nll).exp()
+        perplexity_and_top1(&logits, &ids).0
     };
     let float = perplexity(&load(GgufCompute::Float));
     let keep = perplexity(keep());

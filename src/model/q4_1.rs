@@ -52,10 +52,10 @@ pub const BLOCK: usize = 32;
 pub const DEQUANT_MIN_ROWS: usize = 16;
 
 /// Output rows (weight rows) in a tile.
-const TILE: usize = 16;
+pub(super) const TILE: usize = 16;
 
 /// Activation rows that share one pass over the weights.
-const ROWS: usize = 4;
+pub(super) const ROWS: usize = 4;
 
 /// One block of 32 inputs of a tile of 16 weight rows (see the module's layout notes).
 #[derive(Debug, Clone, Copy)]
@@ -256,9 +256,7 @@ impl Q4_1Matrix {
     }
 
     /// Multiplies `m` rows of `k` activations into `[m, n]` with `kernel` (which must run on
-    /// this CPU: [`Kernel::runs_here`]). Each work item on candle's own thread pool is a tile
-    /// of 16 columns by up to 4 rows: one dispatch per matmul, and no second pool of
-    /// spinning threads competing with candle's.
+    /// this CPU: [`Kernel::runs_here`]).
     fn matmul(&self, lhs: &[f32], m: usize, kernel: Kernel) -> Vec<f32> {
         let kb = self.k / BLOCK;
         let act: Vec<ActBlock> = lhs
@@ -266,37 +264,79 @@ impl Q4_1Matrix {
             .take(m)
             .flat_map(quantize_row_q8_1)
             .collect();
-        let mut dst = vec![0f32; m * self.n];
-        let tiles = self.n.div_ceil(TILE);
-        let row_groups = m.div_ceil(ROWS);
-        let dst_addr = dst.as_mut_ptr() as usize;
-        let n = self.n;
-        let work = |range: std::ops::Range<usize>| {
-            for item in range {
-                let (t, g) = (item / row_groups, item % row_groups);
-                let rows = g * ROWS..((g + 1) * ROWS).min(m);
-                let cols = t * TILE..((t + 1) * TILE).min(n);
-                let acts: Vec<&[ActBlock]> =
-                    rows.clone().map(|r| &act[r * kb..(r + 1) * kb]).collect();
-                let mut sums = [[0f32; TILE]; ROWS];
-                tile_dot(kernel, self.tile(t), &acts, &mut sums);
-                for (r, s) in rows.zip(&sums) {
-                    // SAFETY: item (t, g) owns `dst[r·n + cols]` for its rows `r`, in bounds
-                    // since r < m and cols.end <= n; `execute_chunked` hands each item to
-                    // exactly one call, and `dst` outlives the blocking call.
-                    let out = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            (dst_addr as *mut f32).add(r * n + cols.start),
-                            cols.len(),
-                        )
-                    };
-                    out.copy_from_slice(&s[..cols.len()]);
-                }
-            }
-        };
-        candle_core::utils::barrier_pool().execute_chunked(tiles * row_groups, work);
-        dst
+        tiled_matmul(m, self.n, |t, rows, sums| {
+            let acts: Vec<&[ActBlock]> = rows.map(|r| &act[r * kb..(r + 1) * kb]).collect();
+            tile_dot(kernel, self.tile(t), &acts, sums);
+        })
     }
+}
+
+/// Sums of one tile: up to [`ROWS`] activation rows of [`TILE`] columns.
+pub(super) type TileSums = [[f32; TILE]; ROWS];
+
+/// The `[m, n]` product of a matrix kept in tiles of [`TILE`] weight rows: `tile(t, rows,
+/// sums)` writes into `sums[i][c]` activation row `rows.start + i`'s products with tile `t`'s
+/// rows (output columns `16t + c`; those past `n` are dropped). Each work item on candle's own
+/// thread pool is a tile by up to [`ROWS`] rows, so the rows share each load of the weights:
+/// one dispatch per matmul, and no second pool of spinning threads competing with candle's.
+pub(super) fn tiled_matmul(
+    m: usize,
+    n: usize,
+    tile: impl Fn(usize, std::ops::Range<usize>, &mut TileSums) + Sync,
+) -> Vec<f32> {
+    let mut dst = vec![0f32; m * n];
+    let row_groups = m.div_ceil(ROWS);
+    let dst_addr = dst.as_mut_ptr() as usize;
+    let work = |range: std::ops::Range<usize>| {
+        for item in range {
+            let (t, g) = (item / row_groups, item % row_groups);
+            let rows = g * ROWS..((g + 1) * ROWS).min(m);
+            let cols = t * TILE..((t + 1) * TILE).min(n);
+            let mut sums = [[0f32; TILE]; ROWS];
+            tile(t, rows.clone(), &mut sums);
+            for (r, s) in rows.zip(&sums) {
+                // SAFETY: item (t, g) owns `dst[r·n + cols]` for its rows `r`, in bounds since
+                // r < m and cols.end <= n; `execute_chunked` hands each item to exactly one
+                // call, and `dst` outlives the blocking call.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        (dst_addr as *mut f32).add(r * n + cols.start),
+                        cols.len(),
+                    )
+                };
+                out.copy_from_slice(&s[..cols.len()]);
+            }
+        }
+    };
+    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(TILE) * row_groups, work);
+    dst
+}
+
+/// A quantized matrix op's `cpu_fwd` around `product(x, m)` (`m` rows of `k` contiguous f32
+/// activations into `[m, n]`): checks the input (f32, contiguous, last dimension `k`, else
+/// an error naming `op`) and gives the output the input's shape with `n` last.
+pub(super) fn quantized_fwd(
+    op: &str,
+    (n, k): (usize, usize),
+    storage: &CpuStorage,
+    layout: &Layout,
+    product: impl FnOnce(&[f32], usize) -> Result<Vec<f32>>,
+) -> Result<(CpuStorage, Shape)> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op} takes f32 activations");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op} takes contiguous activations");
+    };
+    let mut dims = layout.shape().dims().to_vec();
+    if dims.last() != Some(&k) {
+        candle_core::bail!("{op}: activations {dims:?} do not end in {k}");
+    }
+    let out = product(&data[start..end], layout.shape().elem_count() / k)?;
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    Ok((CpuStorage::F32(out), Shape::from(dims)))
 }
 
 /// The 16 dot products of a tile's rows with each of `acts` (1 to 4 rows of activation
@@ -560,35 +600,24 @@ impl CustomOp1 for Q4_1Matrix {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("q4_1 matmul takes f32 activations");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("q4_1 matmul takes contiguous activations");
-        };
-        let mut dims = layout.shape().dims().to_vec();
-        if dims.last() != Some(&self.k) {
-            candle_core::bail!("q4_1 matmul: activations {dims:?} do not end in {}", self.k);
-        }
-        let m = layout.shape().elem_count() / self.k;
-        let x = &data[start..end];
-        let out = if m < DEQUANT_MIN_ROWS {
-            self.matmul(x, m, Kernel::detected())
-        } else if super::gemm512::available() {
-            let w = self.dequantize();
-            super::gemm512::matmul_nt(x, &w, m, self.n, self.k)
-                .unwrap_or_else(|| self.matmul(x, m, Kernel::detected()))
-        } else {
-            // Without AVX-512: candle's f32 matmul (the `gemm` crate) on the same weights.
-            let w =
-                candle_core::Tensor::from_vec(self.dequantize(), (self.n, self.k), &Device::Cpu)?;
-            let x = candle_core::Tensor::from_slice(x, (m, self.k), &Device::Cpu)?;
-            x.matmul(&w.t()?)?.flatten_all()?.to_vec1::<f32>()?
-        };
-        if let Some(last) = dims.last_mut() {
-            *last = self.n;
-        }
-        Ok((CpuStorage::F32(out), Shape::from(dims)))
+        quantized_fwd("q4_1 matmul", (self.n, self.k), storage, layout, |x, m| {
+            Ok(if m < DEQUANT_MIN_ROWS {
+                self.matmul(x, m, Kernel::detected())
+            } else if super::gemm512::available() {
+                let w = self.dequantize();
+                super::gemm512::matmul_nt(x, &w, m, self.n, self.k)
+                    .unwrap_or_else(|| self.matmul(x, m, Kernel::detected()))
+            } else {
+                // Without AVX-512: candle's f32 matmul (the `gemm` crate) on the same weights.
+                let w = candle_core::Tensor::from_vec(
+                    self.dequantize(),
+                    (self.n, self.k),
+                    &Device::Cpu,
+                )?;
+                let x = candle_core::Tensor::from_slice(x, (m, self.k), &Device::Cpu)?;
+                x.matmul(&w.t()?)?.flatten_all()?.to_vec1::<f32>()?
+            })
+        })
     }
 }
 

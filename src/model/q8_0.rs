@@ -26,16 +26,12 @@
 //! of the thread pool's work items.
 #![allow(unsafe_code)]
 
-use super::q4_1::Kernel;
+use super::q4_1::{quantized_fwd, tiled_matmul, Kernel, ROWS, TILE};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 use half::f16;
 
 /// Values per block (ggml's `QK8_0`).
 const BLOCK: usize = 32;
-/// Weight rows in a tile (one per 32-bit lane of a 512-bit vector).
-const TILE: usize = 16;
-/// Activation rows that share one pass over the weights.
-const ROWS: usize = 4;
 
 /// One block of 32 inputs of a tile of 16 weight rows.
 #[derive(Debug, Clone, Copy)]
@@ -116,8 +112,7 @@ impl Q8_0Matrix {
         self.k
     }
 
-    /// Multiplies `m` rows of `k` activations into `[m, n]`. Work items on candle's thread
-    /// pool are tiles of 16 columns by up to 4 rows.
+    /// Multiplies `m` rows of `k` activations into `[m, n]` ([`super::q4_1::tiled_matmul`]).
     fn matmul(&self, lhs: &[f32], m: usize) -> Vec<f32> {
         let kb = self.k / BLOCK;
         let act: Vec<ActBlock> = lhs
@@ -125,48 +120,24 @@ impl Q8_0Matrix {
             .take(m)
             .flat_map(quantize_row_q8_0)
             .collect();
-        let mut dst = vec![0f32; m * self.n];
-        let tiles = self.n.div_ceil(TILE);
-        let row_groups = m.div_ceil(ROWS);
-        let dst_addr = dst.as_mut_ptr() as usize;
-        let n = self.n;
-        let work = |range: std::ops::Range<usize>| {
-            for item in range {
-                let (t, g) = (item / row_groups, item % row_groups);
-                let rows = g * ROWS..((g + 1) * ROWS).min(m);
-                let cols = t * TILE..((t + 1) * TILE).min(n);
-                let acts: Vec<&[ActBlock]> =
-                    rows.clone().map(|r| &act[r * kb..(r + 1) * kb]).collect();
-                let tile = &self.tiles[t * kb..(t + 1) * kb];
-                let mut sums = [[0f32; TILE]; ROWS];
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: matrices are built only where the kernel is AVX-512 VNNI
-                // (`from_ggml_bytes`; the tests check `runs_here` first); `acts` has 1 to 4
-                // rows of the tile's blocks, `sums` one entry per row.
-                unsafe {
-                    match acts.len() {
-                        1 => x86::tile_vnni::<1>(tile, &acts, &mut sums),
-                        2 => x86::tile_vnni::<2>(tile, &acts, &mut sums),
-                        3 => x86::tile_vnni::<3>(tile, &acts, &mut sums),
-                        _ => x86::tile_vnni::<4>(tile, &acts, &mut sums),
-                    }
-                }
-                for (r, s) in rows.zip(&sums) {
-                    // SAFETY: item (t, g) owns `dst[r·n + cols]` for its rows `r`, in bounds
-                    // since r < m and cols.end <= n; `execute_chunked` hands each item to
-                    // exactly one call, and `dst` outlives the blocking call.
-                    let out = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            (dst_addr as *mut f32).add(r * n + cols.start),
-                            cols.len(),
-                        )
-                    };
-                    out.copy_from_slice(&s[..cols.len()]);
+        tiled_matmul(m, self.n, |t, rows, sums| {
+            let acts: Vec<&[ActBlock]> = rows.map(|r| &act[r * kb..(r + 1) * kb]).collect();
+            let tile = &self.tiles[t * kb..(t + 1) * kb];
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: matrices are built only where the kernel is AVX-512 VNNI
+            // (`from_ggml_bytes`; the tests check `runs_here` first); `acts` has 1 to 4 rows
+            // of the tile's blocks, `sums` one entry per row.
+            unsafe {
+                match acts.len() {
+                    1 => x86::tile_vnni::<1>(tile, &acts, sums),
+                    2 => x86::tile_vnni::<2>(tile, &acts, sums),
+                    3 => x86::tile_vnni::<3>(tile, &acts, sums),
+                    _ => x86::tile_vnni::<4>(tile, &acts, sums),
                 }
             }
-        };
-        candle_core::utils::barrier_pool().execute_chunked(tiles * row_groups, work);
-        dst
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (tile, acts, sums);
+        })
     }
 }
 
@@ -260,22 +231,9 @@ impl CustomOp1 for Q8_0Matrix {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("q8_0 matmul takes f32 activations");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("q8_0 matmul takes contiguous activations");
-        };
-        let mut dims = layout.shape().dims().to_vec();
-        if dims.last() != Some(&self.k) {
-            candle_core::bail!("q8_0 matmul: activations {dims:?} do not end in {}", self.k);
-        }
-        let m = layout.shape().elem_count() / self.k;
-        let out = self.matmul(&data[start..end], m);
-        if let Some(last) = dims.last_mut() {
-            *last = self.n;
-        }
-        Ok((CpuStorage::F32(out), Shape::from(dims)))
+        quantized_fwd("q8_0 matmul", (self.n, self.k), storage, layout, |x, m| {
+            Ok(self.matmul(x, m))
+        })
     }
 }
 
