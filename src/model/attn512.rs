@@ -222,7 +222,10 @@ pub fn decode_attention(
         return None;
     }
     assert!(
-        kv_heads > 0 && heads % kv_heads == 0 && keys > 0 && head_stride >= keys * head_dim,
+        kv_heads > 0
+            && heads.is_multiple_of(kv_heads)
+            && keys > 0
+            && head_stride >= keys * head_dim,
         "decode_attention: bad shape"
     );
     let last = (kv_heads - 1) * head_stride + keys * head_dim;
