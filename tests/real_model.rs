@@ -78,8 +78,9 @@ fn decoding_a_token_at_a_time_stays_near_the_exact_float_function() {
     // doing the same quantized computation. The kernels are bit-identical to candle's
     // (src/model/q4_1.rs, q8_0.rs); the decode attention sums in another order, and rounding
     // activations to 8 bits turns last-bit differences into different roundings downstream:
-    // scaling the attention output by 1 ± 3e-7 moved this perplexity between +0.21% and
-    // +1.12% of the float one, top-1 agreement between 95.2% and 97.5% (AMD EPYC Zen 4);
+    // scaling the attention output by 1 + ε, ε from -3e-7 to 6e-7, moved this perplexity
+    // between +0.21% and +1.12% of the float one, top-1 agreement between 95.2% and 97.5%
+    // (AMD EPYC Zen 4);
     // candle-transformers gives +0.38% and 95.2%. So the bounds are that noise's: perplexity
     // within 1.5% of the float function's, top-1 equal at 94% of positions or more.
     let m = keep();
