@@ -385,14 +385,28 @@ mod avx512 {
         // `keys` keys and values (the caller's bounds); `scores` is long enough.
         unsafe {
             let q: [__m512; D] = std::array::from_fn(|d| _mm512_loadu_ps(one.q.add(16 * d)));
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate().take(keys) {
+            let dot = |j: usize| {
                 let kj = one.k.add(j * D * 16);
                 let mut acc = _mm512_mul_ps(q[0], _mm512_loadu_ps(kj));
                 for (d, qd) in q.iter().enumerate().skip(1) {
                     acc = _mm512_fmadd_ps(*qd, _mm512_loadu_ps(kj.add(16 * d)), acc);
                 }
-                *s = _mm512_reduce_add_ps(acc) * scale;
+                acc
+            };
+            // 16 keys at a time: their 16 partial-sum vectors reduced together (one vector of
+            // 16 scores), instead of a horizontal sum per key.
+            let sv = _mm512_set1_ps(scale);
+            let mut maxv = _mm512_set1_ps(f32::NEG_INFINITY);
+            let full = keys / 16 * 16;
+            for j0 in (0..full).step_by(16) {
+                let acc: [__m512; 16] = std::array::from_fn(|i| dot(j0 + i));
+                let s16 = _mm512_mul_ps(sum_lanes16(acc), sv);
+                _mm512_storeu_ps(scores.as_mut_ptr().add(j0), s16);
+                maxv = _mm512_max_ps(maxv, s16);
+            }
+            let mut max = _mm512_reduce_max_ps(maxv);
+            for (j, s) in scores.iter_mut().enumerate().take(keys).skip(full) {
+                *s = _mm512_reduce_add_ps(dot(j)) * scale;
                 max = max.max(*s);
             }
             let mv = _mm512_set1_ps(max);
@@ -412,18 +426,60 @@ mod avx512 {
                 j += 16;
             }
             let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
-            let mut y = [_mm512_setzero_ps(); D];
-            for (j, p) in scores.iter().enumerate().take(keys) {
+            // Four sets of accumulators, key j into set j % 4: with one set, each fused
+            // multiply-add waited for the previous key's (a latency-bound chain).
+            let mut y = [[_mm512_setzero_ps(); D]; 4];
+            let add_key = |y: &mut [__m512; D], j: usize| {
                 let vj = one.v.add(j * D * 16);
-                let pv = _mm512_set1_ps(*p);
+                let pv = _mm512_set1_ps(scores[j]);
                 for (d, yd) in y.iter_mut().enumerate() {
                     *yd = _mm512_fmadd_ps(pv, _mm512_loadu_ps(vj.add(16 * d)), *yd);
                 }
+            };
+            let quads = keys / 4 * 4;
+            for j in (0..quads).step_by(4) {
+                for (set, ys) in y.iter_mut().enumerate() {
+                    add_key(ys, j + set);
+                }
             }
-            for (d, yd) in y.iter().enumerate() {
-                _mm512_storeu_ps(one.y.add(16 * d), _mm512_mul_ps(*yd, inv));
+            for j in quads..keys {
+                add_key(&mut y[j - quads], j);
+            }
+            let [y0, y1, y2, y3] = y;
+            for (d, (((a, b), c), e)) in y0.iter().zip(&y1).zip(&y2).zip(&y3).enumerate() {
+                let total = _mm512_add_ps(_mm512_add_ps(*a, *b), _mm512_add_ps(*c, *e));
+                _mm512_storeu_ps(one.y.add(16 * d), _mm512_mul_ps(total, inv));
             }
         }
+    }
+
+    /// The lane sums of 16 vectors as one vector (`out[i] = Σ_l v[i][l]`): pairs of vectors
+    /// interleaved and added by 32- then 64-bit elements (4 partial sums of 4 vectors in each
+    /// 128-bit lane), then the 128-bit lanes folded twice.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn sum_lanes16(v: [__m512; 16]) -> __m512 {
+        // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] for a = v[2i], b = v[2i+1].
+        let x: [__m512; 8] = std::array::from_fn(|i| {
+            let (a, b) = (v[2 * i], v[2 * i + 1]);
+            _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
+        });
+        // Per 128-bit lane: one partial sum of each of v[4i..4i + 4], in order.
+        let z: [__m512; 4] = std::array::from_fn(|i| {
+            let (a, b) = (_mm512_castps_pd(x[2 * i]), _mm512_castps_pd(x[2 * i + 1]));
+            _mm512_add_ps(
+                _mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)),
+            )
+        });
+        // Fold the four 128-bit lanes: z0 with z1, z2 with z3, then the pairs together.
+        let fold = |a: __m512, b: __m512| {
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x88>(a, b),
+                _mm512_shuffle_f32x4::<0xdd>(a, b),
+            )
+        };
+        fold(fold(z[0], z[1]), fold(z[2], z[3]))
     }
 
     /// `y[r] = Σ_j p[r, j] · v[j] / Σ_j p[r, j]` for `D` vectors per head, rows in groups

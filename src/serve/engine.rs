@@ -200,6 +200,8 @@ fn decode_loop(mut rx: mpsc::Receiver<Job>, max_running: usize, metrics: &Metric
             Ok(None) => false,
             Err(e) => seq.fail(&e),
         });
+        // Ended and cancelled sequences stop counting before the step, not after it.
+        metrics.running.set(active.len() as i64);
         decode_round(&mut active, &next);
         metrics.running.set(active.len() as i64);
     }
