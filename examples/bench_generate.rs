@@ -14,7 +14,7 @@ use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
     bioinstruct::model::pin_thread_count();
-    bioinstruct::model::raise_malloc_mmap_threshold();
+    bioinstruct::model::malloc::keep_freed_buffers();
     let args: Vec<String> = std::env::args().collect();
     anyhow::ensure!(
         args.len() >= 4,

@@ -34,7 +34,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> anyhow::Result<()> {
     bioinstruct::model::pin_thread_count();
     bioinstruct::train::tune_cpu_for_training();
-    bioinstruct::model::raise_malloc_mmap_threshold();
+    bioinstruct::model::malloc::keep_freed_buffers();
     let args: Vec<String> = std::env::args().collect();
     let device = std::env::var("BIOINSTRUCT_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     let options = LoadOptions::for_device(&device, GgufCompute::Float)?;

@@ -981,7 +981,7 @@ fn main() {
     // Before any thread starts (see its docs).
     bioinstruct::train::run::init_local_offset();
     bioinstruct::model::pin_thread_count();
-    bioinstruct::model::raise_malloc_mmap_threshold();
+    bioinstruct::model::malloc::keep_freed_buffers();
     let cli = Cli::parse();
     if matches!(
         cli.command,

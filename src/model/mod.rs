@@ -217,18 +217,6 @@ pub fn pin_thread_count() {
     }
 }
 
-/// Makes glibc's malloc keep freed activations for reuse instead of unmapping them
-/// ([`malloc::keep_freed_buffers`]: a fixed 32 MiB mmap threshold and no heap trimming).
-///
-/// Without it, glibc serves every allocation above its mmap threshold with a fresh `mmap`,
-/// so a forward pass that allocates activations of a few MB page-faults all of them in
-/// again, every pass. Measured on SmolLM2-135M from a Hugging Face folder, PubMedQA
-/// loglikelihood, 8 items: 654k page faults and 1.33 items/s before, 183k and 1.57 after
-/// raising the threshold alone; the training step's figures are in [`malloc`]'s notes.
-pub fn raise_malloc_mmap_threshold() {
-    malloc::keep_freed_buffers();
-}
-
 /// Parses `cpu` or `cuda:N` (`cuda` means `cuda:0`).
 ///
 /// # Errors

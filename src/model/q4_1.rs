@@ -264,9 +264,8 @@ impl Q4_1Matrix {
             .take(m)
             .flat_map(quantize_row_q8_1)
             .collect();
-        tiled_matmul(m, self.n, |t, rows, sums| {
-            let acts: Vec<&[ActBlock]> = rows.map(|r| &act[r * kb..(r + 1) * kb]).collect();
-            tile_dot(kernel, self.tile(t), &acts, sums);
+        tiled_matmul(&act, kb, self.n, |t, acts, sums| {
+            tile_dot(kernel, self.tile(t), acts, sums);
         })
     }
 }
@@ -274,16 +273,19 @@ impl Q4_1Matrix {
 /// Sums of one tile: up to [`ROWS`] activation rows of [`TILE`] columns.
 pub(super) type TileSums = [[f32; TILE]; ROWS];
 
-/// The `[m, n]` product of a matrix kept in tiles of [`TILE`] weight rows: `tile(t, rows,
-/// sums)` writes into `sums[i][c]` activation row `rows.start + i`'s products with tile `t`'s
-/// rows (output columns `16t + c`; those past `n` are dropped). Each work item on candle's own
-/// thread pool is a tile by up to [`ROWS`] rows, so the rows share each load of the weights:
-/// one dispatch per matmul, and no second pool of spinning threads competing with candle's.
-pub(super) fn tiled_matmul(
-    m: usize,
+/// The `[m, n]` product of a matrix kept in tiles of [`TILE`] weight rows by `m` rows of
+/// quantized activations (`act`, `kb` blocks a row): `tile(t, acts, sums)` writes into
+/// `sums[i][c]` the products of `acts[i]` (1 to [`ROWS`] rows) with tile `t`'s rows (output
+/// columns `16t + c`; those past `n` are dropped). Each work item on candle's own thread pool
+/// is a tile by up to [`ROWS`] rows, so the rows share each load of the weights: one dispatch
+/// per matmul, and no second pool of spinning threads competing with candle's.
+pub(super) fn tiled_matmul<A: Sync>(
+    act: &[A],
+    kb: usize,
     n: usize,
-    tile: impl Fn(usize, std::ops::Range<usize>, &mut TileSums) + Sync,
+    tile: impl Fn(usize, &[&[A]], &mut TileSums) + Sync,
 ) -> Vec<f32> {
+    let m = act.len() / kb.max(1);
     let mut dst = vec![0f32; m * n];
     let row_groups = m.div_ceil(ROWS);
     let dst_addr = dst.as_mut_ptr() as usize;
@@ -292,8 +294,12 @@ pub(super) fn tiled_matmul(
             let (t, g) = (item / row_groups, item % row_groups);
             let rows = g * ROWS..((g + 1) * ROWS).min(m);
             let cols = t * TILE..((t + 1) * TILE).min(n);
+            let acts: [&[A]; ROWS] = std::array::from_fn(|i| {
+                let r = (rows.start + i).min(m - 1);
+                &act[r * kb..(r + 1) * kb]
+            });
             let mut sums = [[0f32; TILE]; ROWS];
-            tile(t, rows.clone(), &mut sums);
+            tile(t, &acts[..rows.len()], &mut sums);
             for (r, s) in rows.zip(&sums) {
                 // SAFETY: item (t, g) owns `dst[r·n + cols]` for its rows `r`, in bounds since
                 // r < m and cols.end <= n; `execute_chunked` hands each item to exactly one

@@ -120,8 +120,7 @@ impl Q8_0Matrix {
             .take(m)
             .flat_map(quantize_row_q8_0)
             .collect();
-        tiled_matmul(m, self.n, |t, rows, sums| {
-            let acts: Vec<&[ActBlock]> = rows.map(|r| &act[r * kb..(r + 1) * kb]).collect();
+        tiled_matmul(&act, kb, self.n, |t, acts, sums| {
             let tile = &self.tiles[t * kb..(t + 1) * kb];
             #[cfg(target_arch = "x86_64")]
             // SAFETY: matrices are built only where the kernel is AVX-512 VNNI
@@ -129,10 +128,10 @@ impl Q8_0Matrix {
             // of the tile's blocks, `sums` one entry per row.
             unsafe {
                 match acts.len() {
-                    1 => x86::tile_vnni::<1>(tile, &acts, sums),
-                    2 => x86::tile_vnni::<2>(tile, &acts, sums),
-                    3 => x86::tile_vnni::<3>(tile, &acts, sums),
-                    _ => x86::tile_vnni::<4>(tile, &acts, sums),
+                    1 => x86::tile_vnni::<1>(tile, acts, sums),
+                    2 => x86::tile_vnni::<2>(tile, acts, sums),
+                    3 => x86::tile_vnni::<3>(tile, acts, sums),
+                    _ => x86::tile_vnni::<4>(tile, acts, sums),
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]
