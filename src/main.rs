@@ -62,19 +62,22 @@ enum Command {
         /// Train in the background and return at once.
         #[arg(long)]
         detach: bool,
-        /// bioinstruct (its own trainer), or accelerate: Hugging Face transformers' Trainer
+        /// bioinstruct (its own trainer); accelerate: Hugging Face transformers' Trainer
         /// with PEFT under `accelerate launch` (DDP; FSDP or DeepSpeed with
-        /// --accelerate-config), on the same examples, LoRA settings and schedule, the run
-        /// folder the workbench's own (status, metrics, checkpoints, final/ adapter; `runs
-        /// stop|resume|watch`).
+        /// --accelerate-config), on the same examples, LoRA settings and schedule; or axolotl
+        /// (`axolotl train` on the run written as an axolotl config: Alpaca prompts, the same
+        /// LoRA settings and schedule; a GGUF base is written as a Hugging Face folder first).
+        /// Either engine keeps the run folder the workbench's own (status, metrics,
+        /// checkpoints, final/ adapter; `runs stop|resume|watch`, the Train pane).
         #[arg(long, value_enum, default_value = "bioinstruct")]
         engine: bioinstruct::train::engine::Engine,
-        /// With --engine accelerate: processes (`--num_processes`; one per GPU, or CPU
-        /// processes when [model] device is cpu, joined by gloo).
+        /// With --engine accelerate or axolotl: processes (`--num_processes`; one per GPU, or
+        /// CPU processes when [model] device is cpu, joined by gloo).
         #[arg(long, value_name = "N", default_value_t = 1)]
         num_processes: usize,
-        /// With --engine accelerate: the Python with torch, transformers, peft and
-        /// accelerate (scripts/torch-venv.sh builds one).
+        /// With --engine accelerate or axolotl: the Python with torch, transformers, peft and
+        /// accelerate (scripts/torch-venv.sh builds one), and axolotl for its engine
+        /// (scripts/axolotl-python.sh prints one, building it once).
         #[arg(
             long,
             value_name = "PATH",
@@ -82,7 +85,7 @@ enum Command {
             default_value = "python3"
         )]
         python: PathBuf,
-        /// With --engine accelerate: an accelerate config file (FSDP, DeepSpeed).
+        /// With --engine accelerate or axolotl: an accelerate config file (FSDP, DeepSpeed).
         #[arg(long, value_name = "FILE")]
         accelerate_config: Option<PathBuf>,
         /// Do not train: write the run as an axolotl config instead (DIR/axolotl.yaml:
@@ -845,11 +848,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             let launch = match engine {
                 bioinstruct::train::engine::Engine::Bioinstruct => None,
-                bioinstruct::train::engine::Engine::Accelerate => {
+                e @ (bioinstruct::train::engine::Engine::Accelerate
+                | bioinstruct::train::engine::Engine::Axolotl) => {
                     let device = bioinstruct::train::config::TrainConfig::from_file(&config)
                         .map(|c| c.model.device)
                         .unwrap_or_else(|_| "cpu".into());
                     Some(bioinstruct::train::engine::Launch {
+                        engine: e,
                         python,
                         num_processes,
                         cpu: device == "cpu",

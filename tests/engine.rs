@@ -3,6 +3,10 @@
 //! seeds, in the torch venv (`scripts/torch-python.sh`). Its metrics stream into the Train
 //! pane while it runs (tmux), it is stopped from the pane and resumed with `runs resume`, and
 //! its adapter gives the same greedy tokens in `bioinstruct chat --adapter` as in PEFT.
+//!
+//! `bioinstruct train --engine axolotl`: a real `axolotl train` of SmolLM2-135M (its GGUF
+//! written as a Hugging Face folder) in the axolotl venv (`scripts/axolotl-python.sh`), the run
+//! folder kept by the project's plugin, stopped and resumed, its adapter loading in `chat`.
 
 mod common;
 
@@ -12,10 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn torch_python() -> PathBuf {
-    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/torch-python.sh"))
+/// The python that `script` (scripts/torch-python.sh, scripts/axolotl-python.sh) prints,
+/// building its venv once.
+fn venv_python(script: &str) -> PathBuf {
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join(script))
         .output()
-        .expect("scripts/torch-python.sh");
+        .expect(script);
     assert!(
         out.status.success(),
         "{}",
@@ -29,6 +35,40 @@ fn read_status(run: &Path) -> serde_json::Value {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits up to `seconds` for the run's status to be `state`.
+fn wait_state(run: &Path, state: &str, seconds: u64) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while read_status(run)["state"] != state {
+        assert!(
+            Instant::now() < deadline,
+            "not {state}: {}\ntrain.log:\n{}",
+            read_status(run),
+            std::fs::read_to_string(run.join("train.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The sum of |lora_B| over an adapter's weights (zero at initialisation).
+fn lora_b_moved(adapter: &Path) -> f32 {
+    let tensors = candle_core::safetensors::load(
+        adapter.join("adapter_model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .expect("adapter weights");
+    tensors
+        .iter()
+        .filter(|(k, _)| k.contains("lora_B"))
+        .map(|(_, t)| {
+            t.abs()
+                .and_then(|a| a.sum_all())
+                .and_then(|a| a.to_dtype(candle_core::DType::F32))
+                .and_then(|a| a.to_scalar::<f32>())
+                .expect("sum")
+        })
+        .sum::<f32>()
 }
 
 /// The steps of the metrics' step lines, in file order.
@@ -56,7 +96,7 @@ fn screen_step(screen: &str) -> u64 {
 #[test]
 fn a_two_process_accelerate_run_streams_into_the_train_pane_stops_resumes_and_matches_peft() {
     let ws = Workspace::new();
-    let python = torch_python();
+    let python = venv_python("scripts/torch-python.sh");
     let gguf = gguf_path();
     ws.ok(&["seeds", "list"]); // the workspace's seed file
     let config = ws.home.path().join("engine.toml");
@@ -139,15 +179,7 @@ fn a_two_process_accelerate_run_streams_into_the_train_pane_stops_resumes_and_ma
     tmux.keys(&["x"]);
     tmux.wait_for(&format!("Stop {id}?"));
     tmux.keys(&["y"]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while read_status(&run)["state"] != "stopped" {
-        assert!(
-            Instant::now() < deadline,
-            "not stopped: {}",
-            read_status(&run)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_state(&run, "stopped", 120);
     tmux.wait_for("stopped");
     tmux.keys(&["q"]);
     tmux.wait_exit();
@@ -185,23 +217,7 @@ fn a_two_process_accelerate_run_streams_into_the_train_pane_stops_resumes_and_ma
     let adapter = run.join("final");
     assert!(adapter.join("adapter_config.json").is_file());
     // Trained: its lora_B (zero at initialisation) moved.
-    let tensors = candle_core::safetensors::load(
-        adapter.join("adapter_model.safetensors"),
-        &candle_core::Device::Cpu,
-    )
-    .expect("adapter weights");
-    let moved = tensors
-        .iter()
-        .filter(|(k, _)| k.contains("lora_B"))
-        .map(|(_, t)| {
-            t.abs()
-                .and_then(|a| a.sum_all())
-                .and_then(|a| a.to_dtype(candle_core::DType::F32))
-                .and_then(|a| a.to_scalar::<f32>())
-                .expect("sum")
-        })
-        .sum::<f32>();
-    assert!(moved > 0.0, "lora_B is still zero");
+    assert!(lora_b_moved(&adapter) > 0.0, "lora_B is still zero");
 
     // The adapter in bioinstruct chat and in PEFT: the same greedy tokens.
     let prompt = "List three symptoms of sepsis.";
@@ -239,6 +255,135 @@ fn a_two_process_accelerate_run_streams_into_the_train_pane_stops_resumes_and_ma
         ours.trim(),
         v["peft"]["text"].as_str().expect("text").trim()
     );
+}
+
+#[test]
+fn an_axolotl_run_keeps_the_run_folder_stops_resumes_and_its_adapter_loads() {
+    let ws = Workspace::new();
+    let python = venv_python("scripts/axolotl-python.sh");
+    let gguf = gguf_path();
+    ws.ok(&["seeds", "list"]); // the workspace's seed file
+    let config = ws.home.path().join("axolotl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nbase = {:?}\n[data]\nfiles = [\"seeds\"]\ncategories = [\"ie\"]\nmax_seq_len = 256\n\
+             [lora]\nr = 8\nlora_alpha = 16\ntarget_modules = [\"q_proj\", \"v_proj\"]\n\
+             [optim]\nlearning_rate = 2e-3\nepochs = 1\nmicro_batch_size = 1\n\
+             gradient_accumulation_steps = 1\nwarmup_steps = 1\n\
+             [run]\ncheckpoint_every = 2\neval_every = 4\n",
+            gguf.display().to_string()
+        ),
+    )
+    .expect("config");
+    let out = ws.run(&[
+        "train",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--engine",
+        "axolotl",
+        "--python",
+        python.to_str().expect("utf-8"),
+        "--detach",
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("training on axolotl"), "{said}");
+    let id = common::run_id(&said);
+    let run = ws.home.path().join("data/runs").join(&id);
+    let engine = run.join("engine");
+    let yaml = std::fs::read_to_string(engine.join("axolotl.yaml")).expect("axolotl.yaml");
+    assert!(
+        yaml.contains("bioinstruct_axolotl.BioinstructPlugin"),
+        "{yaml}"
+    );
+    // The GGUF base, written as a Hugging Face folder for axolotl.
+    assert!(
+        yaml.contains(&format!(
+            "base_model: {:?}",
+            engine.join("base").display().to_string()
+        )),
+        "{yaml}"
+    );
+    assert!(engine.join("base/model.safetensors").is_file());
+
+    // Its steps reach metrics.jsonl while it trains; `runs stop` checkpoints one and ends it.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while logged_steps(&run).len() < 2 {
+        assert!(
+            Instant::now() < deadline && read_status(&run)["state"] != "failed",
+            "no steps logged: {}\ntrain.log:\n{}",
+            read_status(&run),
+            std::fs::read_to_string(run.join("train.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(read_status(&run)["state"], "running");
+    ws.ok(&["runs", "stop", &id]);
+    wait_state(&run, "stopped", 120);
+    let stopped_at = read_status(&run)["step"].as_u64().expect("step");
+    let total = read_status(&run)["total_steps"].as_u64().expect("total");
+    assert!(
+        stopped_at < total,
+        "stopped before the end ({stopped_at}/{total})"
+    );
+    assert!(
+        run.join(format!("checkpoint-{stopped_at}/trainer_state.json"))
+            .is_file(),
+        "the stop checkpointed its step"
+    );
+    let shown = ws.ok(&["runs", "show", &id, "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).expect("runs show --json");
+    assert_eq!(shown["state"], "stopped", "{shown}");
+    assert_eq!(shown["trainer"], "axolotl", "{shown}");
+    assert!(
+        shown["checkpoint"]
+            .as_str()
+            .is_some_and(|c| c.ends_with(&format!("checkpoint-{stopped_at}"))),
+        "{shown}"
+    );
+
+    // `runs resume` relaunches axolotl, which goes on from that checkpoint to the end.
+    let resumed = ws.run(&["runs", "resume", &id]);
+    assert!(
+        resumed.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&resumed.stdout),
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(read_status(&run)["state"], "finished");
+    assert_eq!(
+        logged_steps(&run),
+        (1..=total).collect::<Vec<_>>(),
+        "each step once"
+    );
+    let log = std::fs::read_to_string(run.join("train.log")).expect("log");
+    assert!(
+        log.contains(&format!("resuming at step {stopped_at}")),
+        "{log}"
+    );
+    let adapter = run.join("final");
+    assert!(lora_b_moved(&adapter) > 0.0, "lora_B is still zero");
+    // The adapter loads in bioinstruct on the GGUF it was trained from.
+    let reply = ws.ok(&[
+        "chat",
+        "--model",
+        gguf.to_str().expect("utf-8"),
+        "--gguf-compute",
+        "float",
+        "--adapter",
+        adapter.to_str().expect("utf-8"),
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "8",
+        "List three symptoms of sepsis.",
+    ]);
+    assert!(!reply.trim().is_empty());
 }
 
 #[test]

@@ -469,7 +469,7 @@ fn merged_weights_give_the_logits_of_base_plus_adapter() {
 
     // The library on the Hugging Face layout, and on the GGUF layout (q/k rows put back).
     let merged = dir.path().join("merged");
-    bioinstruct::model::merge::write_merged(&hf, &lora, &merged).expect("merges");
+    bioinstruct::model::merge::write_merged(&hf, Some(&lora), &merged).expect("merges");
     let got = load(&merged, DType::F32)
         .model
         .forward_all(&x, None)
@@ -481,14 +481,14 @@ fn merged_weights_give_the_logits_of_base_plus_adapter() {
     to_gguf_layout(&mut gguf);
     let gguf_lora = Lora::load_peft(&mut gguf.model, &adapter).expect("loads");
     let from_gguf = dir.path().join("merged-from-gguf");
-    bioinstruct::model::merge::write_merged(&gguf, &gguf_lora, &from_gguf).expect("merges");
+    bioinstruct::model::merge::write_merged(&gguf, Some(&gguf_lora), &from_gguf).expect("merges");
     let got = load(&from_gguf, DType::F32)
         .model
         .forward_all(&x, None)
         .expect("forward");
     assert!(max_diff(&want, &got) < 1e-4, "{}", max_diff(&want, &got));
     assert!(
-        bioinstruct::model::merge::write_merged(&hf, &lora, &merged).is_err(),
+        bioinstruct::model::merge::write_merged(&hf, Some(&lora), &merged).is_err(),
         "an existing folder is never overwritten"
     );
 

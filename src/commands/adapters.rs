@@ -44,7 +44,7 @@ pub fn merge(
     let mut loaded = LoadedModel::load(&settings.resolver(), &base, &options)
         .with_context(|| format!("loading the base model {base}"))?;
     let lora = Lora::load_peft(&mut loaded.model, adapter)?;
-    crate::model::merge::write_merged(&loaded, &lora, out)?;
+    crate::model::merge::write_merged(&loaded, Some(&lora), out)?;
     let bytes = std::fs::metadata(out.join("model.safetensors")).map_or(0, |m| m.len());
     writeln!(
         w,

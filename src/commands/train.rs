@@ -245,14 +245,18 @@ pub fn train_on(
         updated_unix_s: crate::train::run::unix_now(),
     })?;
     if let Some(launch) = engine {
-        engine::write_inputs(
-            &run.path,
-            &prepared.config,
-            &prepared.train_set,
-            &prepared.validation,
-            prepared.end_token,
-            &launch,
-        )?;
+        if launch.engine == engine::Engine::Axolotl {
+            write_axolotl_run(&run, &prepared, config_path, &launch, out)?;
+        } else {
+            engine::write_inputs(
+                &run.path,
+                &prepared.config,
+                &prepared.train_set,
+                &prepared.validation,
+                prepared.end_token,
+                &launch,
+            )?;
+        }
         drop(prepared);
         return start_engine(settings, &run, detach, out);
     }
@@ -267,6 +271,40 @@ pub fn train_on(
         return Ok(());
     }
     run_prepared(prepared, &run, None, true, out)
+}
+
+/// An axolotl run's inputs ([`engine::write_axolotl_inputs`]); a GGUF base model is written
+/// first as a Hugging Face folder `engine/base/` from the loaded (float) weights, since axolotl
+/// loads no GGUF.
+fn write_axolotl_run(
+    run: &RunDir,
+    prepared: &Prepared,
+    config_path: &Path,
+    launch: &engine::Launch,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let config = &prepared.config;
+    let base = Path::new(&config.model.base);
+    let base_model = if base.is_file() {
+        let folder = engine::engine_dir(&run.path).join("base");
+        crate::model::merge::write_merged(&prepared.loaded, None, &folder).with_context(|| {
+            format!(
+                "writing {} as a Hugging Face folder for axolotl",
+                base.display()
+            )
+        })?;
+        writeln!(
+            out,
+            "axolotl loads Hugging Face models: wrote {} as {}",
+            base.display(),
+            folder.display()
+        )?;
+        folder.display().to_string()
+    } else {
+        config.model.base.clone()
+    };
+    let (records, _) = alpaca_lines(config, config_path)?;
+    engine::write_axolotl_inputs(&run.path, config, &records, &base_model, launch)
 }
 
 /// Trainers this process started and has not reaped yet.
@@ -291,6 +329,27 @@ pub fn reap_children() -> usize {
     before - launched.len()
 }
 
+/// The run's records after its category filter, as Alpaca JSON lines (`instruction`,
+/// `input`, `output`), and how many.
+fn alpaca_lines(config: &TrainConfig, config_path: &Path) -> Result<(Vec<u8>, usize)> {
+    let records = read_data(config, config_path)?;
+    let categories = &config.data.categories;
+    let mut lines = Vec::new();
+    let mut count = 0;
+    for r in records
+        .iter()
+        .filter(|r| categories.is_empty() || categories.contains(&r.category))
+    {
+        serde_json::to_writer(
+            &mut lines,
+            &serde_json::json!({"instruction": r.instruction, "input": r.input, "output": r.output}),
+        )?;
+        lines.push(b'\n');
+        count += 1;
+    }
+    Ok((lines, count))
+}
+
 /// `train --config FILE --export-axolotl DIR`: the run as an axolotl config: `DIR/data.jsonl`
 /// (the run's records after its category filter, as Alpaca `instruction`, `input`, `output`)
 /// and `DIR/axolotl.yaml` ([`engine::axolotl_yaml`], its `output_dir` `DIR/out`).
@@ -313,19 +372,7 @@ pub fn export_axolotl(
             config.model.base
         );
     }
-    let records = read_data(&config, config_path)?;
-    let categories = &config.data.categories;
-    let mut lines = Vec::new();
-    for r in records
-        .iter()
-        .filter(|r| categories.is_empty() || categories.contains(&r.category))
-    {
-        serde_json::to_writer(
-            &mut lines,
-            &serde_json::json!({"instruction": r.instruction, "input": r.input, "output": r.output}),
-        )?;
-        lines.push(b'\n');
-    }
+    let (lines, count) = alpaca_lines(&config, config_path)?;
     std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     let dir = std::path::absolute(dir)?;
     let data = dir.join("data.jsonl");
@@ -333,13 +380,12 @@ pub fn export_axolotl(
     let yaml = dir.join("axolotl.yaml");
     crate::data::replace_atomic(
         &yaml,
-        engine::axolotl_yaml(&config, &data, &dir.join("out")).as_bytes(),
+        engine::axolotl_yaml(&config, &config.model.base, &data, &dir.join("out")).as_bytes(),
     )?;
     writeln!(
         out,
-        "wrote {} ({} records) and {}; train with: axolotl train {}",
+        "wrote {} ({count} records) and {}; train with: axolotl train {}",
         data.display(),
-        lines.iter().filter(|&&b| b == b'\n').count(),
         yaml.display(),
         yaml.display()
     )?;
@@ -363,7 +409,8 @@ fn start_engine(
     if detach {
         writeln!(
             out,
-            "training on accelerate in the background (launcher pid {pid}); follow it with `bioinstruct runs watch {id}`, stop it with `bioinstruct runs stop {id}`"
+            "training on {} in the background (launcher pid {pid}); follow it with `bioinstruct runs watch {id}`, stop it with `bioinstruct runs stop {id}`",
+            engine::engine_of(&run.path).name()
         )?;
         return Ok(());
     }
@@ -871,7 +918,9 @@ pub fn show(settings: &Settings, name: &str, json: bool, out: &mut dyn Write) ->
     if json {
         let v = serde_json::json!({
             "run": run.path,
-            "trainer": run.format.map_or("bioinstruct", Format::label),
+            "trainer": run
+                .format
+                .map_or_else(|| engine::engine_of(&run.path).name(), Format::label),
             "state": run.label(),
             "pid": (run.format.is_none()).then_some(run.status.pid),
             "step": run.status.step,
@@ -886,8 +935,14 @@ pub fn show(settings: &Settings, name: &str, json: bool, out: &mut dyn Write) ->
         return Ok(());
     }
     writeln!(out, "run        {}", run.path.display())?;
-    if let Some(f) = run.format {
-        writeln!(out, "trainer    {} (read-only)", f.label())?;
+    match run.format {
+        Some(f) => writeln!(out, "trainer    {} (read-only)", f.label())?,
+        None if engine::is_engine_run(&run.path) => writeln!(
+            out,
+            "trainer    {} (engine)",
+            engine::engine_of(&run.path).name()
+        )?,
+        None => {}
     }
     writeln!(out, "state      {}", run.label())?;
     if run.format.is_none() {

@@ -25,20 +25,21 @@ fn float_weight(linear: &super::Linear, name: &str) -> Result<Tensor, ModelError
     }
 }
 
-/// Every weight of `loaded` with `lora` merged in, under Hugging Face's names and row order.
+/// Every weight of `loaded` with `lora` merged in (none: the base model's own weights), under
+/// Hugging Face's names and row order.
 ///
 /// # Errors
 /// A quantized projection ([`ModelError::Lora`]), or a tensor error.
 pub fn merged_tensors(
     loaded: &LoadedModel,
-    lora: &Lora,
+    lora: Option<&Lora>,
 ) -> Result<HashMap<String, Tensor>, ModelError> {
     let model = &loaded.model;
     let c = &model.config;
-    let scale = lora.config.scale();
+    let scale = lora.map_or(1.0, |l| l.config.scale());
     let deltas: HashMap<&str, (&Tensor, &Tensor)> = lora
-        .modules
         .iter()
+        .flat_map(|l| &l.modules)
         .map(|m| {
             (
                 m.path.as_str(),
@@ -168,14 +169,19 @@ pub fn write_tokenizer_files(loaded: &LoadedModel, dir: &Path) -> Result<(), Mod
     sync(&path)
 }
 
-/// Writes `loaded` with `lora` merged as a Hugging Face model folder `out`, which must not
+/// Writes `loaded` with `lora` merged (none: the base model alone, e.g. a GGUF base for a
+/// trainer that loads Hugging Face folders) as a Hugging Face model folder `out`, which must not
 /// exist: the files are written into `<out>.tmp/` (each fsynced) and the folder renamed into
 /// place, so a crash never leaves a half-written model under `out`.
 ///
 /// # Errors
 /// [`ModelError::Weights`] naming `out` when it exists or a file cannot be written; a
 /// quantized projection; a tensor error.
-pub fn write_merged(loaded: &LoadedModel, lora: &Lora, out: &Path) -> Result<(), ModelError> {
+pub fn write_merged(
+    loaded: &LoadedModel,
+    lora: Option<&Lora>,
+    out: &Path,
+) -> Result<(), ModelError> {
     let werr = |path: &Path, problem: String| ModelError::Weights {
         path: path.to_path_buf(),
         problem,

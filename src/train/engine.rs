@@ -1,8 +1,8 @@
 //! Training on an existing engine, for runs that outgrow one device: Hugging Face
 //! transformers' `Trainer` + PEFT under `accelerate launch` (DDP by default; FSDP or DeepSpeed
-//! through an accelerate config file), with the run folder bioinstruct's own.
+//! through an accelerate config file), or axolotl, with the run folder bioinstruct's own.
 //!
-//! [`write_inputs`] puts into `RUN/engine/`:
+//! For `--engine accelerate`, [`write_inputs`] puts into `RUN/engine/`:
 //! - `train.jsonl` and `validation.jsonl`: the examples bioinstruct's own trainer would train
 //!   on (the same records, template, truncation and split), as `input_ids` and `labels`, the
 //!   labels in transformers' convention (the token itself on response positions, -100
@@ -12,7 +12,16 @@
 //!   clipping, weight decay, evaluation and checkpoint intervals, seed);
 //! - `train.py`: the training script (`engine_accelerate.py` in the source), which writes
 //!   `status.json`, `metrics.jsonl`, `checkpoint-N/` and `final/` as the workbench reads them;
-//! - `launch.json`: how it was launched (Python, processes, device), for `runs resume`.
+//! - `bioinstruct_callback.py` (`engine_callback.py` in the source): the Trainer callback
+//!   both engines share;
+//! - `launch.json`: how it was launched (engine, Python, processes, device), for `runs resume`.
+//!
+//! For `--engine axolotl`, [`write_axolotl_inputs`] puts there instead `data.jsonl` (the
+//! records as Alpaca lines), `axolotl.yaml` ([`axolotl_yaml`] plus the plugin, output_dir the
+//! run folder, resuming from its newest checkpoint), `bioinstruct_axolotl.py` (the plugin that
+//! adds the callback), `train.py` (`engine_axolotl.py`: axolotl's own training entry point,
+//! recording a failure in `status.json`), the callback and `launch.json`; a GGUF base model is
+//! written once as a Hugging Face folder `engine/base/` (axolotl loads no GGUF).
 //!
 //! [`launch`] starts `python -m accelerate.commands.launch … engine/train.py RUN` in a session
 //! of its own (it outlives the terminal), its output appended to `train.log`. Stopping writes
@@ -26,23 +35,50 @@ use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The training script, written into each run folder.
+/// The training script of accelerate runs, written into each run folder.
 pub const ACCELERATE_SCRIPT: &str = include_str!("engine_accelerate.py");
+/// The Trainer callback both engines' scripts import.
+pub const CALLBACK_MODULE: &str = include_str!("engine_callback.py");
+/// The training script of axolotl runs.
+pub const AXOLOTL_SCRIPT: &str = include_str!("engine_axolotl.py");
+/// The axolotl plugin adding the callback.
+pub const AXOLOTL_PLUGIN: &str = include_str!("engine_axolotl_plugin.py");
 
 /// Which engine trains a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Engine {
     /// bioinstruct's own trainer (candle), in this process or a detached worker.
     #[default]
     Bioinstruct,
     /// transformers' Trainer + PEFT under `accelerate launch` (several processes or GPUs).
     Accelerate,
+    /// axolotl (`axolotl train`: its Trainer, LoRA and Alpaca prompts) under `accelerate launch`.
+    Axolotl,
+}
+
+impl Engine {
+    /// The engine's name, as `--engine` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Bioinstruct => "bioinstruct",
+            Engine::Accelerate => "accelerate",
+            Engine::Axolotl => "axolotl",
+        }
+    }
+}
+
+fn accelerate_engine() -> Engine {
+    Engine::Accelerate
 }
 
 /// How an engine run is launched (kept in `engine/launch.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Launch {
-    /// The Python with torch, transformers, peft and accelerate.
+    /// The engine ([`Engine::Accelerate`] in runs written before axolotl runs existed).
+    #[serde(default = "accelerate_engine")]
+    pub engine: Engine,
+    /// The Python with torch, transformers, peft and accelerate (and axolotl, for its runs).
     pub python: PathBuf,
     /// Processes (`--num_processes`): one per GPU, or CPU processes with `cpu`.
     pub num_processes: usize,
@@ -55,6 +91,15 @@ pub struct Launch {
 /// The engine folder of a run.
 pub fn engine_dir(run: &Path) -> PathBuf {
     run.join("engine")
+}
+
+/// The engine of the run in `run` (its `engine/launch.json`; [`Engine::Bioinstruct`] when it
+/// has none or it cannot be read).
+pub fn engine_of(run: &Path) -> Engine {
+    std::fs::read_to_string(engine_dir(run).join("launch.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Launch>(&t).ok())
+        .map_or(Engine::Bioinstruct, |l| l.engine)
 }
 
 /// Whether the run in `run` trains on an engine.
@@ -149,12 +194,55 @@ pub fn write_inputs(
         &dir.join("args.json"),
         serde_json::to_string_pretty(&args)?.as_bytes(),
     )?;
-    crate::data::replace_atomic(&dir.join("train.py"), ACCELERATE_SCRIPT.as_bytes())?;
+    write_scripts(&dir, ACCELERATE_SCRIPT, launch)
+}
+
+/// Writes `engine/train.py` (`script`), the shared callback and `launch.json`.
+fn write_scripts(dir: &Path, script: &str, launch: &Launch) -> Result<()> {
+    crate::data::replace_atomic(&dir.join("train.py"), script.as_bytes())?;
+    crate::data::replace_atomic(
+        &dir.join("bioinstruct_callback.py"),
+        CALLBACK_MODULE.as_bytes(),
+    )?;
     crate::data::replace_atomic(
         &dir.join("launch.json"),
         serde_json::to_string_pretty(launch)?.as_bytes(),
     )?;
     Ok(())
+}
+
+/// Writes an axolotl run's inputs into `run/engine/` (see the module docs): `records` are
+/// the run's Alpaca JSON lines, `base_model` what axolotl loads (a Hub id or a Hugging Face
+/// folder).
+///
+/// # Errors
+/// A file that cannot be written.
+pub fn write_axolotl_inputs(
+    run: &Path,
+    config: &TrainConfig,
+    records: &[u8],
+    base_model: &str,
+    launch: &Launch,
+) -> Result<()> {
+    let dir = engine_dir(run);
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    let data = dir.join("data.jsonl");
+    crate::data::replace_atomic(&data, records)?;
+    let mut yaml = axolotl_yaml(config, base_model, &data, run);
+    yaml.push_str(&format!(
+        "# bioinstruct's run folder: its plugin writes status.json and metrics.jsonl; a relaunch\n\
+         # resumes from the newest checkpoint-N/.\n\
+         plugins:\n  - bioinstruct_axolotl.BioinstructPlugin\n\
+         dataset_prepared_path: {}\n\
+         auto_resume_from_checkpoints: true\n",
+        yaml_str(&dir.join("prepared").display().to_string())
+    ));
+    crate::data::replace_atomic(&dir.join("axolotl.yaml"), yaml.as_bytes())?;
+    crate::data::replace_atomic(
+        &dir.join("bioinstruct_axolotl.py"),
+        AXOLOTL_PLUGIN.as_bytes(),
+    )?;
+    write_scripts(&dir, AXOLOTL_SCRIPT, launch)
 }
 
 /// A free TCP port on 127.0.0.1 for the processes' rendezvous.
@@ -213,7 +301,8 @@ pub fn launch(run: &Path) -> Result<u32> {
     cmd.arg(dir.join("train.py")).arg(run);
     writeln!(
         log,
-        "[engine] {} -m accelerate.commands.launch ({n} process(es){})",
+        "[engine] {}: {} -m accelerate.commands.launch ({n} process(es){})",
+        launch.engine.name(),
         launch.python.display(),
         if launch.cpu { ", CPU" } else { "" }
     )?;
@@ -225,7 +314,8 @@ pub fn launch(run: &Path) -> Result<u32> {
         .spawn()
         .with_context(|| {
             format!(
-                "starting accelerate with {} (a Python with torch, transformers, peft and accelerate; scripts/torch-venv.sh builds one)",
+                "starting accelerate with {} (a Python with torch, transformers, peft and accelerate; \
+                 scripts/torch-venv.sh builds one, scripts/check-axolotl.sh --install one with axolotl)",
                 launch.python.display()
             )
         })?;
@@ -252,10 +342,19 @@ fn yaml_str(s: &str) -> String {
 /// The run `config` as an axolotl config (its own keys: `base_model`, `adapter: lora`,
 /// `lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`, `datasets` of
 /// `type: alpaca`, `sequence_len`, `micro_batch_size`, `gradient_accumulation_steps`,
-/// `num_epochs`, `learning_rate`, `output_dir`, and the schedule), training on the Alpaca
-/// records in `data` (JSONL of `instruction`, `input`, `output`), the loss on the responses
-/// only (`train_on_inputs: false`, as bioinstruct's trainer).
-pub fn axolotl_yaml(config: &TrainConfig, data: &Path, output_dir: &Path) -> String {
+/// `num_epochs`, `learning_rate`, `output_dir`, and the schedule), training `base_model` (a
+/// Hub id or a Hugging Face folder) on the Alpaca records in `data` (JSONL of `instruction`,
+/// `input`, `output`), the loss on the responses only (`train_on_inputs: false`, as
+/// bioinstruct's trainer). On a CPU (`model.device = "cpu"`) in float32: axolotl otherwise
+/// picks float16 there, which CPUs compute far slower (a step of the default run with 2
+/// optimizer steps' limit took 130 s in float16 against under 10 s in float32, measured on a
+/// 2-core AMD EPYC).
+pub fn axolotl_yaml(
+    config: &TrainConfig,
+    base_model: &str,
+    data: &Path,
+    output_dir: &Path,
+) -> String {
     let o = &config.optim;
     let l = &config.lora;
     let schedule = match o.schedule {
@@ -265,7 +364,7 @@ pub fn axolotl_yaml(config: &TrainConfig, data: &Path, output_dir: &Path) -> Str
     };
     let modules: Vec<String> = l.target_modules.iter().map(|m| yaml_str(m)).collect();
     let mut y = format!(
-        "# Written by `bioinstruct train --export-axolotl`; train with `axolotl train` on this file.\n\
+        "# Written by bioinstruct from its run config; `axolotl train` on this file trains it.\n\
          base_model: {}\n\
          adapter: lora\n\
          lora_r: {}\n\
@@ -288,7 +387,7 @@ pub fn axolotl_yaml(config: &TrainConfig, data: &Path, output_dir: &Path) -> Str
          seed: {}\n\
          logging_steps: 1\n\
          output_dir: {}\n",
-        yaml_str(&config.model.base),
+        yaml_str(base_model),
         l.r,
         l.lora_alpha,
         l.lora_dropout,
@@ -309,6 +408,11 @@ pub fn axolotl_yaml(config: &TrainConfig, data: &Path, output_dir: &Path) -> Str
     if l.use_rslora {
         y.push_str("peft_use_rslora: true\n");
     }
+    y.push_str(if config.model.device == "cpu" {
+        "bf16: false\nfp16: false\n"
+    } else {
+        "bf16: auto\n"
+    });
     if config.run.eval_every > 0 {
         y.push_str(&format!("eval_steps: {}\n", config.run.eval_every));
     }
