@@ -7,7 +7,8 @@
 //! LoRA (`r = 8`, `lora_alpha = 16`, `lora_dropout = 0.05`, on the projections `TARGETS`
 //! names, comma-separated, default `q_proj,v_proj`), and runs
 //! WARMUP then STEPS optimizer steps of batch 1 (loss on every next token, as transformers'
-//! `labels = input_ids`), with the trainer's own pieces: `forward_all`, `masked_nll_sum`,
+//! `labels = input_ids`), with the trainer's own pieces: `batch_nll_sum` (the forward and
+//! the loss, the output head fused with it on AVX-512),
 //! `backward`, `clip_grad_norm`, AdamW at `lr = 2e-4`. Prints one JSON object: median
 //! seconds per step and per forward / backward / optimizer phase, tokens/s, and the peak
 //! RSS of the training steps (bytes; the peak is reset after loading, as the Python side does).
@@ -21,7 +22,7 @@ use bioinstruct::data::parse_jsonl;
 use bioinstruct::model::lora::{Lora, LoraConfig};
 use bioinstruct::model::{load_gguf, GgufCompute, LoadOptions};
 use bioinstruct::train::data::Example;
-use bioinstruct::train::optim::{clip_grad_norm, collate, masked_nll_sum, AdamW, AdamWParams};
+use bioinstruct::train::optim::{batch_nll_sum, clip_grad_norm, collate, AdamW, AdamWParams};
 use bioinstruct::train::run::peak_rss_bytes;
 use std::path::Path;
 use std::time::Instant;
@@ -97,10 +98,8 @@ fn main() -> anyhow::Result<()> {
             for i in 0..warmup + steps {
                 lora.reseed_dropout(i as u64);
                 let t0 = Instant::now();
-                let logits = loaded
-                    .model
-                    .forward_all(&batch.input_ids, Some(&batch.attention_mask))?;
-                let loss = (masked_nll_sum(&logits, &batch.labels)? / batch.loss_tokens as f64)?;
+                let loss =
+                    (batch_nll_sum(&loaded.model, &batch, true)? / batch.loss_tokens as f64)?;
                 let loss_value = loss.to_scalar::<f32>()?;
                 let t1 = Instant::now();
                 let mut grads = loss.backward()?;

@@ -694,6 +694,21 @@ impl Llama {
     /// # Errors
     /// [`candle_core::Error`] on shape mismatch or a sequence longer than the context.
     pub fn forward_all(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let h = self.forward_hidden_all(ids, attention_mask)?;
+        self.logits_of(&h)
+    }
+
+    /// [`Self::forward_all`] up to the output head: the final hidden states `[b, t, hidden]`
+    /// (after the last RMSNorm), for a loss that applies the head itself
+    /// ([`super::head_loss`]).
+    ///
+    /// # Errors
+    /// As [`Self::forward_all`].
+    pub fn forward_hidden_all(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         if t > self.config.max_context {
             candle_core::bail!(
@@ -716,8 +731,16 @@ impl Llama {
                 causal.broadcast_add(&pad)?
             }
         };
-        let h = self.blocks(ids, 0, None, Some(&mask), Kernels::Differentiable)?;
-        self.lm_head.forward(&h)?.to_dtype(self.logits_dtype())
+        self.blocks(ids, 0, None, Some(&mask), Kernels::Differentiable)
+    }
+
+    /// The output head on final hidden states `h` `[.., hidden]`: logits `[.., vocab]` in the
+    /// model's logits dtype.
+    ///
+    /// # Errors
+    /// Shape mismatch.
+    pub fn logits_of(&self, h: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(h)?.to_dtype(self.logits_dtype())
     }
 }
 

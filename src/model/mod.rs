@@ -9,6 +9,7 @@ pub mod autograd;
 pub mod config;
 pub mod gemm512;
 pub mod generate;
+pub mod head_loss;
 pub mod linear;
 pub mod llama;
 pub mod load;

@@ -153,6 +153,32 @@ pub fn masked_nll_sum(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     })
 }
 
+/// The summed negative log-likelihood of `batch`'s labels under `model` (the training
+/// forward, [`crate::model::llama::Llama::forward_hidden_all`]), with its gradient when
+/// `gradient`: on CPUs with AVX-512 the output head and the loss run fused over chunks of
+/// labelled rows ([`crate::model::head_loss`]: no `[tokens, vocab]` logits, none for prompt
+/// positions); elsewhere the logits, then [`masked_nll_sum`]. A scalar in the logits' dtype.
+///
+/// # Errors
+/// Tensor errors.
+pub fn batch_nll_sum(
+    model: &crate::model::llama::Llama,
+    batch: &Batch,
+    gradient: bool,
+) -> Result<Tensor> {
+    let h = model.forward_hidden_all(&batch.input_ids, Some(&batch.attention_mask))?;
+    if let Some(loss) = crate::model::head_loss::fused_head_nll_sum(
+        &h,
+        &model.lm_head,
+        &batch.labels,
+        IGNORE,
+        gradient,
+    )? {
+        return Ok(loss);
+    }
+    masked_nll_sum(&model.logits_of(&h)?, &batch.labels)
+}
+
 /// The global L2 norm of the gradients of `vars`; when it exceeds `max_norm`, every gradient
 /// is scaled by `max_norm / norm` (PyTorch's `clip_grad_norm_`). Returns the norm before
 /// clipping.

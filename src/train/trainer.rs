@@ -11,7 +11,7 @@
 
 use super::config::TrainConfig;
 use super::data::Example;
-use super::optim::{clip_grad_norm, collate, masked_nll_sum, AdamW, AdamWParams, Schedule};
+use super::optim::{batch_nll_sum, clip_grad_norm, collate, AdamW, AdamWParams, Schedule};
 use super::run::{peak_rss_bytes, unix_now, Metric, RunDir, RunState, Status};
 use crate::model::lora::Lora;
 use crate::model::{LoadedModel, ModelError};
@@ -121,10 +121,7 @@ pub fn evaluate(
     for chunk in examples.chunks(micro_batch_size.max(1)) {
         let refs: Vec<&Example> = chunk.iter().collect();
         let batch = collate(&refs, pad_id, loaded.model.device())?;
-        let logits = loaded
-            .model
-            .forward_all(&batch.input_ids, Some(&batch.attention_mask))?;
-        nll += masked_nll_sum(&logits, &batch.labels)?
+        nll += batch_nll_sum(&loaded.model, &batch, false)?
             .to_dtype(candle_core::DType::F64)?
             .to_scalar::<f64>()?;
         tokens += batch.loss_tokens;
@@ -347,10 +344,7 @@ fn train_inner(
             for (m, micro) in examples.chunks(o.micro_batch_size.max(1)).enumerate() {
                 lora.reseed_dropout(dropout_seed(r.seed, step, m));
                 let batch = collate(micro, s.pad_id, loaded.model.device())?;
-                let logits = loaded
-                    .model
-                    .forward_all(&batch.input_ids, Some(&batch.attention_mask))?;
-                let nll = masked_nll_sum(&logits, &batch.labels)?;
+                let nll = batch_nll_sum(&loaded.model, &batch, true)?;
                 loss_sum += nll.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
                 tokens += batch.tokens;
                 let g = (nll / step_loss_tokens as f64)?.backward()?;
