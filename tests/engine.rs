@@ -71,6 +71,48 @@ fn lora_b_moved(adapter: &Path) -> f32 {
         .sum::<f32>()
 }
 
+/// `run` (`id`), stopped before its end with that step checkpointed, is resumed with `runs
+/// resume` (in the foreground) to the end: each step logged once, `train.log` saying
+/// `resumed(step)`. Returns the trained adapter, `final/`.
+fn resume_to_the_end(
+    ws: &Workspace,
+    id: &str,
+    run: &Path,
+    resumed: impl Fn(u64) -> String,
+) -> PathBuf {
+    let stopped_at = read_status(run)["step"].as_u64().expect("step");
+    let total = read_status(run)["total_steps"].as_u64().expect("total");
+    assert!(
+        stopped_at < total,
+        "stopped before the end ({stopped_at}/{total})"
+    );
+    assert!(
+        run.join(format!("checkpoint-{stopped_at}/trainer_state.json"))
+            .is_file(),
+        "the stop checkpointed its step"
+    );
+    let out = ws.run(&["runs", "resume", id]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read_status(run)["state"], "finished");
+    assert_eq!(
+        logged_steps(run),
+        (1..=total).collect::<Vec<_>>(),
+        "each step once"
+    );
+    let log = std::fs::read_to_string(run.join("train.log")).expect("log");
+    assert!(log.contains(&resumed(stopped_at)), "{log}");
+    let adapter = run.join("final");
+    assert!(adapter.join("adapter_config.json").is_file());
+    // Trained: its lora_B (zero at initialisation) moved.
+    assert!(lora_b_moved(&adapter) > 0.0, "lora_B is still zero");
+    adapter
+}
+
 /// The steps of the metrics' step lines, in file order.
 fn logged_steps(run: &Path) -> Vec<u64> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
@@ -183,41 +225,11 @@ fn a_two_process_accelerate_run_streams_into_the_train_pane_stops_resumes_and_ma
     tmux.wait_for("stopped");
     tmux.keys(&["q"]);
     tmux.wait_exit();
-    let stopped_at = read_status(&run)["step"].as_u64().expect("step");
-    let total = read_status(&run)["total_steps"].as_u64().expect("total");
-    assert!(
-        stopped_at < total,
-        "stopped before the end ({stopped_at}/{total})"
-    );
-    assert!(
-        run.join(format!("checkpoint-{stopped_at}/trainer_state.json"))
-            .is_file(),
-        "the stop checkpointed its step"
-    );
 
     // `runs resume` goes on from that checkpoint to the end (in the foreground).
-    let resumed = ws.run(&["runs", "resume", &id]);
-    assert!(
-        resumed.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&resumed.stdout),
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    assert_eq!(read_status(&run)["state"], "finished");
-    assert_eq!(
-        logged_steps(&run),
-        (1..=total).collect::<Vec<_>>(),
-        "each step once"
-    );
-    let log = std::fs::read_to_string(run.join("train.log")).expect("log");
-    assert!(
-        log.contains(&format!("resuming from checkpoint-{stopped_at}")),
-        "{log}"
-    );
-    let adapter = run.join("final");
-    assert!(adapter.join("adapter_config.json").is_file());
-    // Trained: its lora_B (zero at initialisation) moved.
-    assert!(lora_b_moved(&adapter) > 0.0, "lora_B is still zero");
+    let adapter = resume_to_the_end(&ws, &id, &run, |step| {
+        format!("resuming from checkpoint-{step}")
+    });
 
     // The adapter in bioinstruct chat and in PEFT: the same greedy tokens.
     let prompt = "List three symptoms of sepsis.";
@@ -326,16 +338,6 @@ fn an_axolotl_run_keeps_the_run_folder_stops_resumes_and_its_adapter_loads() {
     ws.ok(&["runs", "stop", &id]);
     wait_state(&run, "stopped", 120);
     let stopped_at = read_status(&run)["step"].as_u64().expect("step");
-    let total = read_status(&run)["total_steps"].as_u64().expect("total");
-    assert!(
-        stopped_at < total,
-        "stopped before the end ({stopped_at}/{total})"
-    );
-    assert!(
-        run.join(format!("checkpoint-{stopped_at}/trainer_state.json"))
-            .is_file(),
-        "the stop checkpointed its step"
-    );
     let shown = ws.ok(&["runs", "show", &id, "--json"]);
     let shown: serde_json::Value = serde_json::from_str(&shown).expect("runs show --json");
     assert_eq!(shown["state"], "stopped", "{shown}");
@@ -348,26 +350,7 @@ fn an_axolotl_run_keeps_the_run_folder_stops_resumes_and_its_adapter_loads() {
     );
 
     // `runs resume` relaunches axolotl, which goes on from that checkpoint to the end.
-    let resumed = ws.run(&["runs", "resume", &id]);
-    assert!(
-        resumed.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&resumed.stdout),
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    assert_eq!(read_status(&run)["state"], "finished");
-    assert_eq!(
-        logged_steps(&run),
-        (1..=total).collect::<Vec<_>>(),
-        "each step once"
-    );
-    let log = std::fs::read_to_string(run.join("train.log")).expect("log");
-    assert!(
-        log.contains(&format!("resuming at step {stopped_at}")),
-        "{log}"
-    );
-    let adapter = run.join("final");
-    assert!(lora_b_moved(&adapter) > 0.0, "lora_B is still zero");
+    let adapter = resume_to_the_end(&ws, &id, &run, |step| format!("resuming at step {step}"));
     // The adapter loads in bioinstruct on the GGUF it was trained from.
     let reply = ws.ok(&[
         "chat",
