@@ -3,7 +3,9 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::quantized::QMatMul;
-use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Storage, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp3, Layout, Module, Result, Shape, Storage, Tensor,
+};
 use std::sync::Arc;
 
 /// `x W^T` for a frozen weight `W` `[out, in]`, as a custom op whose backward returns the
@@ -175,6 +177,123 @@ pub trait Adapter: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// Any tensor error.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
+
+    /// The adapter as `scale · u B^T`, `u` computed from `x` now, for the fused training
+    /// forward of [`Linear::forward`]; `None` (the default) for an adapter of no such form.
+    ///
+    /// # Errors
+    /// Any tensor error.
+    fn low_rank(&self, _x: &Tensor) -> Result<Option<LowRank>> {
+        Ok(None)
+    }
+}
+
+/// A low-rank adapter's output `scale · u B^T` in pieces: LoRA's `u = dropout(x) A^T`.
+#[derive(Debug)]
+pub struct LowRank {
+    /// `[.., r]`, carrying gradients to `A` (and through the dropout to `x`).
+    pub u: Tensor,
+    /// `lora_B` `[out, r]`.
+    pub b: Tensor,
+    /// The factor `lora_alpha / r` (or `/ √r`).
+    pub scale: f64,
+}
+
+/// `x W^T + scale · u B^T` as one op, for training with a frozen f32 weight `W` `[out, in]`
+/// on a CPU with AVX-512: both products through [`super::gemm512`], and the graph keeps only
+/// `x`, `u` and `B`, where the composed ops (`u B^T`, its scaled copy, the base output and the
+/// sum) kept four `[tokens, out]` tensors per adapted projection until the backward (PyTorch
+/// keeps none of them either: an addition saves no input). The backward: `dx = g W` (as
+/// [`FrozenMatmul`]), `du = scale · g B`, `dB = scale · g^T u`.
+#[derive(Debug)]
+struct LowRankLinear {
+    /// `[out, in]`.
+    weight: Tensor,
+    scale: f64,
+}
+
+/// The contiguous f32 values of CPU storage `s` under layout `l`.
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("lora linear: {what} is not contiguous f32"),
+    }
+}
+
+impl CustomOp3 for LowRankLinear {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        u: &CpuStorage,
+        ul: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (ws, wl) = self.weight.storage_and_layout();
+        let Storage::Cpu(w) = &*ws else {
+            candle_core::bail!("lora linear: the weight is not on the CPU");
+        };
+        let (x, u, b, w) = (
+            f32_slice(x, xl, "the input")?,
+            f32_slice(u, ul, "A's output")?,
+            f32_slice(b, bl, "lora_B")?,
+            f32_slice(w, wl, "the weight")?,
+        );
+        let (out, k) = self.weight.dims2()?;
+        let r = bl.dims().get(1).copied().unwrap_or(0);
+        let m = x.len() / k.max(1);
+        if x.len() != m * k || u.len() != m * r || b.len() != out * r {
+            candle_core::bail!(
+                "lora linear: input {:?}, A's output {:?}, lora_B {:?} do not fit [{out}, {k}]",
+                xl.dims(),
+                ul.dims(),
+                bl.dims()
+            );
+        }
+        let scaled: Vec<f32> = u.iter().map(|v| v * self.scale as f32).collect();
+        let (Some(mut y), Some(low)) = (
+            super::gemm512::matmul_nt(x, w, m, out, k),
+            super::gemm512::matmul_nt(&scaled, b, m, out, r),
+        ) else {
+            candle_core::bail!("lora linear: this CPU has no AVX-512");
+        };
+        for (y, l) in y.iter_mut().zip(&low) {
+            *y += l;
+        }
+        let mut shape = xl.dims().to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = out;
+        }
+        Ok((CpuStorage::F32(y), Shape::from(shape)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        u: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let frozen = FrozenMatmul {
+            weight: self.weight.clone(),
+        };
+        let dx = CustomOp1::bwd(&frozen, x, res, grad)?;
+        let out = self.weight.dim(0)?;
+        let r = b.dim(1)?;
+        let rows = grad.elem_count() / out.max(1);
+        // Detached: a gradient computed from tensors that carry a graph would carry it on,
+        // and the optimizer's moments would keep every step's graph alive.
+        let g = grad.detach().reshape((rows, out))?;
+        let du = (g.matmul(&b.detach())? * self.scale)?.reshape(u.shape())?;
+        let db = (g.t()?.matmul(&u.detach().reshape((rows, r))?)? * self.scale)?;
+        Ok((dx, Some(du), Some(db)))
+    }
 }
 
 /// The frozen base weight of a projection.
@@ -362,6 +481,30 @@ impl Linear {
     /// # Errors
     /// Shape or dtype mismatch.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let (Some(a), BaseWeight::Float(l)) = (&self.adapter, &self.base) {
+            let w = l.weight();
+            let fused = x.track_op()
+                && x.device().is_cpu()
+                && x.dtype() == candle_core::DType::F32
+                && w.dtype() == candle_core::DType::F32
+                && x.elem_count() / self.in_features.max(1) >= AVX512_MIN_ROWS
+                && super::gemm512::available();
+            if fused {
+                if let Some(lr) = a.low_rank(x)? {
+                    if lr.b.dtype() == candle_core::DType::F32 {
+                        let op = LowRankLinear {
+                            weight: w.contiguous()?,
+                            scale: lr.scale,
+                        };
+                        return x.contiguous()?.apply_op3(
+                            &lr.u.contiguous()?,
+                            &lr.b.contiguous()?,
+                            op,
+                        );
+                    }
+                }
+            }
+        }
         let y = self.forward_base(x)?;
         match &self.adapter {
             Some(a) => y + a.forward(x)?,
@@ -462,6 +605,77 @@ mod tests {
         fn forward(&self, x: &Tensor) -> Result<Tensor> {
             x.broadcast_matmul(&self.0.t()?)
         }
+    }
+
+    /// `scale · x A^T B^T` with trainable `A` `[r, in]` and `B` `[out, r]`: LoRA without
+    /// dropout, offering the fused path its pieces.
+    #[derive(Debug)]
+    struct LowRankTest {
+        a: candle_core::Var,
+        b: candle_core::Var,
+        scale: f64,
+    }
+
+    impl Adapter for LowRankTest {
+        fn forward(&self, x: &Tensor) -> Result<Tensor> {
+            x.broadcast_matmul(&self.a.t()?)?
+                .broadcast_matmul(&self.b.t()?)?
+                * self.scale
+        }
+
+        fn low_rank(&self, x: &Tensor) -> Result<Option<LowRank>> {
+            Ok(Some(LowRank {
+                u: x.broadcast_matmul(&self.a.t()?)?,
+                b: self.b.as_tensor().clone(),
+                scale: self.scale,
+            }))
+        }
+    }
+
+    /// The fused LoRA forward (where this CPU has AVX-512) gives the composed ops' output
+    /// and the same gradients for the input, `A` and `B`.
+    #[test]
+    fn the_fused_lora_linear_matches_the_composed_ops() -> Result<()> {
+        let (m, k, out, r) = (40, 24, 36, 4);
+        let w = random(&[out, k], 11)?;
+        let adapter = Arc::new(LowRankTest {
+            a: candle_core::Var::from_tensor(&random(&[r, k], 12)?)?,
+            b: candle_core::Var::from_tensor(&random(&[out, r], 13)?)?,
+            scale: 2.5,
+        });
+        let mut l = Linear::from_weight(w.clone())?;
+        l.set_adapter(Some(adapter.clone()));
+        let x = candle_core::Var::from_tensor(&random(&[2, m / 2, k], 14)?)?;
+        let y = l.forward(x.as_tensor())?;
+        let composed =
+            (x.as_tensor().broadcast_matmul(&w.t()?)? + adapter.forward(x.as_tensor())?)?;
+        let close = |a: &Tensor, b: &Tensor, what: &str| -> Result<()> {
+            let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let size = b.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(
+                diff <= 1e-5 * size.max(1.0),
+                "{what}: {diff} (largest {size})"
+            );
+            Ok(())
+        };
+        close(&y, &composed, "output")?;
+        let probe = random(&[2, m / 2, out], 15)?;
+        let fused = (&y * &probe)?.sum_all()?.backward()?;
+        let plain = (&composed * &probe)?.sum_all()?.backward()?;
+        for (var, what) in [
+            (x.as_tensor(), "dx"),
+            (adapter.a.as_tensor(), "dA"),
+            (adapter.b.as_tensor(), "dB"),
+        ] {
+            close(
+                fused.get(var).expect("fused gradient"),
+                plain.get(var).expect("composed gradient"),
+                what,
+            )?;
+        }
+        // The gradient of lora_B carries no graph (the optimizer's moments would keep it).
+        assert!(!fused.get(adapter.b.as_tensor()).expect("dB").track_op());
+        Ok(())
     }
 
     fn random(shape: &[usize], seed: u64) -> Result<Tensor> {

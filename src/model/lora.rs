@@ -165,15 +165,29 @@ fn seeded_dropout(x: &Tensor, p: f32, rng: &Mutex<XorShift64Star>) -> CandleResu
     x * mask
 }
 
-impl Adapter for LoraLayer {
-    fn forward(&self, x: &Tensor) -> CandleResult<Tensor> {
+impl LoraLayer {
+    /// `A dropout(x)`: `[.., r]`.
+    fn down(&self, x: &Tensor) -> CandleResult<Tensor> {
         let x = if self.dropout > 0.0 && self.training.load(Ordering::Relaxed) {
             seeded_dropout(x, self.dropout, &self.rng)?
         } else {
             x.clone()
         };
-        let h = x.broadcast_matmul(&self.lora_a.t()?)?;
-        h.broadcast_matmul(&self.lora_b.t()?)? * self.scale
+        x.broadcast_matmul(&self.lora_a.t()?)
+    }
+}
+
+impl Adapter for LoraLayer {
+    fn forward(&self, x: &Tensor) -> CandleResult<Tensor> {
+        self.down(x)?.broadcast_matmul(&self.lora_b.t()?)? * self.scale
+    }
+
+    fn low_rank(&self, x: &Tensor) -> CandleResult<Option<crate::model::linear::LowRank>> {
+        Ok(Some(crate::model::linear::LowRank {
+            u: self.down(x)?,
+            b: self.lora_b.clone(),
+            scale: self.scale,
+        }))
     }
 }
 
