@@ -173,6 +173,74 @@ fn lora_gradients_match_finite_differences() {
 }
 
 #[test]
+fn the_fused_training_attention_gives_the_composed_ops_gradients() {
+    // One sequence takes the fused causal attention (its own backward) on a CPU with
+    // AVX-512; the same sequence twice in a batch takes candle's composed ops and autograd.
+    // The batch's loss is twice the single one, and so is every adapter gradient.
+    let (_dir, mut m) = tiny_model(DType::F32);
+    let config = LoraConfig {
+        r: 4,
+        target_modules: vec!["q_proj".into(), "k_proj".into(), "v_proj".into()],
+        ..LoraConfig::default()
+    };
+    let lora = Lora::init(&mut m.model, &config, 3).expect("init");
+    lora.set_training(false);
+    randomize_b(&lora, 7);
+    let x = input(&m);
+    let loss = |x: &Tensor| -> Tensor {
+        let logits = m.model.forward_all(x, None).expect("forward");
+        let (b, t, _) = logits.dims3().expect("dims");
+        let logp =
+            candle_nn::ops::log_softmax(&logits.narrow(1, 0, t - 1).expect("narrow"), D::Minus1)
+                .expect("log_softmax");
+        let targets = x
+            .narrow(1, 1, t - 1)
+            .expect("targets")
+            .unsqueeze(2)
+            .and_then(|t| t.contiguous())
+            .expect("unsqueeze");
+        logp.gather(&targets, 2)
+            .expect("gather")
+            .sum_all()
+            .expect("sum")
+            .neg()
+            .expect("neg")
+            .affine(1.0 / b as f64, 0.0)
+            .expect("mean over the batch")
+    };
+    let single = loss(&x);
+    let pair = loss(&Tensor::cat(&[&x, &x], 0).expect("pair"));
+    let (a, b) = (
+        single.to_scalar::<f32>().expect("scalar"),
+        pair.to_scalar::<f32>().expect("scalar"),
+    );
+    assert!((a - b).abs() <= 1e-5 * a.abs(), "loss {a} vs {b}");
+    let (ga, gb) = (
+        single.backward().expect("backward"),
+        pair.backward().expect("backward"),
+    );
+    for module in &lora.modules {
+        for var in [&module.lora_a, &module.lora_b] {
+            let (fused, composed) = (
+                ga.get(var.as_tensor()).expect("gradient"),
+                gb.get(var.as_tensor()).expect("gradient"),
+            );
+            let scale = composed
+                .abs()
+                .and_then(|g| g.max_all())
+                .and_then(|g| g.to_scalar::<f32>())
+                .expect("max");
+            let diff = max_diff(fused, composed);
+            assert!(
+                scale > 0.0 && diff <= 1e-4 * f64::from(scale),
+                "{}: max difference {diff:e} for gradients up to {scale:e}",
+                module.path
+            );
+        }
+    }
+}
+
+#[test]
 fn adapters_are_saved_with_peft_names_shapes_and_config_and_load_back() {
     let (dir, mut m) = tiny_model(DType::F32);
     let lora = Lora::init(

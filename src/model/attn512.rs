@@ -74,18 +74,7 @@ pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], s: Shape, scale: f32) -
     // Keys transposed per key/value head, [kv_heads, hd, padded] (zero past `keys`), so a
     // vector load holds 16 keys' values at one dimension.
     let padded = keys.div_ceil(KB) * KB;
-    let mut kt = vec![0f32; kv_heads * hd * padded];
-    for g in 0..kv_heads {
-        let dst = &mut kt[g * hd * padded..(g + 1) * hd * padded];
-        for (j, row) in k[g * keys * hd..(g + 1) * keys * hd]
-            .chunks_exact(hd)
-            .enumerate()
-        {
-            for (d, x) in row.iter().enumerate() {
-                dst[d * padded + j] = *x;
-            }
-        }
-    }
+    let kt = transpose_heads(k, kv_heads, keys, hd, padded);
     let blocks = queries.div_ceil(QB);
     let width = heads * hd;
     let mut y: Vec<f32> = vec![0f32; queries * width];
@@ -122,14 +111,167 @@ pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], s: Shape, scale: f32) -
     Some(y)
 }
 
+/// The gradients of [`causal_attention`]'s output with respect to its inputs.
+#[derive(Debug, Clone)]
+pub struct Gradients {
+    /// `[heads, queries, head_dim]`, as `q`.
+    pub dq: Vec<f32>,
+    /// `[kv_heads, keys, head_dim]`, as `k`.
+    pub dk: Vec<f32>,
+    /// `[kv_heads, keys, head_dim]`, as `v`.
+    pub dv: Vec<f32>,
+}
+
+/// Query blocks are dealt to this many work items per key/value head, so that the items'
+/// partial key and value gradients need no locking and both cores stay busy.
+const PARTS: usize = 4;
+
+/// The backward of [`causal_attention`] (the training step's attention): given its
+/// inputs, its output `y` and the loss's gradient `dy` (both `[queries, heads · head_dim]`),
+/// the gradients of `q`, `k` and `v`.
+///
+/// With `P = softmax(scale · q kᵀ + causal mask)` per head, `y = P v`: `dv = Pᵀ dy`, `dP
+/// = dy vᵀ`, `dS = P ⊙ (dP − rowsum(dy ⊙ y))`, `dq = scale · dS k`, `dk = scale · dSᵀ q`,
+/// `dk` and `dv` summed over the query heads sharing a key/value head. `P` is recomputed
+/// from `q` and `k` (not stored by the forward), a block of 8 queries at a time, as
+/// FlashAttention's backward does (Dao et al. 2022, algorithm 4; `rowsum(dy ⊙ y)` is its
+/// `D`). A work item is one key/value head's query heads over every [`PARTS`]-th query
+/// block, with its own `dk` and `dv` sums, added up at the end. Returns `None` where
+/// [`supported`] is false.
+///
+/// # Panics
+/// As [`causal_attention`], or when `y` or `dy` is shorter than `queries · heads · head_dim`.
+pub fn causal_attention_backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    s: Shape,
+    scale: f32,
+) -> Option<Gradients> {
+    if !supported(s.head_dim) {
+        return None;
+    }
+    let Shape {
+        heads,
+        kv_heads,
+        queries,
+        keys,
+        head_dim: hd,
+    } = s;
+    assert!(
+        kv_heads > 0 && heads % kv_heads == 0 && keys >= queries && queries > 0,
+        "causal_attention_backward: bad shape {s:?}"
+    );
+    let width = heads * hd;
+    assert!(
+        q.len() >= heads * queries * hd
+            && k.len() >= kv_heads * keys * hd
+            && v.len() >= kv_heads * keys * hd
+            && y.len() >= queries * width
+            && dy.len() >= queries * width,
+        "causal_attention_backward: short input for {s:?}"
+    );
+    let padded = keys.div_ceil(KB) * KB;
+    let (kt, vt) = (
+        transpose_heads(k, kv_heads, keys, hd, padded),
+        transpose_heads(v, kv_heads, keys, hd, padded),
+    );
+    let rep = heads / kv_heads;
+    let blocks = queries.div_ceil(QB);
+    let mut dq = vec![0f32; heads * queries * hd];
+    // Each item's own dk and dv sums, [items, keys, hd] each.
+    let items = kv_heads * PARTS;
+    let mut dk_parts = vec![0f32; items * keys * hd];
+    let mut dv_parts = vec![0f32; items * keys * hd];
+    let (dq_addr, dk_addr, dv_addr) = (
+        dq.as_mut_ptr() as usize,
+        dk_parts.as_mut_ptr() as usize,
+        dv_parts.as_mut_ptr() as usize,
+    );
+    let work = |range: std::ops::Range<usize>| {
+        let mut p = vec![0f32; QB * padded];
+        let mut ds = vec![0f32; QB * padded];
+        for item in range {
+            let (g, part) = (item / PARTS, item % PARTS);
+            // Last blocks first: they see the most keys.
+            for block in (part..blocks).step_by(PARTS).rev() {
+                let rows = block * QB..((block + 1) * QB).min(queries);
+                for h in g * rep..(g + 1) * rep {
+                    // SAFETY: AVX-512 F was detected (`supported`); the item writes rows `rows`
+                    // of head h's dq (no other item has those rows of that head) and its own
+                    // dk and dv sums; all of them outlive the blocking `execute_chunked`;
+                    // reads stay inside the inputs (asserted above) and `kt`, `vt`.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        let b = BackwardItem {
+                            q: q.as_ptr().add(h * queries * hd),
+                            k: k.as_ptr().add(g * keys * hd),
+                            kt: kt.as_ptr().add(g * hd * padded),
+                            vt: vt.as_ptr().add(g * hd * padded),
+                            y: y.as_ptr().add(h * hd),
+                            dy: dy.as_ptr().add(h * hd),
+                            dq: (dq_addr as *mut f32).add(h * queries * hd),
+                            dk: (dk_addr as *mut f32).add(item * keys * hd),
+                            dv: (dv_addr as *mut f32).add(item * keys * hd),
+                            width,
+                            hd,
+                            padded,
+                            first_visible: keys - queries,
+                        };
+                        avx512::backward_block(&b, rows.clone(), scale, &mut p, &mut ds);
+                    }
+                }
+            }
+        }
+    };
+    candle_core::utils::barrier_pool().execute_chunked(items, work);
+    let sum_parts = |parts: &[f32]| -> Vec<f32> {
+        let len = keys * hd;
+        let mut out = vec![0f32; kv_heads * len];
+        for (g, dst) in out.chunks_exact_mut(len).enumerate() {
+            for part in parts[g * PARTS * len..(g + 1) * PARTS * len].chunks_exact(len) {
+                for (d, x) in dst.iter_mut().zip(part) {
+                    *d += x;
+                }
+            }
+        }
+        out
+    };
+    Some(Gradients {
+        dq,
+        dk: sum_parts(&dk_parts),
+        dv: sum_parts(&dv_parts),
+    })
+}
+
+/// `x` `[heads, keys, hd]` as `[heads, hd, padded]` (zero past `keys`).
+fn transpose_heads(x: &[f32], heads: usize, keys: usize, hd: usize, padded: usize) -> Vec<f32> {
+    let mut t = vec![0f32; heads * hd * padded];
+    for g in 0..heads {
+        let dst = &mut t[g * hd * padded..(g + 1) * hd * padded];
+        for (j, row) in x[g * keys * hd..(g + 1) * keys * hd]
+            .chunks_exact(hd)
+            .enumerate()
+        {
+            for (d, x) in row.iter().enumerate() {
+                dst[d * padded + j] = *x;
+            }
+        }
+    }
+    t
+}
+
 /// Whether [`causal_attention`] runs for heads of `head_dim` floats on this CPU.
 pub fn supported(head_dim: usize) -> bool {
     super::gemm512::available() && matches!(head_dim, 16 | 32 | 48 | 64 | 128)
 }
 
-/// [`causal_attention`] as a candle op (no backward: inference only) over `q` `[1, heads,
-/// queries, head_dim]`, `k` and `v` `[1, kv_heads, keys, head_dim]`, all contiguous f32 on
-/// the CPU; output `[1, queries, heads · head_dim]`. Check [`supported`] first.
+/// [`causal_attention`] as a candle op over `q` `[1, heads, queries, head_dim]`, `k` and `v`
+/// `[1, kv_heads, keys, head_dim]`, all contiguous f32 on the CPU; output `[1, queries,
+/// heads · head_dim]`. Its backward is [`causal_attention_backward`] (training applies it
+/// with `apply_op3`, inference with `apply_op3_no_bwd`). Check [`supported`] first.
 #[derive(Debug, Clone, Copy)]
 pub struct CausalAttention {
     /// The softmax's scale, `1 / sqrt(head_dim)`.
@@ -186,6 +328,60 @@ impl candle_core::CustomOp3 for CausalAttention {
             bail!("causal attention: no AVX-512 or an unsupported head size {head_dim}");
         };
         Ok((CpuStorage::F32(y), (1, queries, heads * head_dim).into()))
+    }
+
+    fn bwd(
+        &self,
+        q: &candle_core::Tensor,
+        k: &candle_core::Tensor,
+        v: &candle_core::Tensor,
+        y: &candle_core::Tensor,
+        dy: &candle_core::Tensor,
+    ) -> candle_core::Result<(
+        Option<candle_core::Tensor>,
+        Option<candle_core::Tensor>,
+        Option<candle_core::Tensor>,
+    )> {
+        use candle_core::{bail, CpuStorage, Storage, Tensor};
+        let (&[1, heads, queries, head_dim], &[1, kv_heads, keys, _]) = (q.dims(), k.dims()) else {
+            bail!(
+                "causal attention backward: shapes {:?}, {:?}",
+                q.dims(),
+                k.dims()
+            );
+        };
+        let shape = Shape {
+            heads,
+            kv_heads,
+            queries,
+            keys,
+            head_dim,
+        };
+        // Detached: gradients computed from tensors that carry a graph would carry it on.
+        let tensors = [q, k, v, y, dy].map(|t| t.detach().contiguous());
+        let [q, k, v, y, dy] = tensors;
+        let (q, k, v, y, dy) = (q?, k?, v?, y?, dy?);
+        let guards = [&q, &k, &v, &y, &dy].map(|t| t.storage_and_layout());
+        let mut slices: Vec<&[f32]> = Vec::with_capacity(5);
+        for (storage, layout) in &guards {
+            let (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) =
+                (&**storage, layout.contiguous_offsets())
+            else {
+                bail!("causal attention backward: contiguous f32 tensors on the CPU only");
+            };
+            slices.push(&data[a..b]);
+        }
+        let Some(g) = causal_attention_backward(
+            slices[0], slices[1], slices[2], slices[3], slices[4], shape, self.scale,
+        ) else {
+            bail!("causal attention backward: no AVX-512 or an unsupported head size {head_dim}");
+        };
+        let device = q.device();
+        Ok((
+            Some(Tensor::from_vec(g.dq, q.shape(), device)?),
+            Some(Tensor::from_vec(g.dk, k.shape(), device)?),
+            Some(Tensor::from_vec(g.dv, v.shape(), device)?),
+        ))
     }
 }
 
@@ -293,9 +489,33 @@ struct Item {
     first_visible: usize,
 }
 
+/// One query head's pointers for [`avx512::backward_block`].
+struct BackwardItem {
+    /// Query rows of the head, `[queries, hd]`.
+    q: *const f32,
+    /// The key/value head's keys, `[keys, hd]`.
+    k: *const f32,
+    /// Its keys and values transposed, `[hd, padded]` each.
+    kt: *const f32,
+    vt: *const f32,
+    /// The output and its gradient at row 0, the head's first column (row stride `width`).
+    y: *const f32,
+    dy: *const f32,
+    /// The head's query gradient, `[queries, hd]`.
+    dq: *mut f32,
+    /// This work item's key and value gradient sums, `[keys, hd]` each.
+    dk: *mut f32,
+    dv: *mut f32,
+    width: usize,
+    hd: usize,
+    padded: usize,
+    /// Keys visible to query 0, minus one (`keys - queries`).
+    first_visible: usize,
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Item, KB, QB};
+    use super::{BackwardItem, Item, KB, QB};
     use std::arch::x86_64::*;
 
     /// Queries `rows` (at most [`QB`]) of one head: scores into `scores` (`[QB, padded]`),
@@ -311,60 +531,36 @@ mod avx512 {
         let block_keys = visible(n - 1);
         // SAFETY (whole body): rows and keys stay within the caller's bounds.
         unsafe {
-            // Scores, KB keys at a time for all rows: q[r] · kt[.., j..j + KB].
-            // Rows past the block's last repeat it (computed, never stored), so the tile is
-            // always full and stays in registers.
+            // Scores for all rows: q[r] · kt[.., j] · scale.
             let q: [*const f32; QB] =
                 std::array::from_fn(|r| it.q.add((rows.start + r.min(n - 1)) * it.hd));
-            let mut j0 = 0;
-            while j0 < block_keys {
-                let mut acc = [[_mm512_setzero_ps(); 2]; QB];
-                for d in 0..it.hd {
-                    let kp = it.kt.add(d * it.padded + j0);
-                    let k = [_mm512_loadu_ps(kp), _mm512_loadu_ps(kp.add(16))];
-                    for (acc_r, q_r) in acc.iter_mut().zip(&q) {
-                        let qv = _mm512_set1_ps(*q_r.add(d));
-                        acc_r[0] = _mm512_fmadd_ps(qv, k[0], acc_r[0]);
-                        acc_r[1] = _mm512_fmadd_ps(qv, k[1], acc_r[1]);
-                    }
-                }
-                let sv = _mm512_set1_ps(scale);
-                for (r, acc_r) in acc.iter().enumerate().take(n) {
-                    let s = scores.as_mut_ptr().add(r * it.padded + j0);
-                    _mm512_storeu_ps(s, _mm512_mul_ps(acc_r[0], sv));
-                    _mm512_storeu_ps(s.add(16), _mm512_mul_ps(acc_r[1], sv));
-                }
-                j0 += KB;
-            }
+            let t = Transposed {
+                t: it.kt,
+                hd: it.hd,
+                padded: it.padded,
+            };
+            dots(&q, n, &t, block_keys, scale, scores);
             // Softmax over each row's visible keys; later keys get weight 0.
-            let mut inv_sum = [0f32; QB];
-            for (r, inv) in inv_sum.iter_mut().enumerate().take(n) {
-                let row = &mut scores[r * it.padded..(r + 1) * it.padded];
-                let len = visible(r);
-                let max = row[..len].iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
-                let mv = _mm512_set1_ps(max);
-                let mut sum = _mm512_setzero_ps();
-                let mut j = 0;
-                while j < block_keys {
-                    let left = len.saturating_sub(j).min(16);
-                    let mask: __mmask16 = ((1u32 << left) - 1) as __mmask16;
-                    let p = row.as_mut_ptr().add(j);
-                    let e =
-                        super::super::silu512::avx512::exp16(_mm512_sub_ps(_mm512_loadu_ps(p), mv));
-                    let e = _mm512_maskz_mov_ps(mask, e);
-                    _mm512_storeu_ps(p, e);
-                    sum = _mm512_add_ps(sum, e);
-                    j += 16;
-                }
-                *inv = 1.0 / _mm512_reduce_add_ps(sum);
-            }
-            match it.hd {
-                16 => weighted_sum::<1>(it, &rows, scores, &inv_sum, block_keys),
-                32 => weighted_sum::<2>(it, &rows, scores, &inv_sum, block_keys),
-                48 => weighted_sum::<3>(it, &rows, scores, &inv_sum, block_keys),
-                64 => weighted_sum::<4>(it, &rows, scores, &inv_sum, block_keys),
-                _ => weighted_sum::<8>(it, &rows, scores, &inv_sum, block_keys),
-            }
+            let inv_sum = softmax_rows(
+                scores,
+                it.padded,
+                n,
+                it.first_visible + rows.start,
+                block_keys,
+            );
+            let sums = RowSums {
+                w: scores,
+                padded: it.padded,
+                n,
+                first_visible: it.first_visible + rows.start,
+                block_keys,
+                m: it.v,
+                hd: it.hd,
+                out: it.y.add(rows.start * it.width),
+                out_stride: it.width,
+                factor: &inv_sum,
+            };
+            sums.run();
         }
     }
 
@@ -482,55 +678,353 @@ mod avx512 {
         fold(fold(z[0], z[1]), fold(z[2], z[3]))
     }
 
-    /// `y[r] = Σ_j p[r, j] · v[j] / Σ_j p[r, j]` for `D` vectors per head, rows in groups
-    /// sharing each value load.
+    /// One block of queries `rows` (at most [`QB`]) of one head in
+    /// [`super::causal_attention_backward`]: `P` into `p`, `dS · scale` into `ds` (both
+    /// `[QB, padded]`), then the block's rows of `dq` and its terms of the item's `dk` and
+    /// `dv` sums.
     ///
     /// # Safety
-    /// As [`item`]; `D · 16 == it.hd`.
+    /// AVX-512 F; the pointers of `b` cover `rows` and every key they may see; `p` and `ds`
+    /// hold `QB · padded` floats.
     #[target_feature(enable = "avx512f")]
-    unsafe fn weighted_sum<const D: usize>(
-        it: &Item,
-        rows: &std::ops::Range<usize>,
-        p: &[f32],
-        inv_sum: &[f32; QB],
-        block_keys: usize,
+    pub unsafe fn backward_block(
+        b: &BackwardItem,
+        rows: std::ops::Range<usize>,
+        scale: f32,
+        p: &mut [f32],
+        ds: &mut [f32],
     ) {
-        // Accumulators: G rows × D vectors, at most 16 registers.
-        const G: usize = 4;
         let n = rows.len();
-        let mut r0 = 0;
-        while r0 < n {
-            let g = G.min(n - r0);
-            // Row r0 + g - 1 sees the most keys of the group; the others' extra weights are 0.
-            let keys = (it.first_visible + rows.start + r0 + g).min(block_keys);
-            // Rows past the group's last repeat it (computed, never stored).
-            let pr: [*const f32; G] =
-                std::array::from_fn(|r| p.as_ptr().wrapping_add((r0 + r.min(g - 1)) * it.padded));
-            let mut acc = [[_mm512_setzero_ps(); D]; G];
-            for j in 0..keys {
-                // SAFETY: key j < keys of this head's values; p rows r0..r0 + g exist.
+        let first_visible = b.first_visible + rows.start;
+        let block_keys = first_visible + n;
+        // SAFETY (whole body): rows and keys stay within the caller's bounds.
+        unsafe {
+            let q: [*const f32; QB] =
+                std::array::from_fn(|r| b.q.add((rows.start + r.min(n - 1)) * b.hd));
+            let dy: [*const f32; QB] =
+                std::array::from_fn(|r| b.dy.add((rows.start + r.min(n - 1)) * b.width));
+            let transposed = |t| Transposed {
+                t,
+                hd: b.hd,
+                padded: b.padded,
+            };
+            // P, normalized.
+            dots(&q, n, &transposed(b.kt), block_keys, scale, p);
+            let inv_sum = softmax_rows(p, b.padded, n, first_visible, block_keys);
+            let end = block_keys.next_multiple_of(16);
+            for (r, inv) in inv_sum.iter().enumerate().take(n) {
+                let iv = _mm512_set1_ps(*inv);
+                for j in (0..end).step_by(16) {
+                    let pp = p.as_mut_ptr().add(r * b.padded + j);
+                    _mm512_storeu_ps(pp, _mm512_mul_ps(_mm512_loadu_ps(pp), iv));
+                }
+            }
+            // dP = dy vᵀ, then dS · scale = P ⊙ (dP − D) · scale with D = dy · y per row.
+            dots(&dy, n, &transposed(b.vt), block_keys, 1.0, ds);
+            let sv = _mm512_set1_ps(scale);
+            for (r, dyr) in dy.iter().copied().enumerate().take(n) {
+                let yr = b.y.add((rows.start + r) * b.width);
+                let mut dot = _mm512_setzero_ps();
+                for c in (0..b.hd).step_by(16) {
+                    dot = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(dyr.add(c)),
+                        _mm512_loadu_ps(yr.add(c)),
+                        dot,
+                    );
+                }
+                let dv = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
+                for j in (0..end).step_by(16) {
+                    let (pp, sp) = (
+                        p.as_ptr().add(r * b.padded + j),
+                        ds.as_mut_ptr().add(r * b.padded + j),
+                    );
+                    let d = _mm512_sub_ps(_mm512_loadu_ps(sp), dv);
+                    _mm512_storeu_ps(sp, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(pp), d), sv));
+                }
+            }
+            // dq rows = (dS · scale) k.
+            RowSums {
+                w: ds,
+                padded: b.padded,
+                n,
+                first_visible,
+                block_keys,
+                m: b.k,
+                hd: b.hd,
+                out: b.dq.add(rows.start * b.hd),
+                out_stride: b.hd,
+                factor: &[1.0; QB],
+            }
+            .run();
+            // dk += (dS · scale)ᵀ q, dv += Pᵀ dy over the keys the block sees.
+            for (w, x, out) in [(&*ds, &q, b.dk), (&*p, &dy, b.dv)] {
+                KeySums {
+                    w,
+                    padded: b.padded,
+                    n,
+                    keys: block_keys,
+                    x: *x,
+                    hd: b.hd,
+                    out,
+                }
+                .run();
+            }
+        }
+    }
+
+    /// Sums added to key rows: `out[j] += Σ_{r < n} w[r·padded + j] · x_r` for keys `j <
+    /// keys`, each `x_r` a row of `hd` floats.
+    struct KeySums<'a> {
+        w: &'a [f32],
+        padded: usize,
+        n: usize,
+        keys: usize,
+        x: [*const f32; QB],
+        hd: usize,
+        /// `[keys, hd]`.
+        out: *mut f32,
+    }
+
+    impl KeySums<'_> {
+        /// Adds the sums.
+        ///
+        /// # Safety
+        /// AVX-512 F; `out` holds `keys` rows and each `x_r` (`r < n`) a row of `hd` floats
+        /// (16, 32, 48, 64 or 128); `w` `n` rows of at least `keys`.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run(&self) {
+            // SAFETY: the caller's bounds.
+            unsafe {
+                match self.hd {
+                    16 => self.sums::<1, 8>(),
+                    32 => self.sums::<2, 8>(),
+                    48 => self.sums::<3, 4>(),
+                    64 => self.sums::<4, 4>(),
+                    _ => self.sums::<8, 2>(),
+                }
+            }
+        }
+
+        /// [`Self::run`] for `D · 16 == hd`, `K` keys sharing each `x_r` load.
+        ///
+        /// # Safety
+        /// As [`Self::run`].
+        #[target_feature(enable = "avx512f")]
+        unsafe fn sums<const D: usize, const K: usize>(&self) {
+            let mut j = 0;
+            while j < self.keys {
+                let kk = K.min(self.keys - j);
+                // SAFETY: keys j..j + kk < keys rows of `out`; rows r < n of `x` and `w`.
                 unsafe {
-                    let vp = it.v.add(j * it.hd);
-                    let vv: [__m512; D] = std::array::from_fn(|c| _mm512_loadu_ps(vp.add(16 * c)));
-                    for (acc_r, p_r) in acc.iter_mut().zip(&pr) {
-                        let w = _mm512_set1_ps(*p_r.add(j));
-                        for (a, x) in acc_r.iter_mut().zip(&vv) {
-                            *a = _mm512_fmadd_ps(w, *x, *a);
+                    let mut acc = [[_mm512_setzero_ps(); D]; K];
+                    for (c, acc_c) in acc.iter_mut().enumerate().take(kk) {
+                        for (d, a) in acc_c.iter_mut().enumerate() {
+                            *a = _mm512_loadu_ps(self.out.add((j + c) * self.hd + 16 * d));
+                        }
+                    }
+                    for r in 0..self.n {
+                        let xv: [__m512; D] =
+                            std::array::from_fn(|d| _mm512_loadu_ps(self.x[r].add(16 * d)));
+                        let wr = self.w.as_ptr().add(r * self.padded + j);
+                        for (c, acc_c) in acc.iter_mut().enumerate().take(kk) {
+                            let w = _mm512_set1_ps(*wr.add(c));
+                            for (a, x) in acc_c.iter_mut().zip(&xv) {
+                                *a = _mm512_fmadd_ps(w, *x, *a);
+                            }
+                        }
+                    }
+                    for (c, acc_c) in acc.iter().enumerate().take(kk) {
+                        for (d, a) in acc_c.iter().enumerate() {
+                            _mm512_storeu_ps(self.out.add((j + c) * self.hd + 16 * d), *a);
                         }
                     }
                 }
+                j += kk;
             }
-            for (r, acc_r) in acc.iter().enumerate().take(g) {
-                let inv = _mm512_set1_ps(inv_sum[r0 + r]);
-                // SAFETY: row rows.start + r0 + r of y, this head's hd columns.
+        }
+    }
+
+    /// Softmax numerators in place: row `r < n` of `scores` (row stride `padded`) becomes
+    /// `exp(s − max)` over its `first_visible + r + 1` visible keys and 0 past them, up to
+    /// `block_keys` rounded up to 16. Returns each row's `1 / Σ exp`.
+    ///
+    /// # Safety
+    /// AVX-512 F; `scores` holds `n` rows of `padded >= block_keys` rounded up to 16 floats.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn softmax_rows(
+        scores: &mut [f32],
+        padded: usize,
+        n: usize,
+        first_visible: usize,
+        block_keys: usize,
+    ) -> [f32; QB] {
+        let mut inv_sum = [0f32; QB];
+        for (r, inv) in inv_sum.iter_mut().enumerate().take(n) {
+            let row = &mut scores[r * padded..(r + 1) * padded];
+            let len = first_visible + r + 1;
+            let max = row[..len].iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
+            let mv = _mm512_set1_ps(max);
+            let mut sum = _mm512_setzero_ps();
+            let mut j = 0;
+            while j < block_keys {
+                let left = len.saturating_sub(j).min(16);
+                let mask: __mmask16 = ((1u32 << left) - 1) as __mmask16;
+                // SAFETY: j + 16 <= block_keys rounded up to 16 <= padded.
                 unsafe {
-                    let yp = it.y.add((rows.start + r0 + r) * it.width);
-                    for (c, a) in acc_r.iter().enumerate() {
-                        _mm512_storeu_ps(yp.add(16 * c), _mm512_mul_ps(*a, inv));
+                    let p = row.as_mut_ptr().add(j);
+                    let e =
+                        super::super::silu512::avx512::exp16(_mm512_sub_ps(_mm512_loadu_ps(p), mv));
+                    let e = _mm512_maskz_mov_ps(mask, e);
+                    _mm512_storeu_ps(p, e);
+                    sum = _mm512_add_ps(sum, e);
+                }
+                j += 16;
+            }
+            *inv = 1.0 / _mm512_reduce_add_ps(sum);
+        }
+        inv_sum
+    }
+
+    /// Keys (or values) of one key/value head transposed, `[hd, padded]`: a vector load at
+    /// `t[d·padded + j]` holds 16 keys' values at dimension `d`.
+    pub(super) struct Transposed {
+        pub(super) t: *const f32,
+        pub(super) hd: usize,
+        pub(super) padded: usize,
+    }
+
+    /// `out[r·padded + j] = scale · a_r · t[.., j]` for rows `r < n` and keys `j` below
+    /// `keys` rounded up to [`KB`]; `a` has [`QB`] row pointers of `hd` floats (rows past
+    /// `n` repeat a valid row: computed, never stored).
+    ///
+    /// # Safety
+    /// AVX-512 F; every `a` row holds `hd` floats, `t` holds `[hd, padded]` with `padded >=
+    /// keys` rounded up to `KB`; `out` holds `n · padded` floats.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dots(
+        a: &[*const f32; QB],
+        n: usize,
+        t: &Transposed,
+        keys: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let sv = _mm512_set1_ps(scale);
+        let mut j0 = 0;
+        // SAFETY (whole loop): j0 + KB <= padded; d < hd; r < n rows of `out`.
+        while j0 < keys {
+            let mut acc = [[_mm512_setzero_ps(); 2]; QB];
+            for d in 0..t.hd {
+                unsafe {
+                    let kp = t.t.add(d * t.padded + j0);
+                    let k = [_mm512_loadu_ps(kp), _mm512_loadu_ps(kp.add(16))];
+                    for (acc_r, a_r) in acc.iter_mut().zip(a) {
+                        let av = _mm512_set1_ps(*a_r.add(d));
+                        acc_r[0] = _mm512_fmadd_ps(av, k[0], acc_r[0]);
+                        acc_r[1] = _mm512_fmadd_ps(av, k[1], acc_r[1]);
                     }
                 }
             }
-            r0 += g;
+            for (r, acc_r) in acc.iter().enumerate().take(n) {
+                unsafe {
+                    let s = out.as_mut_ptr().add(r * t.padded + j0);
+                    _mm512_storeu_ps(s, _mm512_mul_ps(acc_r[0], sv));
+                    _mm512_storeu_ps(s.add(16), _mm512_mul_ps(acc_r[1], sv));
+                }
+            }
+            j0 += KB;
+        }
+    }
+
+    /// Weighted sums of rows: `out[r] = factor[r] · Σ_j w[r·padded + j] · m[j]` for rows
+    /// `r < n`, row `r` summing keys `j < first_visible + r + 1` (the weights past a row's
+    /// visible keys must be 0: rows are done in groups sharing each `m` load, over the
+    /// group's last row's keys).
+    pub(super) struct RowSums<'a> {
+        pub(super) w: &'a [f32],
+        pub(super) padded: usize,
+        pub(super) n: usize,
+        /// Keys visible to row 0, minus one.
+        pub(super) first_visible: usize,
+        /// Keys visible to row `n - 1` (an upper bound for all).
+        pub(super) block_keys: usize,
+        /// Rows `[keys, hd]`.
+        pub(super) m: *const f32,
+        pub(super) hd: usize,
+        /// Row 0 of the output; row `r` at `out + r·out_stride`.
+        pub(super) out: *mut f32,
+        pub(super) out_stride: usize,
+        pub(super) factor: &'a [f32; QB],
+    }
+
+    impl RowSums<'_> {
+        /// Writes the sums.
+        ///
+        /// # Safety
+        /// AVX-512 F; `m` holds `block_keys` rows of `hd` floats (`hd` 16, 32, 48, 64 or
+        /// 128), `out` the `n` output rows, `w` `n · padded` weights.
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn run(&self) {
+            // SAFETY: the caller's bounds.
+            unsafe {
+                match self.hd {
+                    16 => self.sums::<1>(),
+                    32 => self.sums::<2>(),
+                    48 => self.sums::<3>(),
+                    64 => self.sums::<4>(),
+                    _ => self.sums::<8>(),
+                }
+            }
+        }
+
+        /// [`Self::run`] for `D · 16 == hd`.
+        ///
+        /// # Safety
+        /// As [`Self::run`].
+        #[target_feature(enable = "avx512f")]
+        unsafe fn sums<const D: usize>(&self) {
+            // Accumulators: G rows × D vectors, at most 32 registers.
+            const G: usize = 4;
+            let n = self.n;
+            let mut r0 = 0;
+            while r0 < n {
+                let g = G.min(n - r0);
+                // Row r0 + g - 1 sees the most keys of the group; the others' extra weights
+                // are 0.
+                let keys = (self.first_visible + r0 + g).min(self.block_keys);
+                // Rows past the group's last repeat it (computed, never stored).
+                let pr: [*const f32; G] = std::array::from_fn(|r| {
+                    self.w
+                        .as_ptr()
+                        .wrapping_add((r0 + r.min(g - 1)) * self.padded)
+                });
+                let mut acc = [[_mm512_setzero_ps(); D]; G];
+                for j in 0..keys {
+                    // SAFETY: key j < block_keys rows of `m`; w rows r0..r0 + g exist.
+                    unsafe {
+                        let mp = self.m.add(j * self.hd);
+                        let mv: [__m512; D] =
+                            std::array::from_fn(|c| _mm512_loadu_ps(mp.add(16 * c)));
+                        for (acc_r, p_r) in acc.iter_mut().zip(&pr) {
+                            let w = _mm512_set1_ps(*p_r.add(j));
+                            for (a, x) in acc_r.iter_mut().zip(&mv) {
+                                *a = _mm512_fmadd_ps(w, *x, *a);
+                            }
+                        }
+                    }
+                }
+                for (r, acc_r) in acc.iter().enumerate().take(g) {
+                    let f = _mm512_set1_ps(self.factor[r0 + r]);
+                    // SAFETY: output row r0 + r < n, its hd floats.
+                    unsafe {
+                        let yp = self.out.add((r0 + r) * self.out_stride);
+                        for (c, a) in acc_r.iter().enumerate() {
+                            _mm512_storeu_ps(yp.add(16 * c), _mm512_mul_ps(*a, f));
+                        }
+                    }
+                }
+                r0 += g;
+            }
         }
     }
 }
@@ -684,6 +1178,162 @@ mod tests {
                 .map(|(a, b)| (f64::from(*a) - b).abs())
                 .fold(0f64, f64::max);
             assert!(worst < 1e-5, "{s:?}: max error {worst:e}");
+        }
+    }
+
+    /// The backward's formulas in f64: `(dq, dk, dv)` of `Σ dy ⊙ y`.
+    fn reference_backward(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        dy: &[f32],
+        s: Shape,
+        scale: f32,
+    ) -> [Vec<f64>; 3] {
+        let Shape {
+            heads,
+            kv_heads,
+            queries,
+            keys,
+            head_dim: hd,
+        } = s;
+        let f = |x: &[f32]| -> Vec<f64> { x.iter().map(|v| f64::from(*v)).collect() };
+        let (q, k, v, dy) = (f(q), f(k), f(v), f(dy));
+        let scale = f64::from(scale);
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f64; q.len()],
+            vec![0f64; kv_heads * keys * hd],
+            vec![0f64; kv_heads * keys * hd],
+        );
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        for h in 0..heads {
+            let g = h / (heads / kv_heads);
+            for i in 0..queries {
+                let qi = &q[(h * queries + i) * hd..][..hd];
+                let dyi = &dy[i * heads * hd + h * hd..][..hd];
+                let seen = keys - queries + i + 1;
+                let key = |j: usize| (g * keys + j) * hd;
+                let logits: Vec<f64> = (0..seen)
+                    .map(|j| dot(qi, &k[key(j)..][..hd]) * scale)
+                    .collect();
+                let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                let p: Vec<f64> = e.iter().map(|x| x / sum).collect();
+                let dp: Vec<f64> = (0..seen).map(|j| dot(dyi, &v[key(j)..][..hd])).collect();
+                let d: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+                for j in 0..seen {
+                    let ds = p[j] * (dp[j] - d) * scale;
+                    for c in 0..hd {
+                        dq[(h * queries + i) * hd + c] += ds * k[key(j) + c];
+                        dk[key(j) + c] += ds * qi[c];
+                        dv[key(j) + c] += p[j] * dyi[c];
+                    }
+                }
+            }
+        }
+        [dq, dk, dv]
+    }
+
+    #[test]
+    fn the_reference_backward_is_the_derivative_of_the_reference() {
+        // Central differences of Σ dy ⊙ y in f64, for a few inputs of each tensor.
+        let s = Shape {
+            heads: 4,
+            kv_heads: 2,
+            queries: 5,
+            keys: 7,
+            head_dim: 16,
+        };
+        let scale = 0.7;
+        let mut inputs = [
+            random(s.heads * s.queries * 16, 21),
+            random(s.kv_heads * s.keys * 16, 22),
+            random(s.kv_heads * s.keys * 16, 23),
+        ];
+        let dy = random(s.queries * s.heads * 16, 24);
+        let loss = |x: &[Vec<f32>; 3]| -> f64 {
+            reference(&x[0], &x[1], &x[2], s, scale)
+                .iter()
+                .zip(&dy)
+                .map(|(y, g)| y * f64::from(*g))
+                .sum()
+        };
+        let grads = reference_backward(&inputs[0], &inputs[1], &inputs[2], &dy, s, scale);
+        for (t, grad) in grads.iter().enumerate() {
+            for idx in [0, 17, grad.len() - 1] {
+                let x0 = inputs[t][idx];
+                let eps = 1e-2f32;
+                inputs[t][idx] = x0 + eps;
+                let up = loss(&inputs);
+                inputs[t][idx] = x0 - eps;
+                let down = loss(&inputs);
+                inputs[t][idx] = x0;
+                // The perturbation is exact in f32; the step's error is O(eps²).
+                let step = f64::from(x0 + eps) - f64::from(x0 - eps);
+                let numeric = (up - down) / step;
+                assert!(
+                    (numeric - grad[idx]).abs() < 1e-3,
+                    "tensor {t}, index {idx}: {numeric} vs {}",
+                    grad[idx]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_backward_matches_the_f64_reference_on_every_edge() {
+        let s = Shape {
+            heads: 1,
+            kv_heads: 1,
+            queries: 1,
+            keys: 1,
+            head_dim: 16,
+        };
+        if !crate::model::gemm512::available() {
+            let z = [0.0; 16];
+            assert!(causal_attention_backward(&z, &z, &z, &z, &z, s, 1.0).is_none());
+            return;
+        }
+        // Partial blocks of queries and keys (blocks of 8, 32 keys a tile), fewer blocks than
+        // work items, a cache prefix, grouped heads, every head size.
+        for (heads, kv_heads, queries, keys, head_dim) in [
+            (1, 1, 1, 1, 16),
+            (2, 1, 3, 3, 32),
+            (9, 3, 37, 37, 64),
+            (9, 3, 70, 70, 64),
+            (9, 3, 5, 70, 64),
+            (4, 2, 20, 53, 48),
+            (4, 4, 9, 9, 128),
+        ] {
+            let s = Shape {
+                heads,
+                kv_heads,
+                queries,
+                keys,
+                head_dim,
+            };
+            let q = random(heads * queries * head_dim, 5 + queries as u64);
+            let k = random(kv_heads * keys * head_dim, 6 + keys as u64);
+            let v = random(kv_heads * keys * head_dim, 7);
+            let dy = random(queries * heads * head_dim, 8);
+            let scale = 4.0 / (head_dim as f32).sqrt();
+            let y = causal_attention(&q, &k, &v, s, scale).expect("avx-512");
+            let ours = causal_attention_backward(&q, &k, &v, &y, &dy, s, scale).expect("avx-512");
+            let exact = reference_backward(&q, &k, &v, &dy, s, scale);
+            for (name, got, want) in [
+                ("dq", &ours.dq, &exact[0]),
+                ("dk", &ours.dk, &exact[1]),
+                ("dv", &ours.dv, &exact[2]),
+            ] {
+                assert_eq!(got.len(), want.len(), "{name} {s:?}");
+                let worst = got
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (f64::from(*a) - b).abs())
+                    .fold(0f64, f64::max);
+                assert!(worst < 1e-4, "{name} {s:?}: max error {worst:e}");
+            }
         }
     }
 

@@ -361,19 +361,23 @@ impl Llama {
         };
         let rep = nh / nkv;
         let scale = 1.0 / (hd as f64).sqrt();
-        if k == Kernels::Fused
-            && t > 1
+        if t > 1
             && b == 1
             && mask.is_some_and(|m| m.rank() == 2)
             && q.device().is_cpu()
             && q.dtype() == DType::F32
             && super::attn512::supported(hd)
         {
-            // A prompt on a CPU with AVX-512: one fused pass, straight into o_proj's layout.
+            // A prompt, or a training sequence, on a CPU with AVX-512: one fused pass straight
+            // into o_proj's layout (and for training one fused backward).
             let op = super::attn512::CausalAttention {
                 scale: scale as f32,
             };
-            let y = q.contiguous()?.apply_op3_no_bwd(&key, &value, &op)?;
+            let q = q.contiguous()?;
+            let y = match k {
+                Kernels::Fused => q.apply_op3_no_bwd(&key, &value, &op)?,
+                Kernels::Differentiable => q.apply_op3(&key.contiguous()?, &value, op)?,
+            };
             return block.o_proj.forward(&y);
         }
         let one = if k == Kernels::Fused && t == 1 && b == 1 {
@@ -717,7 +721,14 @@ impl Llama {
             );
         }
         let causal = causal_mask(t, 0, self.device())?.to_dtype(self.dtype())?;
+        // No padding (every mask entry 1): the causal mask alone, `[t, t]`, which the fused
+        // attention takes.
+        let unpadded = match attention_mask {
+            None => true,
+            Some(m) => m.to_dtype(DType::U32)?.min_all()?.to_scalar::<u32>()? == 1,
+        };
         let mask = match attention_mask {
+            _ if unpadded => causal,
             None => causal,
             Some(m) => {
                 // 0 for real keys, -f32::MAX for padding keys: [b, 1, 1, t].
