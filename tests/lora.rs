@@ -219,18 +219,27 @@ fn the_fused_training_attention_gives_the_composed_ops_gradients() {
         single.backward().expect("backward"),
         pair.backward().expect("backward"),
     );
+    assert_same_gradients(&lora, &ga, &gb);
+}
+
+/// Every adapter gradient of `a` equals `b`'s, to 1e-4 of the largest.
+fn assert_same_gradients(
+    lora: &Lora,
+    a: &candle_core::backprop::GradStore,
+    b: &candle_core::backprop::GradStore,
+) {
     for module in &lora.modules {
         for var in [&module.lora_a, &module.lora_b] {
-            let (fused, composed) = (
-                ga.get(var.as_tensor()).expect("gradient"),
-                gb.get(var.as_tensor()).expect("gradient"),
+            let (ours, want) = (
+                a.get(var.as_tensor()).expect("gradient"),
+                b.get(var.as_tensor()).expect("gradient"),
             );
-            let scale = composed
+            let scale = want
                 .abs()
                 .and_then(|g| g.max_all())
                 .and_then(|g| g.to_scalar::<f32>())
                 .expect("max");
-            let diff = max_diff(fused, composed);
+            let diff = max_diff(ours, want);
             assert!(
                 scale > 0.0 && diff <= 1e-4 * f64::from(scale),
                 "{}: max difference {diff:e} for gradients up to {scale:e}",
@@ -238,6 +247,75 @@ fn the_fused_training_attention_gives_the_composed_ops_gradients() {
             );
         }
     }
+}
+
+#[test]
+fn a_right_padded_batch_trains_as_its_sequences_alone() {
+    // A batch padded on the right takes the causal mask alone (and, on a CPU with AVX-512,
+    // the fused attention over each sequence): its loss over the real tokens, and every
+    // adapter gradient, equal those of the sequences on their own.
+    let (_dir, mut m) = tiny_model(DType::F32);
+    let config = LoraConfig {
+        r: 4,
+        target_modules: vec!["q_proj".into(), "k_proj".into(), "v_proj".into()],
+        ..LoraConfig::default()
+    };
+    let lora = Lora::init(&mut m.model, &config, 5).expect("init");
+    lora.set_training(false);
+    randomize_b(&lora, 11);
+    let x = input(&m);
+    let t = x.dim(1).expect("len");
+    // Another text, 3 tokens shorter.
+    let other = m
+        .encode("Insulin moves glucose into cells.")
+        .expect("encodes");
+    let short = Tensor::new(&other[..t - 3], &Device::Cpu)
+        .and_then(|s| s.unsqueeze(0))
+        .expect("short");
+    // Three arbitrary tokens as the padding.
+    let padded = Tensor::cat(&[&short, &x.narrow(1, 0, 3).expect("pad")], 1).expect("padded");
+    let batch = Tensor::cat(&[&x, &padded], 0).expect("batch");
+    let mask: Vec<u32> = (0..2 * t).map(|i| u32::from(i < 2 * t - 3)).collect();
+    let mask = Tensor::from_vec(mask, (2, t), &Device::Cpu).expect("mask");
+    // The next-token NLL summed over row `row` of `logits`, for its first `n` tokens `ids`.
+    let nll = |logits: &Tensor, row: usize, ids: &Tensor| -> Tensor {
+        let n = ids.dim(1).expect("len");
+        let logits = logits
+            .narrow(0, row, 1)
+            .and_then(|l| l.narrow(1, 0, n - 1))
+            .expect("rows");
+        let targets = ids
+            .narrow(1, 1, n - 1)
+            .and_then(|t| t.unsqueeze(2))
+            .and_then(|t| t.contiguous())
+            .expect("targets");
+        candle_nn::ops::log_softmax(&logits, D::Minus1)
+            .and_then(|l| l.gather(&targets, 2))
+            .and_then(|l| l.sum_all())
+            .and_then(|l| l.neg())
+            .expect("nll")
+    };
+    let together = {
+        let logits = m.model.forward_all(&batch, Some(&mask)).expect("forward");
+        (nll(&logits, 0, &x) + nll(&logits, 1, &short)).expect("sum")
+    };
+    let alone = {
+        let (a, b) = (
+            m.model.forward_all(&x, None).expect("forward"),
+            m.model.forward_all(&short, None).expect("forward"),
+        );
+        (nll(&a, 0, &x) + nll(&b, 0, &short)).expect("sum")
+    };
+    let (a, b) = (
+        together.to_scalar::<f32>().expect("scalar"),
+        alone.to_scalar::<f32>().expect("scalar"),
+    );
+    assert!((a - b).abs() <= 1e-5 * a.abs(), "loss {a} vs {b}");
+    assert_same_gradients(
+        &lora,
+        &together.backward().expect("backward"),
+        &alone.backward().expect("backward"),
+    );
 }
 
 #[test]

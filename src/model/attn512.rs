@@ -268,14 +268,36 @@ pub fn supported(head_dim: usize) -> bool {
     super::gemm512::available() && matches!(head_dim, 16 | 32 | 48 | 64 | 128)
 }
 
-/// [`causal_attention`] as a candle op over `q` `[1, heads, queries, head_dim]`, `k` and `v`
-/// `[1, kv_heads, keys, head_dim]`, all contiguous f32 on the CPU; output `[1, queries,
-/// heads · head_dim]`. Its backward is [`causal_attention_backward`] (training applies it
+/// [`causal_attention`] as a candle op over `q` `[b, heads, queries, head_dim]`, `k` and `v`
+/// `[b, kv_heads, keys, head_dim]`, all contiguous f32 on the CPU, each sequence of the batch
+/// on its own; output `[b, queries, heads · head_dim]`. Its backward is [`causal_attention_backward`] (training applies it
 /// with `apply_op3`, inference with `apply_op3_no_bwd`). Check [`supported`] first.
 #[derive(Debug, Clone, Copy)]
 pub struct CausalAttention {
     /// The softmax's scale, `1 / sqrt(head_dim)`.
     pub scale: f32,
+}
+
+impl CausalAttention {
+    /// The batch size and [`Shape`] of `q` `[b, heads, queries, head_dim]` and `k`, `v` `[b,
+    /// kv_heads, keys, head_dim]`.
+    fn shapes(q: &[usize], k: &[usize], v: &[usize]) -> candle_core::Result<(usize, Shape)> {
+        let (&[b, heads, queries, head_dim], &[kb, kv_heads, keys, kd], true) = (q, k, k == v)
+        else {
+            candle_core::bail!("causal attention: shapes {q:?}, {k:?}, {v:?}");
+        };
+        if kb != b || kd != head_dim || keys < queries || kv_heads == 0 || heads % kv_heads != 0 {
+            candle_core::bail!("causal attention: shapes {q:?}, {k:?}");
+        }
+        let shape = Shape {
+            heads,
+            kv_heads,
+            queries,
+            keys,
+            head_dim,
+        };
+        Ok((b, shape))
+    }
 }
 
 impl candle_core::CustomOp3 for CausalAttention {
@@ -303,31 +325,33 @@ impl candle_core::CustomOp3 for CausalAttention {
         ) else {
             bail!("causal attention: contiguous tensors only");
         };
-        let (&[1, heads, queries, head_dim], &[1, kv_heads, keys, kd], true) =
-            (ql.dims(), kl.dims(), kl.dims() == vl.dims())
-        else {
-            bail!(
-                "causal attention: shapes {:?}, {:?}, {:?}",
-                ql.dims(),
-                kl.dims(),
-                vl.dims()
-            );
-        };
-        if kd != head_dim || keys < queries || kv_heads == 0 || heads % kv_heads != 0 {
-            bail!("causal attention: shapes {:?}, {:?}", ql.dims(), kl.dims());
+        let (b, s) = Self::shapes(ql.dims(), kl.dims(), vl.dims())?;
+        let (q_len, kv_len) = (
+            s.heads * s.queries * s.head_dim,
+            s.kv_heads * s.keys * s.head_dim,
+        );
+        let (q, k, v) = (&q[qs..qe], &k[ks..ke], &v[vs..ve]);
+        let mut y = Vec::with_capacity(b * q_len);
+        // Each sequence of the batch its own problem.
+        for i in 0..b {
+            let Some(yi) = causal_attention(
+                &q[i * q_len..(i + 1) * q_len],
+                &k[i * kv_len..(i + 1) * kv_len],
+                &v[i * kv_len..(i + 1) * kv_len],
+                s,
+                self.scale,
+            ) else {
+                bail!(
+                    "causal attention: no AVX-512 or an unsupported head size {}",
+                    s.head_dim
+                );
+            };
+            y.extend_from_slice(&yi);
         }
-        let shape = Shape {
-            heads,
-            kv_heads,
-            queries,
-            keys,
-            head_dim,
-        };
-        let Some(y) = causal_attention(&q[qs..qe], &k[ks..ke], &v[vs..ve], shape, self.scale)
-        else {
-            bail!("causal attention: no AVX-512 or an unsupported head size {head_dim}");
-        };
-        Ok((CpuStorage::F32(y), (1, queries, heads * head_dim).into()))
+        Ok((
+            CpuStorage::F32(y),
+            (b, s.queries, s.heads * s.head_dim).into(),
+        ))
     }
 
     fn bwd(
@@ -343,20 +367,7 @@ impl candle_core::CustomOp3 for CausalAttention {
         Option<candle_core::Tensor>,
     )> {
         use candle_core::{bail, CpuStorage, Storage, Tensor};
-        let (&[1, heads, queries, head_dim], &[1, kv_heads, keys, _]) = (q.dims(), k.dims()) else {
-            bail!(
-                "causal attention backward: shapes {:?}, {:?}",
-                q.dims(),
-                k.dims()
-            );
-        };
-        let shape = Shape {
-            heads,
-            kv_heads,
-            queries,
-            keys,
-            head_dim,
-        };
+        let (b, s) = Self::shapes(q.dims(), k.dims(), v.dims())?;
         // Detached: gradients computed from tensors that carry a graph would carry it on.
         let tensors = [q, k, v, y, dy].map(|t| t.detach().contiguous());
         let [q, k, v, y, dy] = tensors;
@@ -371,16 +382,39 @@ impl candle_core::CustomOp3 for CausalAttention {
             };
             slices.push(&data[a..b]);
         }
-        let Some(g) = causal_attention_backward(
-            slices[0], slices[1], slices[2], slices[3], slices[4], shape, self.scale,
-        ) else {
-            bail!("causal attention backward: no AVX-512 or an unsupported head size {head_dim}");
-        };
+        let (q_len, kv_len) = (
+            s.heads * s.queries * s.head_dim,
+            s.kv_heads * s.keys * s.head_dim,
+        );
+        let (mut dq, mut dk, mut dv) = (
+            Vec::with_capacity(b * q_len),
+            Vec::with_capacity(b * kv_len),
+            Vec::with_capacity(b * kv_len),
+        );
+        for i in 0..b {
+            let Some(g) = causal_attention_backward(
+                &slices[0][i * q_len..(i + 1) * q_len],
+                &slices[1][i * kv_len..(i + 1) * kv_len],
+                &slices[2][i * kv_len..(i + 1) * kv_len],
+                &slices[3][i * q_len..(i + 1) * q_len],
+                &slices[4][i * q_len..(i + 1) * q_len],
+                s,
+                self.scale,
+            ) else {
+                bail!(
+                    "causal attention backward: no AVX-512 or an unsupported head size {}",
+                    s.head_dim
+                );
+            };
+            dq.extend_from_slice(&g.dq);
+            dk.extend_from_slice(&g.dk);
+            dv.extend_from_slice(&g.dv);
+        }
         let device = q.device();
         Ok((
-            Some(Tensor::from_vec(g.dq, q.shape(), device)?),
-            Some(Tensor::from_vec(g.dk, k.shape(), device)?),
-            Some(Tensor::from_vec(g.dv, v.shape(), device)?),
+            Some(Tensor::from_vec(dq, q.shape(), device)?),
+            Some(Tensor::from_vec(dk, k.shape(), device)?),
+            Some(Tensor::from_vec(dv, v.shape(), device)?),
         ))
     }
 }

@@ -335,6 +335,7 @@ impl Llama {
     ) -> Result<Tensor> {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
+        let cached = kv.is_some();
         let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let [q, key, value]: [Tensor; 3] =
             Linear::forward_shared(&[&block.q_proj, &block.k_proj, &block.v_proj], x)?
@@ -362,7 +363,7 @@ impl Llama {
         let rep = nh / nkv;
         let scale = 1.0 / (hd as f64).sqrt();
         if t > 1
-            && b == 1
+            && (b == 1 || (k == Kernels::Differentiable && !cached))
             && mask.is_some_and(|m| m.rank() == 2)
             && q.device().is_cpu()
             && q.dtype() == DType::F32
@@ -691,9 +692,11 @@ impl Llama {
     }
 
     /// Training forward: logits for every position, `[b, t, vocab]` in f32 (f64 for an f64
-    /// model), through ops
-    /// that autograd differentiates. `attention_mask` `[b, t]` (1 for tokens, 0 for right
-    /// padding) keeps keys that are padding out of attention.
+    /// model), through ops that autograd differentiates. `attention_mask` `[b, t]` (1 for
+    /// tokens, 0 for padding) keeps keys that are padding out of the tokens' attention. With
+    /// right padding only (each row's ones, then its zeros, as [`crate::train::optim::collate`]
+    /// pads), the causal mask alone already does, and it alone is applied: the logits of
+    /// padding positions are then unspecified (they carry no loss).
     ///
     /// # Errors
     /// [`candle_core::Error`] on shape mismatch or a sequence longer than the context.
@@ -721,14 +724,19 @@ impl Llama {
             );
         }
         let causal = causal_mask(t, 0, self.device())?.to_dtype(self.dtype())?;
-        // No padding (every mask entry 1): the causal mask alone, `[t, t]`, which the fused
-        // attention takes.
-        let unpadded = match attention_mask {
+        // Right padding only: under the causal mask no token sees a padding key (they all
+        // come after it), so the causal mask alone, `[t, t]`, which the fused attention
+        // takes, gives every token the same result.
+        let right_padded = match attention_mask {
             None => true,
-            Some(m) => m.to_dtype(DType::U32)?.min_all()?.to_scalar::<u32>()? == 1,
+            Some(m) => m
+                .to_dtype(DType::U32)?
+                .to_vec2::<u32>()?
+                .iter()
+                .all(|row| row.windows(2).all(|w| w[0] >= w[1])),
         };
         let mask = match attention_mask {
-            _ if unpadded => causal,
+            _ if right_padded => causal,
             None => causal,
             Some(m) => {
                 // 0 for real keys, -f32::MAX for padding keys: [b, 1, 1, t].

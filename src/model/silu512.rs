@@ -46,6 +46,47 @@ pub fn silu_mul(gate: &[f32], up: &[f32]) -> Option<Vec<f32>> {
     Some(out)
 }
 
+/// The gradients of `silu(gate[i]) · up[i]` given the output's gradient `grad`, in one pass
+/// on all cores: `(∂/∂gate, ∂/∂up)` with `∂/∂gate = grad · up · σ(gate)·(1 + gate·(1 −
+/// σ(gate)))` and `∂/∂up = grad · silu(gate)`; `None` without AVX-512.
+///
+/// # Panics
+/// When the slices differ in length.
+pub fn silu_mul_backward(gate: &[f32], up: &[f32], grad: &[f32]) -> Option<(Vec<f32>, Vec<f32>)> {
+    if !super::gemm512::available() {
+        return None;
+    }
+    assert!(
+        gate.len() == up.len() && up.len() == grad.len(),
+        "silu_mul_backward: lengths differ"
+    );
+    let n = gate.len();
+    let (mut d_gate, mut d_up) = (vec![0f32; n], vec![0f32; n]);
+    let (dg_addr, du_addr) = (d_gate.as_mut_ptr() as usize, d_up.as_mut_ptr() as usize);
+    let work = |items: std::ops::Range<usize>| {
+        for item in items {
+            let range = item * CHUNK..((item + 1) * CHUNK).min(n);
+            // SAFETY: AVX-512 F is available (checked above); the item's range lies inside
+            // both outputs, which no other item writes and which outlive the blocking call.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                let dst = |addr: usize| {
+                    std::slice::from_raw_parts_mut((addr as *mut f32).add(range.start), range.len())
+                };
+                avx512::silu_mul_backward(
+                    &gate[range.clone()],
+                    &up[range.clone()],
+                    &grad[range.clone()],
+                    dst(dg_addr),
+                    dst(du_addr),
+                );
+            }
+        }
+    };
+    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(CHUNK), work);
+    Some((d_gate, d_up))
+}
+
 /// `silu(gate) · up` as a candle op on two contiguous f32 CPU tensors of one shape, with its
 /// backward (for training). Check [`super::gemm512::available`] before using it.
 #[derive(Debug, Clone, Copy)]
@@ -91,11 +132,28 @@ impl candle_core::CustomOp2 for SiluMul {
         _res: &candle_core::Tensor,
         grad: &candle_core::Tensor,
     ) -> candle_core::Result<(Option<candle_core::Tensor>, Option<candle_core::Tensor>)> {
-        let gate = gate.detach();
-        let sig = candle_nn::ops::sigmoid(&gate)?;
-        let dsilu = (&sig * ((&gate * (1.0 - &sig)?)? + 1.0)?)?;
-        let d_gate = (grad * (up.detach() * dsilu)?)?;
-        let d_up = (grad * (&gate * &sig)?)?;
+        // Detached: gradients computed from tensors that carry a graph would carry it on.
+        let (gate, up, grad) = (
+            gate.detach().contiguous()?,
+            up.detach().contiguous()?,
+            grad.detach().contiguous()?,
+        );
+        let guards = [&gate, &up, &grad].map(|t| t.storage_and_layout());
+        let mut slices: Vec<&[f32]> = Vec::with_capacity(3);
+        for (storage, layout) in &guards {
+            let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((a, b))) =
+                (&**storage, layout.contiguous_offsets())
+            else {
+                candle_core::bail!("silu-mul backward: contiguous f32 tensors on the CPU only");
+            };
+            slices.push(&data[a..b]);
+        }
+        let (d_gate, d_up) = silu_mul_backward(slices[0], slices[1], slices[2])
+            .ok_or_else(|| candle_core::Error::Msg("silu-mul needs AVX-512".into()))?;
+        let (d_gate, d_up) = (
+            candle_core::Tensor::from_vec(d_gate, gate.shape(), gate.device())?,
+            candle_core::Tensor::from_vec(d_up, up.shape(), up.device())?,
+        );
         Ok((Some(d_gate), Some(d_up)))
     }
 }
@@ -135,6 +193,47 @@ pub(super) mod avx512 {
             _mm512_add_ps(r, _mm512_set1_ps(1.0)),
         );
         _mm512_scalef_ps(p, n)
+    }
+
+    /// `d_gate[i] = grad[i] · up[i] · σ·(1 + gate[i]·(1 − σ))` and `d_up[i] = grad[i] ·
+    /// gate[i] · σ`, `σ = 1 / (1 + e^-gate[i])`.
+    ///
+    /// # Safety
+    /// AVX-512 F must be available; the five slices have the same length.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn silu_mul_backward(
+        gate: &[f32],
+        up: &[f32],
+        grad: &[f32],
+        d_gate: &mut [f32],
+        d_up: &mut [f32],
+    ) {
+        let n = gate.len();
+        let one = _mm512_set1_ps(1.0);
+        let mut i = 0;
+        while i < n {
+            let left = (n - i).min(16);
+            let mask: __mmask16 = if left == 16 {
+                u16::MAX
+            } else {
+                (1u16 << left) - 1
+            };
+            // SAFETY: masked loads and stores touch only lanes i..i+left, inside all five.
+            unsafe {
+                let g = _mm512_maskz_loadu_ps(mask, gate.as_ptr().add(i));
+                let u = _mm512_maskz_loadu_ps(mask, up.as_ptr().add(i));
+                let dy = _mm512_maskz_loadu_ps(mask, grad.as_ptr().add(i));
+                let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+                let sig = _mm512_div_ps(one, _mm512_add_ps(one, e));
+                let silu = _mm512_mul_ps(g, sig);
+                // σ·(1 + g·(1 − σ)) = σ + silu·(1 − σ).
+                let dsilu = _mm512_fmadd_ps(silu, _mm512_sub_ps(one, sig), sig);
+                let dyu = _mm512_mul_ps(dy, u);
+                _mm512_mask_storeu_ps(d_gate.as_mut_ptr().add(i), mask, _mm512_mul_ps(dyu, dsilu));
+                _mm512_mask_storeu_ps(d_up.as_mut_ptr().add(i), mask, _mm512_mul_ps(dy, silu));
+            }
+            i += 16;
+        }
     }
 
     /// `dst[i] = gate[i] / (1 + e^-gate[i]) · up[i]`.
@@ -205,10 +304,15 @@ mod tests {
         if !crate::model::gemm512::available() {
             return Ok(());
         }
+        // Several work items and a masked tail; saturating gates too.
+        let n = 2 * CHUNK + 7;
         let mut rng = crate::rng::XorShift64Star::new(9);
-        let g = candle_core::Var::from_vec(rng.uniform(300, 6.0), 300, &Device::Cpu)?;
-        let u = candle_core::Var::from_vec(rng.uniform(300, 2.0), 300, &Device::Cpu)?;
-        let w = Tensor::from_vec(rng.uniform(300, 1.0), 300, &Device::Cpu)?;
+        let mut gate = rng.uniform(n, 6.0);
+        gate[0] = -100.0;
+        gate[1] = 100.0;
+        let g = candle_core::Var::from_vec(gate, n, &Device::Cpu)?;
+        let u = candle_core::Var::from_vec(rng.uniform(n, 2.0), n, &Device::Cpu)?;
+        let w = Tensor::from_vec(rng.uniform(n, 1.0), n, &Device::Cpu)?;
         let fused = (g.as_tensor().apply_op2(u.as_tensor(), SiluMul)? * &w)?
             .sum_all()?
             .backward()?;
