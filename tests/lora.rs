@@ -660,26 +660,10 @@ fn merged_weights_give_the_logits_of_base_plus_adapter() {
 
 #[test]
 fn without_avx512_padded_batches_and_training_take_candles_ops() {
-    // The kernel choice is made once per process, so two tests run again in a child process
-    // with the AVX-512 kernels switched off: the attention, the adapted projections and the
-    // MLP's activation then go through candle's ops and autograd.
-    if std::env::var_os(bioinstruct::model::gemm512::DISABLE_ENV).is_some() {
-        return;
-    }
-    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "a_right_padded_batch_trains_as_its_sequences_alone",
-            "adamw_on_the_adapters_lowers_the_loss_and_leaves_the_base_frozen",
-            "--nocapture",
-        ])
-        .env(bioinstruct::model::gemm512::DISABLE_ENV, "1")
-        .output()
-        .expect("runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("2 passed"),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Two tests again with the AVX-512 kernels switched off: the attention, the adapted
+    // projections and the MLP's activation then go through candle's ops and autograd.
+    common::rerun_without_avx512(&[
+        "a_right_padded_batch_trains_as_its_sequences_alone",
+        "adamw_on_the_adapters_lowers_the_loss_and_leaves_the_base_frozen",
+    ]);
 }

@@ -128,27 +128,9 @@ fn a_long_prompt_attends_in_chunks_as_one_token_at_a_time_does() {
 
 #[test]
 fn without_avx512_the_long_prompt_test_passes_on_candles_kernels() {
-    // The kernel choice is made once per process, so the test above runs again in a child
-    // process with the AVX-512 kernels switched off: there the prompt attends through
-    // candle's chunked ops and the projections through candle's matmul.
-    if std::env::var_os(bioinstruct::model::gemm512::DISABLE_ENV).is_some() {
-        return;
-    }
-    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "a_long_prompt_attends_in_chunks_as_one_token_at_a_time_does",
-            "--nocapture",
-        ])
-        .env(bioinstruct::model::gemm512::DISABLE_ENV, "1")
-        .output()
-        .expect("runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The test above again with the AVX-512 kernels switched off: the prompt attends
+    // through candle's chunked ops and the projections through candle's matmul.
+    common::rerun_without_avx512(&["a_long_prompt_attends_in_chunks_as_one_token_at_a_time_does"]);
 }
 
 #[test]

@@ -1071,38 +1071,70 @@ mod tests {
         crate::rng::XorShift64Star::new(seed).uniform(n, 1.0)
     }
 
-    /// The textbook computation in f64.
-    fn reference(q: &[f32], k: &[f32], v: &[f32], s: Shape, scale: f32) -> Vec<f64> {
-        let Shape {
+    /// The largest `|got − want|`.
+    fn max_error(got: &[f32], want: &[f64]) -> f64 {
+        assert_eq!(got.len(), want.len(), "lengths");
+        got.iter()
+            .zip(want)
+            .map(|(a, b)| (f64::from(*a) - b).abs())
+            .fold(0f64, f64::max)
+    }
+
+    /// Partial blocks of queries (8 a block) and keys (32 a tile), fewer blocks than the
+    /// backward's work items, a cache prefix, grouped heads, every head size.
+    fn edge_shapes() -> impl Iterator<Item = Shape> {
+        [
+            (1, 1, 1, 1, 16),
+            (2, 1, 3, 3, 32),
+            (9, 3, 37, 37, 64),
+            (9, 3, 70, 70, 64),
+            (9, 3, 5, 70, 64),
+            (4, 2, 20, 53, 48),
+            (4, 4, 9, 9, 128),
+        ]
+        .into_iter()
+        .map(|(heads, kv_heads, queries, keys, head_dim)| Shape {
             heads,
             kv_heads,
             queries,
             keys,
-            head_dim: hd,
-        } = s;
-        let mut y = vec![0f64; queries * heads * hd];
-        for h in 0..heads {
-            let g = h / (heads / kv_heads);
-            for i in 0..queries {
-                let qi = &q[(h * queries + i) * hd..][..hd];
-                let seen = keys - queries + i + 1;
-                let logits: Vec<f64> = (0..seen)
-                    .map(|j| {
-                        let kj = &k[(g * keys + j) * hd..][..hd];
-                        qi.iter()
-                            .zip(kj)
-                            .map(|(a, b)| f64::from(*a) * f64::from(*b))
-                            .sum::<f64>()
-                            * f64::from(scale)
-                    })
-                    .collect();
-                let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
-                let sum: f64 = e.iter().sum();
-                for (j, w) in e.iter().enumerate() {
-                    let vj = &v[(g * keys + j) * hd..][..hd];
+            head_dim,
+        })
+    }
+
+    /// One head's softmax weights for query `i` in f64: `P[i, j]` over its visible keys.
+    fn probabilities(q: &[f32], k: &[f32], s: Shape, h: usize, i: usize, scale: f32) -> Vec<f64> {
+        let hd = s.head_dim;
+        let g = h / (s.heads / s.kv_heads);
+        let qi = &q[(h * s.queries + i) * hd..][..hd];
+        let seen = s.keys - s.queries + i + 1;
+        let logits: Vec<f64> = (0..seen)
+            .map(|j| {
+                let kj = &k[(g * s.keys + j) * hd..][..hd];
+                qi.iter()
+                    .zip(kj)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum::<f64>()
+                    * f64::from(scale)
+            })
+            .collect();
+        let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        e.iter().map(|x| x / sum).collect()
+    }
+
+    /// The textbook computation in f64.
+    fn reference(q: &[f32], k: &[f32], v: &[f32], s: Shape, scale: f32) -> Vec<f64> {
+        let hd = s.head_dim;
+        let mut y = vec![0f64; s.queries * s.heads * hd];
+        for h in 0..s.heads {
+            let g = h / (s.heads / s.kv_heads);
+            for i in 0..s.queries {
+                for (j, w) in probabilities(q, k, s, h, i, scale).iter().enumerate() {
+                    let vj = &v[(g * s.keys + j) * hd..][..hd];
                     for d in 0..hd {
-                        y[i * heads * hd + h * hd + d] += w / sum * f64::from(vj[d]);
+                        y[i * s.heads * hd + h * hd + d] += w * f64::from(vj[d]);
                     }
                 }
             }
@@ -1157,12 +1189,7 @@ mod tests {
                 keys,
                 head_dim,
             };
-            let expected = reference(&q, &pack(&k), &pack(&v), s, scale);
-            let worst = y
-                .iter()
-                .zip(&expected)
-                .map(|(a, b)| (f64::from(*a) - b).abs())
-                .fold(0f64, f64::max);
+            let worst = max_error(&y, &reference(&q, &pack(&k), &pack(&v), s, scale));
             assert!(
                 worst < 1e-5,
                 "{heads}/{kv_heads} heads, {keys} keys: {worst:e}"
@@ -1183,34 +1210,14 @@ mod tests {
             assert!(causal_attention(&[0.0; 16], &[0.0; 16], &[0.0; 16], s, 1.0).is_none());
             return;
         }
-        // Partial blocks of queries and keys, a cache prefix, grouped heads, every head size.
-        for (heads, kv_heads, queries, keys, head_dim) in [
-            (1, 1, 1, 1, 16),
-            (2, 1, 3, 3, 32),
-            (9, 3, 37, 37, 64),
-            (9, 3, 5, 70, 64),
-            (4, 2, 20, 53, 48),
-            (4, 4, 9, 9, 128),
-        ] {
-            let s = Shape {
-                heads,
-                kv_heads,
-                queries,
-                keys,
-                head_dim,
-            };
-            let q = random(heads * queries * head_dim, 1 + queries as u64);
-            let k = random(kv_heads * keys * head_dim, 2 + keys as u64);
-            let v = random(kv_heads * keys * head_dim, 3);
+        for s in edge_shapes() {
+            let q = random(s.heads * s.queries * s.head_dim, 1 + s.queries as u64);
+            let k = random(s.kv_heads * s.keys * s.head_dim, 2 + s.keys as u64);
+            let v = random(s.kv_heads * s.keys * s.head_dim, 3);
             // Scores of a few units, as a trained model's: the softmax is neither flat nor one-hot.
-            let scale = 4.0 / (head_dim as f32).sqrt();
+            let scale = 4.0 / (s.head_dim as f32).sqrt();
             let ours = causal_attention(&q, &k, &v, s, scale).expect("avx-512");
-            let exact = reference(&q, &k, &v, s, scale);
-            let worst = ours
-                .iter()
-                .zip(&exact)
-                .map(|(a, b)| (f64::from(*a) - b).abs())
-                .fold(0f64, f64::max);
+            let worst = max_error(&ours, &reference(&q, &k, &v, s, scale));
             assert!(worst < 1e-5, "{s:?}: max error {worst:e}");
         }
     }
@@ -1232,10 +1239,10 @@ mod tests {
             head_dim: hd,
         } = s;
         let f = |x: &[f32]| -> Vec<f64> { x.iter().map(|v| f64::from(*v)).collect() };
-        let (q, k, v, dy) = (f(q), f(k), f(v), f(dy));
-        let scale = f64::from(scale);
+        let (qf, kf, vf, dyf) = (f(q), f(k), f(v), f(dy));
+        let scale64 = f64::from(scale);
         let (mut dq, mut dk, mut dv) = (
-            vec![0f64; q.len()],
+            vec![0f64; qf.len()],
             vec![0f64; kv_heads * keys * hd],
             vec![0f64; kv_heads * keys * hd],
         );
@@ -1243,23 +1250,18 @@ mod tests {
         for h in 0..heads {
             let g = h / (heads / kv_heads);
             for i in 0..queries {
-                let qi = &q[(h * queries + i) * hd..][..hd];
-                let dyi = &dy[i * heads * hd + h * hd..][..hd];
-                let seen = keys - queries + i + 1;
+                let qi = &qf[(h * queries + i) * hd..][..hd];
+                let dyi = &dyf[i * heads * hd + h * hd..][..hd];
                 let key = |j: usize| (g * keys + j) * hd;
-                let logits: Vec<f64> = (0..seen)
-                    .map(|j| dot(qi, &k[key(j)..][..hd]) * scale)
+                let p = probabilities(q, k, s, h, i, scale);
+                let dp: Vec<f64> = (0..p.len())
+                    .map(|j| dot(dyi, &vf[key(j)..][..hd]))
                     .collect();
-                let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
-                let sum: f64 = e.iter().sum();
-                let p: Vec<f64> = e.iter().map(|x| x / sum).collect();
-                let dp: Vec<f64> = (0..seen).map(|j| dot(dyi, &v[key(j)..][..hd])).collect();
                 let d: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
-                for j in 0..seen {
-                    let ds = p[j] * (dp[j] - d) * scale;
+                for j in 0..p.len() {
+                    let ds = p[j] * (dp[j] - d) * scale64;
                     for c in 0..hd {
-                        dq[(h * queries + i) * hd + c] += ds * k[key(j) + c];
+                        dq[(h * queries + i) * hd + c] += ds * kf[key(j) + c];
                         dk[key(j) + c] += ds * qi[c];
                         dv[key(j) + c] += p[j] * dyi[c];
                     }
@@ -1329,29 +1331,12 @@ mod tests {
             assert!(causal_attention_backward(&z, &z, &z, &z, &z, s, 1.0).is_none());
             return;
         }
-        // Partial blocks of queries and keys (blocks of 8, 32 keys a tile), fewer blocks than
-        // work items, a cache prefix, grouped heads, every head size.
-        for (heads, kv_heads, queries, keys, head_dim) in [
-            (1, 1, 1, 1, 16),
-            (2, 1, 3, 3, 32),
-            (9, 3, 37, 37, 64),
-            (9, 3, 70, 70, 64),
-            (9, 3, 5, 70, 64),
-            (4, 2, 20, 53, 48),
-            (4, 4, 9, 9, 128),
-        ] {
-            let s = Shape {
-                heads,
-                kv_heads,
-                queries,
-                keys,
-                head_dim,
-            };
-            let q = random(heads * queries * head_dim, 5 + queries as u64);
-            let k = random(kv_heads * keys * head_dim, 6 + keys as u64);
-            let v = random(kv_heads * keys * head_dim, 7);
-            let dy = random(queries * heads * head_dim, 8);
-            let scale = 4.0 / (head_dim as f32).sqrt();
+        for s in edge_shapes() {
+            let q = random(s.heads * s.queries * s.head_dim, 5 + s.queries as u64);
+            let k = random(s.kv_heads * s.keys * s.head_dim, 6 + s.keys as u64);
+            let v = random(s.kv_heads * s.keys * s.head_dim, 7);
+            let dy = random(s.queries * s.heads * s.head_dim, 8);
+            let scale = 4.0 / (s.head_dim as f32).sqrt();
             let y = causal_attention(&q, &k, &v, s, scale).expect("avx-512");
             let ours = causal_attention_backward(&q, &k, &v, &y, &dy, s, scale).expect("avx-512");
             let exact = reference_backward(&q, &k, &v, &dy, s, scale);
@@ -1360,12 +1345,7 @@ mod tests {
                 ("dk", &ours.dk, &exact[1]),
                 ("dv", &ours.dv, &exact[2]),
             ] {
-                assert_eq!(got.len(), want.len(), "{name} {s:?}");
-                let worst = got
-                    .iter()
-                    .zip(want)
-                    .map(|(a, b)| (f64::from(*a) - b).abs())
-                    .fold(0f64, f64::max);
+                let worst = max_error(got, want);
                 assert!(worst < 1e-4, "{name} {s:?}: max error {worst:e}");
             }
         }

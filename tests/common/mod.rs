@@ -290,3 +290,26 @@ pub fn mixed_decode_difference(
     }
     worst
 }
+
+/// Runs `tests` of this test binary again in a child process with the AVX-512 kernels
+/// switched off (`BIOINSTRUCT_NO_AVX512=1`: the kernel choice is made once per process) and
+/// asserts that every one of them passes there. Inside such a child it does nothing.
+pub fn rerun_without_avx512(tests: &[&str]) {
+    let switch = bioinstruct::model::gemm512::DISABLE_ENV;
+    if std::env::var_os(switch).is_some() {
+        return;
+    }
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .arg("--exact")
+        .args(tests)
+        .arg("--nocapture")
+        .env(switch, "1")
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(&format!("{} passed", tests.len())),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
