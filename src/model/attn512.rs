@@ -39,6 +39,26 @@ pub struct Shape {
     pub head_dim: usize,
 }
 
+impl Shape {
+    /// Asserts that the shape is one (`kv_heads` divides `heads`, `keys >= queries`) and that
+    /// `q`, `k` and `v` hold it; `what` names the caller in the panic.
+    fn check(&self, what: &str, q: &[f32], k: &[f32], v: &[f32]) {
+        let kv_len = self.kv_heads * self.keys * self.head_dim;
+        assert!(
+            self.kv_heads > 0
+                && self.heads.is_multiple_of(self.kv_heads)
+                && self.keys >= self.queries,
+            "{what}: bad shape {self:?}"
+        );
+        assert!(
+            q.len() >= self.heads * self.queries * self.head_dim
+                && k.len() >= kv_len
+                && v.len() >= kv_len,
+            "{what}: short input for {self:?}"
+        );
+    }
+}
+
 /// `softmax(q kᵀ · scale + causal mask) v` per query head, for a batch of one.
 ///
 /// `q` `[heads, queries, head_dim]`, `k` and `v` `[kv_heads, keys, head_dim]`, all
@@ -54,6 +74,7 @@ pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], s: Shape, scale: f32) -
     if !supported(s.head_dim) {
         return None;
     }
+    s.check("causal_attention", q, k, v);
     let Shape {
         heads,
         kv_heads,
@@ -61,16 +82,6 @@ pub fn causal_attention(q: &[f32], k: &[f32], v: &[f32], s: Shape, scale: f32) -
         keys,
         head_dim: hd,
     } = s;
-    assert!(
-        kv_heads > 0 && heads % kv_heads == 0 && keys >= queries,
-        "causal_attention: bad shape {s:?}"
-    );
-    assert!(
-        q.len() >= heads * queries * hd
-            && k.len() >= kv_heads * keys * hd
-            && v.len() >= kv_heads * keys * hd,
-        "causal_attention: short input for {s:?}"
-    );
     // Keys transposed per key/value head, [kv_heads, hd, padded] (zero past `keys`), so a
     // vector load holds 16 keys' values at one dimension.
     let padded = keys.div_ceil(KB) * KB;
@@ -153,6 +164,7 @@ pub fn causal_attention_backward(
     if !supported(s.head_dim) {
         return None;
     }
+    s.check("causal_attention_backward", q, k, v);
     let Shape {
         heads,
         kv_heads,
@@ -160,18 +172,10 @@ pub fn causal_attention_backward(
         keys,
         head_dim: hd,
     } = s;
-    assert!(
-        kv_heads > 0 && heads % kv_heads == 0 && keys >= queries && queries > 0,
-        "causal_attention_backward: bad shape {s:?}"
-    );
     let width = heads * hd;
     assert!(
-        q.len() >= heads * queries * hd
-            && k.len() >= kv_heads * keys * hd
-            && v.len() >= kv_heads * keys * hd
-            && y.len() >= queries * width
-            && dy.len() >= queries * width,
-        "causal_attention_backward: short input for {s:?}"
+        y.len() >= queries * width && dy.len() >= queries * width,
+        "causal_attention_backward: short output or gradient for {s:?}"
     );
     let padded = keys.div_ceil(KB) * KB;
     let (kt, vt) = (
