@@ -172,78 +172,99 @@ fn lora_gradients_match_finite_differences() {
     }
 }
 
-#[test]
-fn the_fused_training_attention_gives_the_composed_ops_gradients() {
-    // One sequence takes the fused causal attention (its own backward) on a CPU with
-    // AVX-512; the same sequence twice in a batch takes candle's composed ops and autograd.
-    // The batch's loss is twice the single one, and so is every adapter gradient.
-    let (_dir, mut m) = tiny_model(DType::F32);
+/// The tiny model in `dtype` with seeded adapters on `q_proj`, `k_proj` and `v_proj` (no
+/// dropout, random `lora_B`), for comparing attention paths.
+fn attention_adapted(dtype: DType, seed: u64) -> (tempfile::TempDir, LoadedModel, Lora) {
+    let (dir, mut m) = tiny_model(dtype);
     let config = LoraConfig {
         r: 4,
         target_modules: vec!["q_proj".into(), "k_proj".into(), "v_proj".into()],
         ..LoraConfig::default()
     };
-    let lora = Lora::init(&mut m.model, &config, 3).expect("init");
+    let lora = Lora::init(&mut m.model, &config, seed).expect("init");
     lora.set_training(false);
-    randomize_b(&lora, 7);
-    let x = input(&m);
-    let loss = |x: &Tensor| -> Tensor {
-        let logits = m.model.forward_all(x, None).expect("forward");
-        let (b, t, _) = logits.dims3().expect("dims");
-        let logp =
-            candle_nn::ops::log_softmax(&logits.narrow(1, 0, t - 1).expect("narrow"), D::Minus1)
-                .expect("log_softmax");
-        let targets = x
-            .narrow(1, 1, t - 1)
-            .expect("targets")
-            .unsqueeze(2)
-            .and_then(|t| t.contiguous())
-            .expect("unsqueeze");
-        logp.gather(&targets, 2)
-            .expect("gather")
-            .sum_all()
-            .expect("sum")
-            .neg()
-            .expect("neg")
-            .affine(1.0 / b as f64, 0.0)
-            .expect("mean over the batch")
-    };
-    let single = loss(&x);
-    let pair = loss(&Tensor::cat(&[&x, &x], 0).expect("pair"));
-    let (a, b) = (
-        single.to_scalar::<f32>().expect("scalar"),
-        pair.to_scalar::<f32>().expect("scalar"),
-    );
-    assert!((a - b).abs() <= 1e-5 * a.abs(), "loss {a} vs {b}");
-    let (ga, gb) = (
-        single.backward().expect("backward"),
-        pair.backward().expect("backward"),
-    );
-    assert_same_gradients(&lora, &ga, &gb);
+    randomize_b(&lora, seed + 4);
+    (dir, m, lora)
 }
 
-/// Every adapter gradient of `a` equals `b`'s, to 1e-4 of the largest.
+/// The next-token NLL summed over row `row` of `logits` `[b, t, vocab]`, for that row's first
+/// `n` tokens `ids` `[1, n]`.
+fn next_token_nll(logits: &Tensor, row: usize, ids: &Tensor) -> Tensor {
+    let n = ids.dim(1).expect("len");
+    let logits = logits
+        .narrow(0, row, 1)
+        .and_then(|l| l.narrow(1, 0, n - 1))
+        .expect("rows");
+    let targets = ids
+        .narrow(1, 1, n - 1)
+        .and_then(|t| t.unsqueeze(2))
+        .and_then(|t| t.contiguous())
+        .expect("targets");
+    candle_nn::ops::log_softmax(&logits, D::Minus1)
+        .and_then(|l| l.gather(&targets, 2))
+        .and_then(|l| l.sum_all())
+        .and_then(|l| l.neg())
+        .expect("nll")
+}
+
+#[test]
+fn the_fused_training_attention_gives_the_composed_ops_gradients() {
+    // An f32 model takes the fused causal attention (its own backward) on a CPU with
+    // AVX-512; the same model in f64 takes candle's composed ops and autograd (the fused op
+    // is f32 only). Same weights, same adapters: same loss and adapter gradients, to f32's
+    // precision.
+    let (_dir, m, lora) = attention_adapted(DType::F32, 3);
+    let (_dir64, m64, lora64) = attention_adapted(DType::F64, 3);
+    for (a, b) in lora.modules.iter().zip(&lora64.modules) {
+        for (from, to) in [(&a.lora_a, &b.lora_a), (&a.lora_b, &b.lora_b)] {
+            to.set(&from.as_tensor().to_dtype(DType::F64).expect("f64"))
+                .expect("set");
+        }
+    }
+    let x = input(&m);
+    let loss =
+        |m: &LoadedModel| next_token_nll(&m.model.forward_all(&x, None).expect("forward"), 0, &x);
+    let (fused, composed) = (loss(&m), loss(&m64));
+    let (a, b) = (
+        fused.to_scalar::<f32>().expect("scalar"),
+        composed.to_scalar::<f64>().expect("scalar"),
+    );
+    assert!(
+        (f64::from(a) - b).abs() <= 1e-5 * b.abs(),
+        "loss {a} vs {b}"
+    );
+    assert_same_gradients(
+        (&lora, &fused.backward().expect("backward")),
+        (&lora64, &composed.backward().expect("backward")),
+    );
+}
+
+/// Every adapter gradient in `a` equals the same module's in `b` (the adapters of two models
+/// with the same modules, or one model's twice), to 1e-4 of the largest.
 fn assert_same_gradients(
-    lora: &Lora,
-    a: &candle_core::backprop::GradStore,
-    b: &candle_core::backprop::GradStore,
+    a: (&Lora, &candle_core::backprop::GradStore),
+    b: (&Lora, &candle_core::backprop::GradStore),
 ) {
-    for module in &lora.modules {
-        for var in [&module.lora_a, &module.lora_b] {
-            let (ours, want) = (
-                a.get(var.as_tensor()).expect("gradient"),
-                b.get(var.as_tensor()).expect("gradient"),
-            );
+    for (ma, mb) in a.0.modules.iter().zip(&b.0.modules) {
+        for (va, vb) in [(&ma.lora_a, &mb.lora_a), (&ma.lora_b, &mb.lora_b)] {
+            let gradient = |store: &candle_core::backprop::GradStore, var: &candle_core::Var| {
+                store
+                    .get(var.as_tensor())
+                    .expect("gradient")
+                    .to_dtype(DType::F64)
+                    .expect("f64")
+            };
+            let (ours, want) = (gradient(a.1, va), gradient(b.1, vb));
             let scale = want
                 .abs()
                 .and_then(|g| g.max_all())
-                .and_then(|g| g.to_scalar::<f32>())
+                .and_then(|g| g.to_scalar::<f64>())
                 .expect("max");
-            let diff = max_diff(ours, want);
+            let diff = max_diff(&ours, &want);
             assert!(
-                scale > 0.0 && diff <= 1e-4 * f64::from(scale),
+                scale > 0.0 && diff <= 1e-4 * scale,
                 "{}: max difference {diff:e} for gradients up to {scale:e}",
-                module.path
+                ma.path
             );
         }
     }
@@ -254,15 +275,7 @@ fn a_right_padded_batch_trains_as_its_sequences_alone() {
     // A batch padded on the right takes the causal mask alone (and, on a CPU with AVX-512,
     // the fused attention over each sequence): its loss over the real tokens, and every
     // adapter gradient, equal those of the sequences on their own.
-    let (_dir, mut m) = tiny_model(DType::F32);
-    let config = LoraConfig {
-        r: 4,
-        target_modules: vec!["q_proj".into(), "k_proj".into(), "v_proj".into()],
-        ..LoraConfig::default()
-    };
-    let lora = Lora::init(&mut m.model, &config, 5).expect("init");
-    lora.set_training(false);
-    randomize_b(&lora, 11);
+    let (_dir, m, lora) = attention_adapted(DType::F32, 7);
     let x = input(&m);
     let t = x.dim(1).expect("len");
     // Another text, 3 tokens shorter.
@@ -277,34 +290,16 @@ fn a_right_padded_batch_trains_as_its_sequences_alone() {
     let batch = Tensor::cat(&[&x, &padded], 0).expect("batch");
     let mask: Vec<u32> = (0..2 * t).map(|i| u32::from(i < 2 * t - 3)).collect();
     let mask = Tensor::from_vec(mask, (2, t), &Device::Cpu).expect("mask");
-    // The next-token NLL summed over row `row` of `logits`, for its first `n` tokens `ids`.
-    let nll = |logits: &Tensor, row: usize, ids: &Tensor| -> Tensor {
-        let n = ids.dim(1).expect("len");
-        let logits = logits
-            .narrow(0, row, 1)
-            .and_then(|l| l.narrow(1, 0, n - 1))
-            .expect("rows");
-        let targets = ids
-            .narrow(1, 1, n - 1)
-            .and_then(|t| t.unsqueeze(2))
-            .and_then(|t| t.contiguous())
-            .expect("targets");
-        candle_nn::ops::log_softmax(&logits, D::Minus1)
-            .and_then(|l| l.gather(&targets, 2))
-            .and_then(|l| l.sum_all())
-            .and_then(|l| l.neg())
-            .expect("nll")
-    };
     let together = {
         let logits = m.model.forward_all(&batch, Some(&mask)).expect("forward");
-        (nll(&logits, 0, &x) + nll(&logits, 1, &short)).expect("sum")
+        (next_token_nll(&logits, 0, &x) + next_token_nll(&logits, 1, &short)).expect("sum")
     };
     let alone = {
         let (a, b) = (
             m.model.forward_all(&x, None).expect("forward"),
             m.model.forward_all(&short, None).expect("forward"),
         );
-        (nll(&a, 0, &x) + nll(&b, 0, &short)).expect("sum")
+        (next_token_nll(&a, 0, &x) + next_token_nll(&b, 0, &short)).expect("sum")
     };
     let (a, b) = (
         together.to_scalar::<f32>().expect("scalar"),
@@ -312,9 +307,8 @@ fn a_right_padded_batch_trains_as_its_sequences_alone() {
     );
     assert!((a - b).abs() <= 1e-5 * a.abs(), "loss {a} vs {b}");
     assert_same_gradients(
-        &lora,
-        &together.backward().expect("backward"),
-        &alone.backward().expect("backward"),
+        (&lora, &together.backward().expect("backward")),
+        (&lora, &alone.backward().expect("backward")),
     );
 }
 

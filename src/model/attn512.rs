@@ -304,6 +304,15 @@ impl CausalAttention {
     }
 }
 
+/// The batch's per-sequence results one after another (a batch of one as it is, not copied).
+fn joined(mut parts: Vec<Vec<f32>>) -> Vec<f32> {
+    if parts.len() == 1 {
+        parts.pop().unwrap_or_default()
+    } else {
+        parts.concat()
+    }
+}
+
 impl candle_core::CustomOp3 for CausalAttention {
     fn name(&self) -> &'static str {
         "causal-attention-avx512"
@@ -319,24 +328,18 @@ impl candle_core::CustomOp3 for CausalAttention {
         vl: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use candle_core::{bail, CpuStorage};
-        let (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) = (q, k, v) else {
-            bail!("causal attention: f32 tensors only");
-        };
-        let (Some((qs, qe)), Some((ks, ke)), Some((vs, ve))) = (
-            ql.contiguous_offsets(),
-            kl.contiguous_offsets(),
-            vl.contiguous_offsets(),
-        ) else {
-            bail!("causal attention: contiguous tensors only");
-        };
+        let (q, k, v) = (
+            super::f32_slice(q, ql, "causal attention: q")?,
+            super::f32_slice(k, kl, "causal attention: k")?,
+            super::f32_slice(v, vl, "causal attention: v")?,
+        );
         let (b, s) = Self::shapes(ql.dims(), kl.dims(), vl.dims())?;
         let (q_len, kv_len) = (
             s.heads * s.queries * s.head_dim,
             s.kv_heads * s.keys * s.head_dim,
         );
-        let (q, k, v) = (&q[qs..qe], &k[ks..ke], &v[vs..ve]);
-        let mut y = Vec::with_capacity(b * q_len);
         // Each sequence of the batch its own problem.
+        let mut ys = Vec::with_capacity(b);
         for i in 0..b {
             let Some(yi) = causal_attention(
                 &q[i * q_len..(i + 1) * q_len],
@@ -350,10 +353,10 @@ impl candle_core::CustomOp3 for CausalAttention {
                     s.head_dim
                 );
             };
-            y.extend_from_slice(&yi);
+            ys.push(yi);
         }
         Ok((
-            CpuStorage::F32(y),
+            CpuStorage::F32(joined(ys)),
             (b, s.queries, s.heads * s.head_dim).into(),
         ))
     }
@@ -370,30 +373,27 @@ impl candle_core::CustomOp3 for CausalAttention {
         Option<candle_core::Tensor>,
         Option<candle_core::Tensor>,
     )> {
-        use candle_core::{bail, CpuStorage, Storage, Tensor};
+        use candle_core::{bail, Tensor};
         let (b, s) = Self::shapes(q.dims(), k.dims(), v.dims())?;
         // Detached: gradients computed from tensors that carry a graph would carry it on.
         let tensors = [q, k, v, y, dy].map(|t| t.detach().contiguous());
         let [q, k, v, y, dy] = tensors;
         let (q, k, v, y, dy) = (q?, k?, v?, y?, dy?);
         let guards = [&q, &k, &v, &y, &dy].map(|t| t.storage_and_layout());
-        let mut slices: Vec<&[f32]> = Vec::with_capacity(5);
-        for (storage, layout) in &guards {
-            let (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) =
-                (&**storage, layout.contiguous_offsets())
-            else {
-                bail!("causal attention backward: contiguous f32 tensors on the CPU only");
-            };
-            slices.push(&data[a..b]);
-        }
+        let slices = guards
+            .iter()
+            .map(|(storage, layout)| {
+                super::tensor_f32(storage, layout, "causal attention backward: an input")
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let (q_len, kv_len) = (
             s.heads * s.queries * s.head_dim,
             s.kv_heads * s.keys * s.head_dim,
         );
         let (mut dq, mut dk, mut dv) = (
-            Vec::with_capacity(b * q_len),
-            Vec::with_capacity(b * kv_len),
-            Vec::with_capacity(b * kv_len),
+            Vec::with_capacity(b),
+            Vec::with_capacity(b),
+            Vec::with_capacity(b),
         );
         for i in 0..b {
             let Some(g) = causal_attention_backward(
@@ -410,15 +410,15 @@ impl candle_core::CustomOp3 for CausalAttention {
                     s.head_dim
                 );
             };
-            dq.extend_from_slice(&g.dq);
-            dk.extend_from_slice(&g.dk);
-            dv.extend_from_slice(&g.dv);
+            dq.push(g.dq);
+            dk.push(g.dk);
+            dv.push(g.dv);
         }
         let device = q.device();
         Ok((
-            Some(Tensor::from_vec(dq, q.shape(), device)?),
-            Some(Tensor::from_vec(dk, k.shape(), device)?),
-            Some(Tensor::from_vec(dv, v.shape(), device)?),
+            Some(Tensor::from_vec(joined(dq), q.shape(), device)?),
+            Some(Tensor::from_vec(joined(dk), k.shape(), device)?),
+            Some(Tensor::from_vec(joined(dv), v.shape(), device)?),
         ))
     }
 }

@@ -212,14 +212,6 @@ struct LowRankLinear {
     scale: f64,
 }
 
-/// The contiguous f32 values of CPU storage `s` under layout `l`.
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("lora linear: {what} is not contiguous f32"),
-    }
-}
-
 impl CustomOp3 for LowRankLinear {
     fn name(&self) -> &'static str {
         "lora-linear"
@@ -239,10 +231,10 @@ impl CustomOp3 for LowRankLinear {
             candle_core::bail!("lora linear: the weight is not on the CPU");
         };
         let (x, u, b, w) = (
-            f32_slice(x, xl, "the input")?,
-            f32_slice(u, ul, "A's output")?,
-            f32_slice(b, bl, "lora_B")?,
-            f32_slice(w, wl, "the weight")?,
+            super::f32_slice(x, xl, "lora linear: the input")?,
+            super::f32_slice(u, ul, "lora linear: A's output")?,
+            super::f32_slice(b, bl, "lora linear: lora_B")?,
+            super::f32_slice(w, wl, "lora linear: the weight")?,
         );
         let (out, k) = self.weight.dims2()?;
         let r = bl.dims().get(1).copied().unwrap_or(0);

@@ -363,7 +363,7 @@ impl Llama {
         let rep = nh / nkv;
         let scale = 1.0 / (hd as f64).sqrt();
         if t > 1
-            && (b == 1 || (k == Kernels::Differentiable && !cached))
+            && (b == 1 || !cached)
             && mask.is_some_and(|m| m.rank() == 2)
             && q.device().is_cpu()
             && q.dtype() == DType::F32
@@ -736,9 +736,7 @@ impl Llama {
                 .all(|row| row.windows(2).all(|w| w[0] >= w[1])),
         };
         let mask = match attention_mask {
-            _ if right_padded => causal,
-            None => causal,
-            Some(m) => {
+            Some(m) if !right_padded => {
                 // 0 for real keys, -f32::MAX for padding keys: [b, 1, 1, t].
                 let pad = m
                     .to_dtype(DType::F32)?
@@ -749,6 +747,7 @@ impl Llama {
                     .to_dtype(self.dtype())?;
                 causal.broadcast_add(&pad)?
             }
+            _ => causal,
         };
         self.blocks(ids, 0, None, Some(&mask), Kernels::Differentiable)
     }

@@ -202,6 +202,37 @@ impl LoadedModel {
     }
 }
 
+/// The contiguous f32 values of CPU storage `s` under layout `l`, for the custom ops' CPU
+/// kernels.
+///
+/// # Errors
+/// When the storage is not f32 or the layout not contiguous (`what` names the tensor).
+pub(crate) fn f32_slice<'a>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (candle_core::CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("{what} is not a contiguous f32 tensor"),
+    }
+}
+
+/// [`f32_slice`] of a tensor's storage, as a custom op's backward sees it.
+///
+/// # Errors
+/// As [`f32_slice`], or when the tensor is not on the CPU.
+pub(crate) fn tensor_f32<'a>(
+    storage: &'a candle_core::Storage,
+    l: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    match storage {
+        candle_core::Storage::Cpu(s) => f32_slice(s, l, what),
+        _ => candle_core::bail!("{what} is not on the CPU"),
+    }
+}
+
 /// Fixes candle's CPU thread count for the process, once, before any model code runs.
 ///
 /// candle 0.11.1 asks for its thread count in every float matmul (`utils::get_num_threads`)

@@ -14,6 +14,30 @@
 /// Elements per work item.
 const CHUNK: usize = 16 * 1024;
 
+/// `N` outputs of `n` floats, filled by `f` a work item of [`CHUNK`] elements at a time on
+/// candle's thread pool: `f(range, parts)` gets the item's range of `0..n` and each output's
+/// floats in that range (the items' parts are disjoint).
+fn for_each_chunk<const N: usize>(
+    n: usize,
+    f: impl Fn(std::ops::Range<usize>, [&mut [f32]; N]) + Sync,
+) -> [Vec<f32>; N] {
+    let mut outs: [Vec<f32>; N] = std::array::from_fn(|_| vec![0f32; n]);
+    let addrs: [usize; N] = std::array::from_fn(|o| outs[o].as_mut_ptr() as usize);
+    let work = |items: std::ops::Range<usize>| {
+        for item in items {
+            let range = item * CHUNK..((item + 1) * CHUNK).min(n);
+            // SAFETY: the item's range lies inside each output (`n` floats), no other item
+            // covers it, and the outputs outlive the blocking `execute_chunked`.
+            let parts = addrs.map(|addr| unsafe {
+                std::slice::from_raw_parts_mut((addr as *mut f32).add(range.start), range.len())
+            });
+            f(range, parts);
+        }
+    };
+    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(CHUNK), work);
+    outs
+}
+
 /// `silu(gate[i]) · up[i]` (`silu(g) = g / (1 + e^-g)`), or `None` without AVX-512 (see
 /// [`super::gemm512::available`]).
 ///
@@ -24,25 +48,13 @@ pub fn silu_mul(gate: &[f32], up: &[f32]) -> Option<Vec<f32>> {
         return None;
     }
     assert_eq!(gate.len(), up.len(), "silu_mul: lengths differ");
-    let n = gate.len();
-    let mut out = vec![0f32; n];
-    let addr = out.as_mut_ptr() as usize;
-    let work = |items: std::ops::Range<usize>| {
-        for item in items {
-            let range = item * CHUNK..((item + 1) * CHUNK).min(n);
-            // SAFETY: AVX-512 F is available (checked above); the item's range lies inside
-            // `out`, which no other item writes and which outlives the blocking call.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                let dst = std::slice::from_raw_parts_mut(
-                    (addr as *mut f32).add(range.start),
-                    range.len(),
-                );
-                avx512::silu_mul(&gate[range.clone()], &up[range], dst);
-            }
+    let [out] = for_each_chunk(gate.len(), |range, [dst]| {
+        // SAFETY: AVX-512 F is available (checked above); the slices have one length.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            avx512::silu_mul(&gate[range.clone()], &up[range], dst);
         }
-    };
-    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(CHUNK), work);
+    });
     Some(out)
 }
 
@@ -60,30 +72,19 @@ pub fn silu_mul_backward(gate: &[f32], up: &[f32], grad: &[f32]) -> Option<(Vec<
         gate.len() == up.len() && up.len() == grad.len(),
         "silu_mul_backward: lengths differ"
     );
-    let n = gate.len();
-    let (mut d_gate, mut d_up) = (vec![0f32; n], vec![0f32; n]);
-    let (dg_addr, du_addr) = (d_gate.as_mut_ptr() as usize, d_up.as_mut_ptr() as usize);
-    let work = |items: std::ops::Range<usize>| {
-        for item in items {
-            let range = item * CHUNK..((item + 1) * CHUNK).min(n);
-            // SAFETY: AVX-512 F is available (checked above); the item's range lies inside
-            // both outputs, which no other item writes and which outlive the blocking call.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                let dst = |addr: usize| {
-                    std::slice::from_raw_parts_mut((addr as *mut f32).add(range.start), range.len())
-                };
-                avx512::silu_mul_backward(
-                    &gate[range.clone()],
-                    &up[range.clone()],
-                    &grad[range.clone()],
-                    dst(dg_addr),
-                    dst(du_addr),
-                );
-            }
+    let [d_gate, d_up] = for_each_chunk(gate.len(), |range, [d_gate, d_up]| {
+        // SAFETY: AVX-512 F is available (checked above); the slices have one length.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            avx512::silu_mul_backward(
+                &gate[range.clone()],
+                &up[range.clone()],
+                &grad[range],
+                d_gate,
+                d_up,
+            );
         }
-    };
-    candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(CHUNK), work);
+    });
     Some((d_gate, d_up))
 }
 
@@ -105,13 +106,10 @@ impl candle_core::CustomOp2 for SiluMul {
         l2: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use candle_core::CpuStorage;
-        let (CpuStorage::F32(a), CpuStorage::F32(b)) = (s1, s2) else {
-            candle_core::bail!("silu-mul takes f32");
-        };
-        let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("silu-mul takes contiguous tensors");
-        };
+        let (a, b) = (
+            super::f32_slice(s1, l1, "silu-mul: gate")?,
+            super::f32_slice(s2, l2, "silu-mul: up")?,
+        );
         if l1.shape() != l2.shape() {
             candle_core::bail!(
                 "silu-mul: shapes {:?} and {:?} differ",
@@ -119,7 +117,7 @@ impl candle_core::CustomOp2 for SiluMul {
                 l2.shape()
             );
         }
-        let out = silu_mul(&a[a0..a1], &b[b0..b1])
+        let out = silu_mul(a, b)
             .ok_or_else(|| candle_core::Error::Msg("silu-mul needs AVX-512".into()))?;
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -139,15 +137,12 @@ impl candle_core::CustomOp2 for SiluMul {
             grad.detach().contiguous()?,
         );
         let guards = [&gate, &up, &grad].map(|t| t.storage_and_layout());
-        let mut slices: Vec<&[f32]> = Vec::with_capacity(3);
-        for (storage, layout) in &guards {
-            let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((a, b))) =
-                (&**storage, layout.contiguous_offsets())
-            else {
-                candle_core::bail!("silu-mul backward: contiguous f32 tensors on the CPU only");
-            };
-            slices.push(&data[a..b]);
-        }
+        let slices = guards
+            .iter()
+            .map(|(storage, layout)| {
+                super::tensor_f32(storage, layout, "silu-mul backward: an input")
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let (d_gate, d_up) = silu_mul_backward(slices[0], slices[1], slices[2])
             .ok_or_else(|| candle_core::Error::Msg("silu-mul needs AVX-512".into()))?;
         let (d_gate, d_up) = (
